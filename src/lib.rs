@@ -1,5 +1,14 @@
 //! zenlayer-gateway: the one audited door through which internal services may
 //! release Zenlayer cloud disks.
 
+pub mod database;
+pub mod domain;
+pub mod ephemeral_postgres;
+pub mod health;
 pub mod pb;
+pub mod rpc;
+pub mod settings;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;
 pub mod zenlayer;

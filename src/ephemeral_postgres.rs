@@ -1,0 +1,191 @@
+//! A throwaway PostgreSQL server in a temporary directory on a free port:
+//! what `dev` runs when no `DATABASE_URL` is given, and what tests use when
+//! they must stop and restart a database on purpose.
+//!
+//! PostgreSQL refuses to run as root, so under root the server runs as the
+//! `postgres` user (via `runuser`), in a directory handed over to it.
+
+use anyhow::{Context as _, bail};
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A running server; stopped and deleted on drop.
+#[derive(Debug)]
+pub struct EphemeralPostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin_dir: PathBuf,
+    run_as: Option<String>,
+}
+
+const UNPRIVILEGED_USER: &str = "postgres";
+
+impl EphemeralPostgres {
+    /// Creates a cluster and starts it. Blocks for a second or two.
+    pub fn start() -> anyhow::Result<Self> {
+        let bin_dir = find_bin_dir()?;
+        let run_as = running_as_root().then(|| UNPRIVILEGED_USER.to_owned());
+        let dir = tempfile::Builder::new()
+            .prefix("zenlayer-gateway-pg-")
+            .tempdir()?;
+        if let Some(user) = &run_as {
+            hand_over(dir.path(), user)?;
+        }
+        let server = Self {
+            port: free_port()?,
+            dir,
+            bin_dir,
+            run_as,
+        };
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &server.data_dir(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        )?;
+        server.start_again()?;
+        Ok(server)
+    }
+
+    /// A connection URL for `database` on this server.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected).
+    pub fn stop(&self) -> anyhow::Result<()> {
+        self.run(
+            "pg_ctl",
+            &["stop", "-D", &self.data_dir(), "-m", "fast", "-w"],
+        )
+    }
+
+    /// Starts the server again on the same port, after [`stop`](Self::stop).
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c full_page_writes=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("postgres.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "start",
+                "-D",
+                &self.data_dir(),
+                "-l",
+                &log.to_string_lossy(),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &options,
+            ],
+        )
+        .with_context(|| format!("PostgreSQL did not start; its log is {}", log.display()))
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.path().join("data").to_string_lossy().into_owned()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<()> {
+        let path = self.bin_dir.join(program);
+        let mut command = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&path);
+                c
+            }
+            None => Command::new(&path),
+        };
+        let output = command
+            .args(args)
+            .output()
+            .with_context(|| format!("run {}", path.display()))?;
+        if !output.status.success() {
+            bail!(
+                "{program} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EphemeralPostgres {
+    fn drop(&mut self) {
+        // Immediate: nothing here is worth a clean checkpoint.
+        let _ = self.run(
+            "pg_ctl",
+            &["stop", "-D", &self.data_dir(), "-m", "immediate", "-w"],
+        );
+    }
+}
+
+/// `PG_BIN_DIR`, else wherever `initdb` is on the PATH, else the newest
+/// version under Debian's `/usr/lib/postgresql`.
+fn find_bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file());
+    if let Some(dir) = on_path {
+        return Ok(dir);
+    }
+    let mut versions: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("bin"))
+        .filter(|bin| bin.join("initdb").is_file())
+        .collect();
+    versions.sort_by_key(|bin| {
+        bin.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str()?.parse::<u32>().ok())
+    });
+    versions
+        .pop()
+        .context("no PostgreSQL binaries found: install postgresql, or set PG_BIN_DIR to the directory holding initdb and pg_ctl")
+}
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn hand_over(dir: &Path, user: &str) -> anyhow::Result<()> {
+    let id = |flag: &str| -> anyhow::Result<u32> {
+        let out = Command::new("id").args([flag, user]).output()?;
+        String::from_utf8(out.stdout)?
+            .trim()
+            .parse()
+            .with_context(|| format!("no user {user:?} to run PostgreSQL as"))
+    };
+    std::os::unix::fs::chown(dir, Some(id("-u")?), Some(id("-g")?))
+        .with_context(|| format!("hand {} to {user}", dir.display()))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

@@ -1,0 +1,134 @@
+//! Per-call context, set by a tower layer in front of every service: the
+//! request id (the caller's `x-request-id`, or a fresh one), when the call
+//! arrived and the caller's deadline. The layer opens the call's span, so
+//! every log line of the call carries the request id, and echoes the id in
+//! the response metadata.
+
+use crate::zenlayer::CallerDeadline;
+use http::{HeaderValue, Request, Response};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+use tracing::Instrument as _;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// What the gateway knows about a call before its handler runs.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub request_id: String,
+    pub received_at: Instant,
+    pub deadline: CallerDeadline,
+}
+
+impl CallContext {
+    fn from_headers(headers: &http::HeaderMap) -> Self {
+        let received_at = Instant::now();
+        let timeout = headers.get("grpc-timeout").and_then(|v| v.to_str().ok());
+        Self {
+            request_id: caller_request_id(headers)
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            received_at,
+            deadline: CallerDeadline::from_grpc_timeout(timeout, received_at),
+        }
+    }
+
+    /// The context of a call, or a fresh one if the layer was bypassed
+    /// (which only a misassembled server could do).
+    pub fn of<T>(request: &tonic::Request<T>) -> Self {
+        request
+            .extensions()
+            .get::<Self>()
+            .cloned()
+            .unwrap_or_else(|| Self::from_headers(&http::HeaderMap::new()))
+    }
+}
+
+/// A caller's id is kept only if it is short and plain, so that it cannot
+/// forge log lines or bloat every record it is copied into.
+fn caller_request_id(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.:/+=".contains(c);
+    (!value.is_empty() && value.len() <= 128 && value.chars().all(plain)).then(|| value.to_owned())
+}
+
+/// Installs [`CallContext`] and the call's span.
+#[derive(Debug, Clone, Default)]
+pub struct CallContextLayer;
+
+impl<S> Layer<S> for CallContextLayer {
+    type Service = CallContextService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CallContextService { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CallContextService<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<Request<B>> for CallContextService<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let call = CallContext::from_headers(request.headers());
+        let span = tracing::info_span!(
+            "grpc.call",
+            request_id = %call.request_id,
+            rpc.method = %request.uri().path(),
+        );
+        let header = HeaderValue::from_str(&call.request_id).expect("request ids are plain ASCII");
+        request.extensions_mut().insert(call);
+        // The service that was made ready is the one that must be called.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(
+            async move {
+                let mut response = inner.call(request).await?;
+                response.headers_mut().insert(REQUEST_ID_HEADER, header);
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(id: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(REQUEST_ID_HEADER, HeaderValue::from_str(id).unwrap());
+        h
+    }
+
+    #[test]
+    fn a_plain_caller_request_id_is_kept() {
+        let id = "3f1c9a6e-0b7d-4c1e-9a57-0c9e1f7f3b1a";
+        assert_eq!(CallContext::from_headers(&headers(id)).request_id, id);
+    }
+
+    #[test]
+    fn an_unsafe_or_huge_request_id_is_replaced() {
+        for id in ["a b", "x\"}{", &"a".repeat(129), ""] {
+            let minted = CallContext::from_headers(&headers(id)).request_id;
+            assert_ne!(minted, id);
+            assert!(uuid::Uuid::parse_str(&minted).is_ok());
+        }
+    }
+}

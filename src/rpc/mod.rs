@@ -1,0 +1,10 @@
+//! The gRPC face of the gateway: the `DiskService` handler, the per-call
+//! context layer in front of it, and how failures become statuses.
+
+pub mod context;
+mod disk_service;
+pub mod error;
+
+pub use context::{CallContext, CallContextLayer};
+pub use disk_service::DiskApi;
+pub use error::CallError;

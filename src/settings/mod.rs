@@ -1,0 +1,272 @@
+//! The gateway's typed settings: one struct per dependency, read from the
+//! environment (optionally layered over a file), checked as a whole before
+//! any port is bound.
+//!
+//! Secrets are `SecretString`s: `Debug` of any settings struct never shows
+//! them, and they are exposed only where a client is built.
+
+mod reader;
+mod source;
+
+pub use reader::SettingsError;
+pub use source::{Environment, Source};
+
+use crate::zenlayer::{Credential, ZenlayerClient};
+use reader::Reader;
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// All of the gateway's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub zenlayer: ZenlayerSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+/// The gRPC listener and its lifecycle.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// `GATEWAY_LISTEN_ADDR`.
+    pub listen_addr: SocketAddr,
+    /// `GATEWAY_SHUTDOWN_GRACE_MS`: how long in-flight calls may take to
+    /// finish after SIGTERM before they are abandoned.
+    pub shutdown_grace: Duration,
+    /// `GATEWAY_HEALTH_CHECK_INTERVAL_MS`: how often the database is probed
+    /// to keep the health status true.
+    pub health_check_interval: Duration,
+}
+
+/// The PostgreSQL database that holds the audit trail.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `DATABASE_URL`; may carry a password, hence secret.
+    pub url: SecretString,
+    /// `DATABASE_MAX_CONNECTIONS`.
+    pub max_connections: u32,
+    /// `DATABASE_ACQUIRE_TIMEOUT_MS`: how long a call waits for a connection
+    /// before it is refused as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+/// Zenlayer's API and the gateway's credential for it.
+#[derive(Debug, Clone)]
+pub struct ZenlayerSettings {
+    /// `ZENLAYER_BASE_URL`; requests go to `<base>/api/v2/vm`.
+    pub base_url: Url,
+    /// `ZENLAYER_ACCESS_KEY_ID` + `ZENLAYER_ACCESS_KEY_PASSWORD`, or
+    /// `ZENLAYER_ACCESS_TOKEN`.
+    pub credential: Credential,
+    /// `ZENLAYER_API_VERSION`, sent as `X-ZC-Version`.
+    pub api_version: String,
+    /// `ZENLAYER_TIMEOUT_MS`: cap on one upstream call.
+    pub timeout: Duration,
+    /// `ZENLAYER_RATE_LIMIT_RETRIES`: retries after `REQUEST_LIMIT_EXCEEDED`.
+    pub rate_limit_retries: u32,
+    /// `ZENLAYER_RETRY_BACKOFF_MS`: first backoff; it doubles on each retry.
+    pub retry_backoff: Duration,
+}
+
+/// Logging and tracing.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// `GATEWAY_LOG_FORMAT`; JSON by default unless stdout is a terminal.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_lowercase().as_str() {
+            "json" => Ok(Self::Json),
+            "text" => Ok(Self::Text),
+            _ => Err(()),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads and checks every setting; the error names each bad variable.
+    pub fn load(source: &dyn Source) -> Result<Self, SettingsError> {
+        let mut reader = Reader::new(source);
+        let settings = Self {
+            server: ServerSettings::read(&mut reader),
+            database: DatabaseSettings::read(&mut reader),
+            zenlayer: ZenlayerSettings::read(&mut reader),
+            telemetry: TelemetrySettings::read(&mut reader),
+        };
+        reader.finish().map(|()| settings)
+    }
+}
+
+impl ServerSettings {
+    fn read(r: &mut Reader) -> Self {
+        Self {
+            listen_addr: r.or(
+                "GATEWAY_LISTEN_ADDR",
+                "a socket address such as 0.0.0.0:50051",
+                SocketAddr::from(([0, 0, 0, 0], 50051)),
+            ),
+            shutdown_grace: r.millis("GATEWAY_SHUTDOWN_GRACE_MS", 15_000, (0, 600_000)),
+            health_check_interval: r.millis(
+                "GATEWAY_HEALTH_CHECK_INTERVAL_MS",
+                2_000,
+                (10, 60_000),
+            ),
+        }
+    }
+}
+
+impl DatabaseSettings {
+    /// Just the database settings, for commands that need nothing else.
+    pub fn load(source: &dyn Source) -> Result<Self, SettingsError> {
+        let mut reader = Reader::new(source);
+        let settings = Self::read(&mut reader);
+        reader.finish().map(|()| settings)
+    }
+
+    fn read(r: &mut Reader) -> Self {
+        let url = r
+            .required_secret("DATABASE_URL", "the PostgreSQL connection string")
+            .unwrap_or_else(|| SecretString::from(""));
+        if !url.expose_secret().is_empty()
+            && url.expose_secret().parse::<PgConnectOptions>().is_err()
+        {
+            // The URL may hold a password: name the variable, not the value.
+            r.problem("DATABASE_URL is not a valid postgres:// connection string");
+        }
+        Self {
+            url,
+            max_connections: r.or("DATABASE_MAX_CONNECTIONS", "a whole number", 10),
+            acquire_timeout: r.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 2_000, (10, 60_000)),
+        }
+    }
+
+    /// Connection options, honouring everything in the URL (`sslmode` too).
+    pub fn connect_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
+        self.url.expose_secret().parse()
+    }
+
+    /// A pool that connects on first use, so the gateway starts (and reports
+    /// NOT_SERVING) even while the database is down.
+    pub fn pool(&self) -> Result<PgPool, sqlx::Error> {
+        Ok(PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .connect_lazy_with(self.connect_options()?))
+    }
+}
+
+impl ZenlayerSettings {
+    fn read(r: &mut Reader) -> Self {
+        let base_url = r.or(
+            "ZENLAYER_BASE_URL",
+            "an absolute URL such as https://console.zenlayer.com",
+            Url::parse("https://console.zenlayer.com").expect("the default URL is valid"),
+        );
+        check_upstream_scheme(r, &base_url);
+        Self {
+            base_url,
+            credential: read_credential(r),
+            api_version: r
+                .raw("ZENLAYER_API_VERSION")
+                .unwrap_or_else(|| "2023-03-13".to_owned()),
+            timeout: r.millis("ZENLAYER_TIMEOUT_MS", 10_000, (100, 600_000)),
+            rate_limit_retries: r.or("ZENLAYER_RATE_LIMIT_RETRIES", "a whole number", 3),
+            retry_backoff: r.millis("ZENLAYER_RETRY_BACKOFF_MS", 1_000, (1, 60_000)),
+        }
+    }
+
+    /// The upstream client these settings describe.
+    pub fn client(&self) -> anyhow::Result<ZenlayerClient> {
+        ZenlayerClient::new(self)
+    }
+}
+
+/// Plain HTTP would send the signed request, and the disk id, in the clear:
+/// allow it only to this machine (the simulator) or when asked explicitly.
+fn check_upstream_scheme(r: &mut Reader, url: &Url) {
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    let allowed = r.or("ZENLAYER_ALLOW_INSECURE_HTTP", "true or false", false);
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback || allowed => {}
+        "http" => r.problem(format!(
+            "ZENLAYER_BASE_URL={url} uses plain http to a non-loopback host; use https, or set ZENLAYER_ALLOW_INSECURE_HTTP=true"
+        )),
+        other => r.problem(format!(
+            "ZENLAYER_BASE_URL={url} has scheme {other:?}; expected https"
+        )),
+    }
+}
+
+fn read_credential(r: &mut Reader) -> Credential {
+    let id = r.raw("ZENLAYER_ACCESS_KEY_ID");
+    let password = r.secret("ZENLAYER_ACCESS_KEY_PASSWORD");
+    let token = r.secret("ZENLAYER_ACCESS_TOKEN");
+    match (id, password, token) {
+        (Some(id), Some(password), None) => Credential::AccessKey { id, password },
+        (None, None, Some(token)) => Credential::Token(token),
+        (Some(_), None, None) => missing(
+            r,
+            "ZENLAYER_ACCESS_KEY_PASSWORD is required with ZENLAYER_ACCESS_KEY_ID",
+        ),
+        (None, Some(_), None) => missing(
+            r,
+            "ZENLAYER_ACCESS_KEY_ID is required with ZENLAYER_ACCESS_KEY_PASSWORD",
+        ),
+        (None, None, None) => missing(
+            r,
+            "a Zenlayer credential is required: set ZENLAYER_ACCESS_KEY_ID and ZENLAYER_ACCESS_KEY_PASSWORD, or ZENLAYER_ACCESS_TOKEN",
+        ),
+        _ => missing(
+            r,
+            "set either ZENLAYER_ACCESS_KEY_ID/ZENLAYER_ACCESS_KEY_PASSWORD or ZENLAYER_ACCESS_TOKEN, not both",
+        ),
+    }
+}
+
+fn missing(r: &mut Reader, problem: &str) -> Credential {
+    r.problem(problem);
+    Credential::Token(SecretString::from(""))
+}
+
+impl TelemetrySettings {
+    /// Just the telemetry settings, for commands that need nothing else.
+    pub fn load(source: &dyn Source) -> Result<Self, SettingsError> {
+        let mut reader = Reader::new(source);
+        let settings = Self::read(&mut reader);
+        reader.finish().map(|()| settings)
+    }
+
+    fn read(r: &mut Reader) -> Self {
+        use std::io::IsTerminal;
+        let default = if std::io::stdout().is_terminal() {
+            LogFormat::Text
+        } else {
+            LogFormat::Json
+        };
+        Self {
+            log_format: r.or("GATEWAY_LOG_FORMAT", "json or text", default),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

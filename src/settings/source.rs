@@ -1,0 +1,50 @@
+//! Where settings come from: the process environment layered over an
+//! optional `KEY=value` file, or a plain map in tests.
+//!
+//! Reading through a trait keeps the parsing code free of global state, so
+//! tests can build settings without touching the process environment.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A source of raw setting values, keyed by environment-variable name.
+pub trait Source {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+impl Source for HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).cloned()
+    }
+}
+
+/// The process environment, falling back to an optional dotenv-style file.
+#[derive(Debug, Default)]
+pub struct Environment {
+    file: HashMap<String, String>,
+}
+
+impl Environment {
+    /// The process environment alone.
+    pub fn process() -> Self {
+        Self::default()
+    }
+
+    /// The process environment over the `KEY=value` lines of `path`.
+    pub fn with_file(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let file = dotenvy::from_path_iter(path)
+            .with_context(|| format!("cannot read settings file {}", path.display()))?
+            .collect::<Result<HashMap<_, _>, _>>()
+            .with_context(|| format!("cannot parse settings file {}", path.display()))?;
+        Ok(Self { file })
+    }
+}
+
+impl Source for Environment {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key)
+            .ok()
+            .or_else(|| self.file.get(key).cloned())
+    }
+}

@@ -1,0 +1,223 @@
+//! Reading Zenlayer's answers. Decisions rest on the HTTP status and the
+//! `code` field only; `message` is for people and may change.
+
+use super::UpstreamError;
+use super::client::Accepted;
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// How much of an answer is read: API answers are a few hundred bytes, and
+/// a misbehaving proxy must not make the gateway buffer megabytes.
+pub(super) const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Success {
+    request_id: Option<String>,
+    response: Option<SuccessInner>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SuccessInner {
+    request_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Failure {
+    request_id: Option<String>,
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// Turns one HTTP answer into the release's result.
+pub(super) fn interpret(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Accepted, UpstreamError> {
+    if status == StatusCode::OK {
+        return accepted(body);
+    }
+    let challenged = headers
+        .get("cf-mitigated")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"challenge"));
+    if status == StatusCode::FORBIDDEN && challenged {
+        return Err(UpstreamError::SecurityChallenge);
+    }
+    if status.as_u16() == 451 {
+        return Err(UpstreamError::RequestBlocked);
+    }
+    let http_status = status.as_u16();
+    let failure = serde_json::from_slice::<Failure>(body)
+        .ok()
+        .filter(|f| !f.code.is_empty());
+    match failure {
+        Some(f) if f.code == "REQUEST_LIMIT_EXCEEDED" => {
+            Err(rate_limited(http_status, f.request_id, headers))
+        }
+        None if status == StatusCode::TOO_MANY_REQUESTS => {
+            Err(rate_limited(http_status, None, headers))
+        }
+        Some(f) => Err(UpstreamError::Api {
+            http_status,
+            code: f.code,
+            message: f.message,
+            request_id: f.request_id.filter(|id| !id.is_empty()),
+        }),
+        None => Err(UpstreamError::Unreadable {
+            http_status,
+            detail: describe_body(headers, body),
+        }),
+    }
+}
+
+fn accepted(body: &[u8]) -> Result<Accepted, UpstreamError> {
+    let request_id = serde_json::from_slice::<Success>(body)
+        .ok()
+        .and_then(|s| s.request_id.or(s.response.and_then(|r| r.request_id)))
+        .filter(|id| !id.is_empty());
+    match request_id {
+        Some(request_id) => Ok(Accepted { request_id }),
+        None => Err(UpstreamError::Unreadable {
+            http_status: 200,
+            detail: "HTTP 200 without a requestId".to_owned(),
+        }),
+    }
+}
+
+fn rate_limited(
+    http_status: u16,
+    request_id: Option<String>,
+    headers: &HeaderMap,
+) -> UpstreamError {
+    // Zenlayer documents no Retry-After, but honour one if an edge sends it.
+    let retry_after = headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    UpstreamError::RateLimited {
+        http_status,
+        request_id,
+        retry_after,
+    }
+}
+
+/// A short description of a non-API body for logs: never the body itself,
+/// which could be a large HTML page.
+fn describe_body(headers: &HeaderMap, body: &[u8]) -> String {
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no content type");
+    if body.is_empty() {
+        format!("empty body ({content_type})")
+    } else {
+        format!(
+            "{} byte body that is not Zenlayer API JSON ({content_type})",
+            body.len()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "application/json".parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn success_yields_the_request_id_from_either_place() {
+        let top = br#"{"requestId":"T1","response":{"requestId":"T1"}}"#;
+        assert_eq!(
+            interpret(StatusCode::OK, &json_headers(), top)
+                .unwrap()
+                .request_id,
+            "T1"
+        );
+        let inner = br#"{"response":{"requestId":"T2"}}"#;
+        assert_eq!(
+            interpret(StatusCode::OK, &json_headers(), inner)
+                .unwrap()
+                .request_id,
+            "T2"
+        );
+    }
+
+    #[test]
+    fn a_200_without_request_id_is_an_unknown_outcome() {
+        let err = interpret(StatusCode::OK, &json_headers(), b"<html>").unwrap_err();
+        assert!(err.outcome_unknown(), "{err:?}");
+    }
+
+    #[test]
+    fn api_errors_keep_code_status_and_request_id() {
+        let body =
+            br#"{"requestId":"T9","code":"INVALID_DISK_NOT_FOUND","message":"no such disk"}"#;
+        match interpret(StatusCode::NOT_FOUND, &json_headers(), body).unwrap_err() {
+            UpstreamError::Api {
+                http_status,
+                code,
+                request_id,
+                ..
+            } => {
+                assert_eq!(
+                    (http_status, code.as_str(), request_id.as_deref()),
+                    (404, "INVALID_DISK_NOT_FOUND", Some("T9"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rate_limits_are_recognised_by_code_or_status() {
+        let body = br#"{"requestId":"T3","code":"REQUEST_LIMIT_EXCEEDED","message":""}"#;
+        let err = interpret(StatusCode::TOO_MANY_REQUESTS, &json_headers(), body).unwrap_err();
+        assert!(matches!(err, UpstreamError::RateLimited { .. }) && err.retryable());
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", "7".parse().unwrap());
+        match interpret(StatusCode::TOO_MANY_REQUESTS, &headers, b"").unwrap_err() {
+            UpstreamError::RateLimited { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(7)))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn edge_answers_are_told_apart_from_api_errors() {
+        let mut challenge = HeaderMap::new();
+        challenge.insert("cf-mitigated", "challenge".parse().unwrap());
+        assert!(matches!(
+            interpret(StatusCode::FORBIDDEN, &challenge, b"<html>").unwrap_err(),
+            UpstreamError::SecurityChallenge
+        ));
+        let blocked = StatusCode::from_u16(451).unwrap();
+        assert!(matches!(
+            interpret(blocked, &HeaderMap::new(), b"").unwrap_err(),
+            UpstreamError::RequestBlocked
+        ));
+        match interpret(
+            StatusCode::BAD_GATEWAY,
+            &HeaderMap::new(),
+            b"<html>bad gateway</html>",
+        )
+        .unwrap_err()
+        {
+            UpstreamError::Unreadable {
+                http_status: 502,
+                detail,
+            } => assert!(!detail.contains("bad gateway")),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The upstream client: one method per Zenlayer action the gateway forwards.
+//!
+//! ReleaseDisk is irreversible, so the client retries only what certainly
+//! did not reach Zenlayer: a rate-limit refusal, or a connection that could
+//! not be made. Anything sent without an answer is reported as an unknown
+//! outcome, never silently resent.
+
+use super::answer::{MAX_ANSWER_BYTES, interpret};
+use super::signing::{ALGORITHM, SignedParts, authorization_header};
+use super::{CallerDeadline, UpstreamError};
+use crate::domain::DiskId;
+use crate::settings::ZenlayerSettings;
+use anyhow::Context as _;
+use http::{HeaderMap, HeaderValue};
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use std::time::Duration;
+use tracing::{Span, field::Empty, instrument};
+
+const CONTENT_TYPE: &str = "application/json";
+
+/// Connecting is quick or it is not happening; a hung connect is retried
+/// while the rest of the budget allows, since nothing was sent yet.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The gateway's own Zenlayer credential.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// ZC2-HMAC-SHA256 with an AccessKeyId and AccessKeyPassword.
+    AccessKey { id: String, password: SecretString },
+    /// A personal access token, sent as `Authorization: Bearer`.
+    Token(SecretString),
+}
+
+/// Zenlayer accepted the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub request_id: String,
+}
+
+/// A client for Zenlayer's VM API (`<base>/api/v2/vm`).
+#[derive(Debug, Clone)]
+pub struct ZenlayerClient {
+    http: reqwest::Client,
+    endpoint: Url,
+    /// The `Host` header exactly as it goes on the wire, since it is signed.
+    host: String,
+    credential: Credential,
+    api_version: String,
+    timeout: Duration,
+    rate_limit_retries: u32,
+    retry_backoff: Duration,
+}
+
+impl ZenlayerClient {
+    pub fn new(settings: &ZenlayerSettings) -> anyhow::Result<Self> {
+        let endpoint = settings
+            .base_url
+            .join("api/v2/vm")
+            .context("ZENLAYER_BASE_URL cannot take the /api/v2/vm path")?;
+        let host = match (endpoint.host_str(), endpoint.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => anyhow::bail!("ZENLAYER_BASE_URL has no host"),
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("zenlayer-gateway/", env!("CARGO_PKG_VERSION")))
+            // The signed Host header must be the one sent: never follow a
+            // redirect to another host with our signature.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("build the Zenlayer HTTP client")?;
+        Ok(Self {
+            http,
+            endpoint,
+            host,
+            credential: settings.credential.clone(),
+            api_version: settings.api_version.clone(),
+            timeout: settings.timeout,
+            rate_limit_retries: settings.rate_limit_retries,
+            retry_backoff: settings.retry_backoff,
+        })
+    }
+
+    /// The configured cap on one upstream call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Asks Zenlayer to release `disk_id` permanently.
+    #[instrument(name = "zenlayer.release_disk", skip_all, fields(
+        disk_id = %disk_id,
+        http.request.method = "POST",
+        server.address = %self.host,
+        http.response.status_code = Empty,
+        zenlayer.request_id = Empty,
+        zenlayer.code = Empty,
+        attempts = Empty,
+    ))]
+    pub async fn release_disk(
+        &self,
+        disk_id: &DiskId,
+        deadline: CallerDeadline,
+    ) -> Result<Accepted, UpstreamError> {
+        let body = serde_json::json!({ "diskId": disk_id.as_str() }).to_string();
+        let result = self
+            .call_with_retries("ReleaseDisk", body.as_bytes(), deadline)
+            .await;
+        record_result(&result);
+        result
+    }
+
+    async fn call_with_retries(
+        &self,
+        action: &str,
+        body: &[u8],
+        deadline: CallerDeadline,
+    ) -> Result<Accepted, UpstreamError> {
+        let mut retries = 0;
+        loop {
+            Span::current().record("attempts", retries + 1);
+            let (timeout, caller_bound) = deadline.budget(self.timeout)?;
+            let error = match self.send_once(action, body, timeout, caller_bound).await {
+                Ok(accepted) => return Ok(accepted),
+                Err(error) => error,
+            };
+            let pause = self.pause_before_retry(&error, retries);
+            match pause {
+                Some(pause) if deadline.allows_pause(pause) => {
+                    tracing::warn!(error = %error, retry_in_ms = pause.as_millis() as u64, "retrying a call Zenlayer never acted on");
+                    tokio::time::sleep(pause).await;
+                    retries += 1;
+                }
+                _ => return Err(error),
+            }
+        }
+    }
+
+    /// Exponential backoff (1 s, 2 s, 4 s by default, as Zenlayer's SDKs do),
+    /// or `None` when the error must not or need not be retried.
+    fn pause_before_retry(&self, error: &UpstreamError, retries: u32) -> Option<Duration> {
+        if !error.retryable() || retries >= self.rate_limit_retries {
+            return None;
+        }
+        let backoff = self.retry_backoff.saturating_mul(1 << retries.min(16));
+        match error {
+            UpstreamError::RateLimited {
+                retry_after: Some(after),
+                ..
+            } => Some(backoff.max(*after)),
+            _ => Some(backoff),
+        }
+    }
+
+    /// One signed attempt. The body is signed and sent as the same bytes; each
+    /// attempt is signed afresh so its timestamp is current.
+    async fn send_once(
+        &self,
+        action: &str,
+        body: &[u8],
+        timeout: Duration,
+        caller_bound: bool,
+    ) -> Result<Accepted, UpstreamError> {
+        let response = self
+            .http
+            .post(self.endpoint.clone())
+            .headers(self.headers(action, body))
+            .body(body.to_vec())
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| sent_error(e, caller_bound))?;
+        let status = response.status();
+        Span::current().record("http.response.status_code", status.as_u16());
+        let headers = response.headers().clone();
+        let answer = read_capped(response)
+            .await
+            .map_err(|e| sent_error(e, caller_bound))?;
+        interpret(status, &headers, &answer)
+    }
+
+    fn headers(&self, action: &str, body: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let mut put = |name: &'static str, value: &str| {
+            let mut value = HeaderValue::from_str(value).expect("header values are ASCII");
+            value.set_sensitive(name == "authorization");
+            headers.insert(name, value);
+        };
+        put("content-type", CONTENT_TYPE);
+        put("x-zc-action", action);
+        put("x-zc-version", &self.api_version);
+        put("x-zc-service", "vm");
+        match &self.credential {
+            Credential::AccessKey { id, password } => {
+                let timestamp = chrono::Utc::now().timestamp();
+                let signature = SignedParts {
+                    content_type: CONTENT_TYPE,
+                    host: &self.host,
+                    body,
+                    timestamp,
+                }
+                .sign(password.expose_secret().as_bytes());
+                put("x-zc-timestamp", &timestamp.to_string());
+                put("x-zc-signature-method", ALGORITHM);
+                put("authorization", &authorization_header(id, &signature));
+            }
+            Credential::Token(token) => {
+                put(
+                    "authorization",
+                    &format!("Bearer {}", token.expose_secret()),
+                );
+            }
+        }
+        headers
+    }
+}
+
+/// A transport error: before the request was written it is `NotSent` and
+/// safe to retry; after, the outcome is unknown.
+fn sent_error(error: reqwest::Error, caller_deadline: bool) -> UpstreamError {
+    if error.is_connect() {
+        UpstreamError::NotSent(error)
+    } else {
+        UpstreamError::OutcomeUnknown {
+            caller_deadline,
+            source: error,
+        }
+    }
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_ANSWER_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_ANSWER_BYTES {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+fn record_result(result: &Result<Accepted, UpstreamError>) {
+    let span = Span::current();
+    match result {
+        Ok(accepted) => {
+            span.record("zenlayer.request_id", accepted.request_id.as_str());
+        }
+        Err(error) => {
+            if let Some(id) = error.upstream_request_id() {
+                span.record("zenlayer.request_id", id);
+            }
+            if let Some(code) = error.zenlayer_code() {
+                span.record("zenlayer.code", code);
+            }
+        }
+    }
+}
