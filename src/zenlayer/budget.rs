@@ -81,7 +81,7 @@ mod tests {
     fn grpc_timeout_units_are_understood() {
         let now = Instant::now();
         let cases = [
-            ("1H", 3600_000),
+            ("1H", 3_600_000),
             ("2M", 120_000),
             ("3S", 3000),
             ("250m", 250),
