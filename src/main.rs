@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use zenlayer_gateway::settings::{DatabaseSettings, Environment, Settings, TelemetrySettings};
+use zenlayer_gateway::settings::{DatabaseSettings, Environment, Settings, Source, TelemetrySettings};
 use zenlayer_gateway::{database, shutdown, startup::Application, telemetry};
 
 /// The one audited door through which internal services may release
@@ -28,6 +28,17 @@ enum Command {
     Serve,
     /// Apply the embedded database migrations to DATABASE_URL and exit.
     Migrate,
+    /// Run everything locally: a throwaway PostgreSQL (unless DATABASE_URL is
+    /// set), the Zenlayer simulator with sample disks, and the gateway.
+    Dev,
+    /// Run only the Zenlayer simulator (for staging): it accepts the
+    /// credential in ZENLAYER_ACCESS_KEY_ID/ZENLAYER_ACCESS_KEY_PASSWORD or
+    /// ZENLAYER_ACCESS_TOKEN and starts with the sample disks.
+    Simulator {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,5 +74,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::Dev => zenlayer_gateway::dev::run(&source).await,
+        Command::Simulator { listen } => run_simulator(&source, listen).await,
     }
+}
+
+async fn run_simulator(source: &dyn Source, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    use zenlayer_gateway::simulator::{self, Credential, SimulatorConfig};
+    telemetry::init(&TelemetrySettings::load(source)?);
+    let mut credentials = Vec::new();
+    if let (Some(id), Some(password)) = (source.get("ZENLAYER_ACCESS_KEY_ID"), source.get("ZENLAYER_ACCESS_KEY_PASSWORD")) {
+        credentials.push(Credential::AccessKey { id, password });
+    }
+    if let Some(token) = source.get("ZENLAYER_ACCESS_TOKEN") {
+        credentials.push(Credential::Token(token));
+    }
+    anyhow::ensure!(!credentials.is_empty(), "set ZENLAYER_ACCESS_KEY_ID and ZENLAYER_ACCESS_KEY_PASSWORD, or ZENLAYER_ACCESS_TOKEN, for the simulator to accept");
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
+    let handle = simulator::spawn(SimulatorConfig { credentials, disks: simulator::sample_disks() }, listener).await?;
+    tracing::info!(url = %handle.base_url(), "Zenlayer simulator listening");
+    shutdown::signal_received().await;
+    handle.shutdown();
+    Ok(())    }
 }

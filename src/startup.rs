@@ -1,6 +1,7 @@
 //! Server assembly: binds the listener, wires the services and layers, and
 //! runs until told to stop, then drains within the grace period.
 
+use crate::auth::AuthLayer;
 use crate::health;
 use crate::pb::{self, disk_service_server::DiskServiceServer};
 use crate::rpc::{CallContextLayer, DiskApi};
@@ -27,13 +28,18 @@ pub struct Application {
     settings: Settings,
     pool: PgPool,
     api: DiskApi,
+    auth: AuthLayer,
+    /// Cancelled when shutdown begins; background tasks watch it.
+    stop: CancellationToken,
 }
 
 impl Application {
     /// Builds every client and binds the listener (port 0 picks a free one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
         let pool = settings.database.pool().context("DATABASE_URL")?;
         let api = DiskApi::new(settings.zenlayer.client()?);
+        let auth = AuthLayer::new(settings.auth.authenticator(&stop)?);
         let listener = TcpListener::bind(settings.server.listen_addr)
             .await
             .with_context(|| format!("bind GATEWAY_LISTEN_ADDR {}", settings.server.listen_addr))?;
@@ -44,6 +50,8 @@ impl Application {
             settings,
             pool,
             api,
+            auth,
+            stop,
         })
     }
 
@@ -60,7 +68,7 @@ impl Application {
     /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops
     /// accepting, and lets in-flight calls finish for up to the grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let stop = CancellationToken::new();
+        let stop = self.stop;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let monitor = tokio::spawn(health::monitor(
             reporter,
@@ -70,6 +78,7 @@ impl Application {
         ));
         let router = Server::builder()
             .layer(CallContextLayer)
+            .layer(self.auth)
             .add_service(health_service)
             .add_service(reflection_v1()?)
             .add_service(reflection_v1alpha()?)

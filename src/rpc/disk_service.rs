@@ -1,6 +1,7 @@
 //! `zenlayer.vm.v1.DiskService`: the steps of a release, in order.
 
 use super::{CallContext, CallError};
+use crate::auth::Authentication;
 use crate::domain::ReleaseRequest;
 use crate::pb::disk_service_server::DiskService;
 use crate::pb::{ReleaseDiskRequest, ReleaseDiskResponse};
@@ -21,14 +22,16 @@ impl DiskApi {
     async fn release(
         &self,
         call: &CallContext,
+        authentication: Authentication,
         request: ReleaseDiskRequest,
     ) -> Result<ReleaseDiskResponse, CallError> {
         let request =
             ReleaseRequest::parse(&request.disk_id, &request.idempotency_key, &request.reason)
                 .map_err(CallError::Invalid)?;
+        let authorized = authentication.result.map_err(CallError::Denied)?;
         let accepted = self
             .zenlayer
-            .release_disk(&request.disk_id, call.deadline)
+            .release_disk(&authorized, &request.disk_id, call.deadline)
             .await
             .map_err(|source| CallError::Upstream {
                 disk_id: request.disk_id.clone(),
@@ -49,7 +52,8 @@ impl DiskService for DiskApi {
         request: Request<ReleaseDiskRequest>,
     ) -> Result<Response<ReleaseDiskResponse>, Status> {
         let call = CallContext::of(&request);
-        match self.release(&call, request.into_inner()).await {
+        let authentication = Authentication::of(&request);
+        match self.release(&call, authentication, request.into_inner()).await {
             Ok(response) => {
                 tracing::info!(zenlayer.request_id = %response.request_id, "disk released");
                 Ok(Response::new(response))

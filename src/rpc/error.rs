@@ -5,6 +5,7 @@
 //! message. Messages are written for the person reading grpcurl output.
 
 use super::context::CallContext;
+use crate::auth::{AuthError, Verdict};
 use crate::domain::{DiskId, FieldViolation};
 use crate::zenlayer::UpstreamError;
 use std::collections::HashMap;
@@ -20,6 +21,8 @@ pub const ERROR_DOMAIN: &str = "zenlayer-gateway";
 pub enum CallError {
     #[error("invalid request")]
     Invalid(Vec<FieldViolation>),
+    #[error("caller refused: {0}")]
+    Denied(#[source] AuthError),
     #[error("Zenlayer did not release disk {disk_id}")]
     Upstream {
         disk_id: DiskId,
@@ -33,9 +36,23 @@ impl CallError {
     pub fn into_status(self, call: &CallContext) -> Status {
         match self {
             Self::Invalid(violations) => invalid(&violations, call),
+            Self::Denied(error) => denied(&error, call),
             Self::Upstream { disk_id, source } => upstream(&disk_id, &source, call),
         }
     }
+}
+
+fn denied(error: &AuthError, call: &CallContext) -> Status {
+    let code = match error.verdict() {
+        Verdict::Unauthenticated => Code::Unauthenticated,
+        Verdict::PermissionDenied => Code::PermissionDenied,
+        Verdict::Unavailable => Code::Unavailable,
+    };
+    if code == Code::Unavailable {
+        tracing::error!(error = %error, "cannot check caller tokens: the key source is down");
+    }
+    let details = ErrorDetails::with_error_info(error.reason(), ERROR_DOMAIN, call.error_metadata());
+    Status::with_error_details(code, error.to_string(), details)
 }
 
 fn invalid(violations: &[FieldViolation], call: &CallContext) -> Status {

@@ -5,11 +5,14 @@
 //! Secrets are `SecretString`s: `Debug` of any settings struct never shows
 //! them, and they are exposed only where a client is built.
 
+mod auth;
 mod reader;
 mod source;
 
+pub use auth::{AuthSettings, KeySourceSettings};
+
 pub use reader::SettingsError;
-pub use source::{Environment, Source};
+pub use source::{Environment, Overrides, Source};
 
 use crate::zenlayer::{Credential, ZenlayerClient};
 use reader::Reader;
@@ -25,6 +28,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub zenlayer: ZenlayerSettings,
+    pub auth: AuthSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -104,6 +108,7 @@ impl Settings {
             server: ServerSettings::read(&mut reader),
             database: DatabaseSettings::read(&mut reader),
             zenlayer: ZenlayerSettings::read(&mut reader),
+            auth: AuthSettings::read(&mut reader),
             telemetry: TelemetrySettings::read(&mut reader),
         };
         reader.finish().map(|()| settings)
@@ -170,12 +175,8 @@ impl DatabaseSettings {
 
 impl ZenlayerSettings {
     fn read(r: &mut Reader) -> Self {
-        let base_url = r.or(
-            "ZENLAYER_BASE_URL",
-            "an absolute URL such as https://console.zenlayer.com",
-            Url::parse("https://console.zenlayer.com").expect("the default URL is valid"),
-        );
-        check_upstream_scheme(r, &base_url);
+        let raw = r.raw("ZENLAYER_BASE_URL");
+        let base_url = upstream_url(r, "ZENLAYER_BASE_URL", raw.as_deref().unwrap_or("https://console.zenlayer.com"));
         Self {
             base_url,
             credential: read_credential(r),
@@ -194,26 +195,30 @@ impl ZenlayerSettings {
     }
 }
 
-/// Plain HTTP would send the signed request, and the disk id, in the clear:
-/// allow it only to this machine (the simulator) or when asked explicitly.
-fn check_upstream_scheme(r: &mut Reader, url: &Url) {
+/// An upstream URL: HTTPS, or plain HTTP only to this machine (the
+/// simulator, a test's key server) or, for Zenlayer, when
+/// `ZENLAYER_ALLOW_INSECURE_HTTP=true` says so explicitly. Plain HTTP would
+/// carry signed requests and key sets in the clear.
+fn upstream_url(r: &mut Reader, key: &str, raw: &str) -> Url {
+    let fallback = || Url::parse("https://invalid.invalid").expect("a valid URL");
+    let Ok(url) = Url::parse(raw.trim()) else {
+        r.problem(format!("{key}={raw:?} is not an absolute URL such as https://host"));
+        return fallback();
+    };
     let loopback = match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     };
-    let allowed = r.or("ZENLAYER_ALLOW_INSECURE_HTTP", "true or false", false);
+    let allowed = key == "ZENLAYER_BASE_URL" && r.or("ZENLAYER_ALLOW_INSECURE_HTTP", "true or false", false);
     match url.scheme() {
         "https" => {}
         "http" if loopback || allowed => {}
-        "http" => r.problem(format!(
-            "ZENLAYER_BASE_URL={url} uses plain http to a non-loopback host; use https, or set ZENLAYER_ALLOW_INSECURE_HTTP=true"
-        )),
-        other => r.problem(format!(
-            "ZENLAYER_BASE_URL={url} has scheme {other:?}; expected https"
-        )),
+        "http" => r.problem(format!("{key}={url} uses plain http to a non-loopback host; use https")),
+        other => r.problem(format!("{key}={url} has scheme {other:?}; expected https")),
     }
+    url
 }
 
 fn read_credential(r: &mut Reader) -> Credential {

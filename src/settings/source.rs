@@ -48,3 +48,23 @@ impl Source for Environment {
             .or_else(|| self.file.get(key).cloned())
     }
 }
+
+/// Values that win over another source: how `dev` points the gateway at
+/// the throwaway database and simulator it started.
+pub struct Overrides<'a> {
+    pub values: HashMap<String, String>,
+    pub base: &'a dyn Source,
+}
+
+impl std::fmt::Debug for Overrides<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Values may be secrets: show only which keys are overridden.
+        f.debug_struct("Overrides").field("keys", &self.values.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+impl Source for Overrides<'_> {
+    fn get(&self, key: &str) -> Option<String> {
+        self.values.get(key).cloned().or_else(|| self.base.get(key))
+    }
+}

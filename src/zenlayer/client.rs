@@ -8,6 +8,7 @@
 use super::answer::{MAX_ANSWER_BYTES, interpret};
 use super::signing::{ALGORITHM, SignedParts, authorization_header};
 use super::{CallerDeadline, UpstreamError};
+use crate::auth::Authorized;
 use crate::domain::DiskId;
 use crate::settings::ZenlayerSettings;
 use anyhow::Context as _;
@@ -88,7 +89,8 @@ impl ZenlayerClient {
         self.timeout
     }
 
-    /// Asks Zenlayer to release `disk_id` permanently.
+    /// Asks Zenlayer to release `disk_id` permanently. Only an authorized
+    /// caller can be forwarded: the proof is required, not merely checked.
     #[instrument(name = "zenlayer.release_disk", skip_all, fields(
         disk_id = %disk_id,
         http.request.method = "POST",
@@ -100,6 +102,7 @@ impl ZenlayerClient {
     ))]
     pub async fn release_disk(
         &self,
+        _caller: &Authorized,
         disk_id: &DiskId,
         deadline: CallerDeadline,
     ) -> Result<Accepted, UpstreamError> {

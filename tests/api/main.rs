@@ -1,1 +1,10 @@
+//! Integration tests: a real gateway over TCP, a real PostgreSQL, a real
+//! HTTP key server, and a Zenlayer simulator that checks signatures as
+//! Zenlayer does.
 
+mod auth;
+mod grpcurl;
+mod health;
+mod helpers;
+mod release;
+mod tokens;

@@ -1,0 +1,109 @@
+//! What the audit trail records, as values. Building a record never fails
+//! and never holds a secret: the token is reduced to its fingerprint before
+//! it gets here.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Caller-supplied text is stored as given, but PostgreSQL text cannot hold
+/// NUL, and a megabyte of junk in a disk id field is not evidence.
+pub(super) fn storable(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).map(|c| if c == '\0' { '\u{FFFD}' } else { c }).collect()
+}
+
+/// Who called, as far as the token told.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    pub principal: Option<String>,
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub token_jti: Option<String>,
+    pub token_fingerprint: Option<String>,
+    pub roles: Vec<String>,
+}
+
+/// How the gateway decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Authorized and valid: about to be forwarded.
+    Allowed,
+    /// Refused for the caller's identity or role (or no way to check it).
+    Denied(Refusal),
+    /// Refused for the request's content.
+    Invalid(Refusal),
+}
+
+/// A refusal, complete when written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Stable code, e.g. `TOKEN_EXPIRED`, `ROLE_MISSING`, `INVALID_DISK_ID`.
+    pub reason: String,
+    /// The gRPC code the caller got, e.g. `UNAUTHENTICATED`.
+    pub grpc_code: &'static str,
+    pub message: String,
+}
+
+/// A call as received and decided: the first record of every call.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub call_id: Uuid,
+    pub received_at: DateTime<Utc>,
+    pub caller: Caller,
+    pub peer_addr: Option<String>,
+    pub user_agent: Option<String>,
+    pub x_request_id: String,
+    pub trace_id: String,
+    pub disk_id: String,
+    pub reason: String,
+    pub idempotency_key: Option<String>,
+    pub decision: Decision,
+}
+
+/// How an allowed call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeKind {
+    Succeeded,
+    Failed,
+    /// Sent to Zenlayer, with no answer: the disk may or may not be gone.
+    Unknown,
+}
+
+/// The second record of an allowed call.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub call_id: Uuid,
+    pub completed_at: DateTime<Utc>,
+    pub kind: OutcomeKind,
+    pub grpc_code: &'static str,
+    pub zenlayer_code: Option<String>,
+    pub zenlayer_request_id: Option<String>,
+    pub http_status: Option<u16>,
+    pub error_message: Option<String>,
+}
+
+impl Decision {
+    pub(super) fn label(&self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied(_) => "denied",
+            Self::Invalid(_) => "invalid",
+        }
+    }
+
+    pub(super) fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Self::Allowed => None,
+            Self::Denied(r) | Self::Invalid(r) => Some(r),
+        }
+    }
+}
+
+impl OutcomeKind {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Unknown => "unknown",
+        }
+    }
+}

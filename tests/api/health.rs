@@ -1,0 +1,87 @@
+//! Health follows the database, and turns NOT_SERVING on shutdown; in-flight
+//! calls finish during the drain.
+
+use crate::helpers::{AppOptions, spawn_app, spawn_app_with};
+use crate::release::request;
+use std::time::Duration;
+use tokio_stream::StreamExt as _;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use zenlayer_gateway::ephemeral_postgres::EphemeralPostgres;
+use zenlayer_gateway::simulator::Fault;
+
+const DISK_SERVICE: &str = "zenlayer.vm.v1.DiskService";
+
+/// Waits on the Watch stream (no polling, no sleeps) for `wanted`.
+async fn watch_until(
+    stream: &mut tonic::Streaming<HealthCheckResponse>,
+    wanted: ServingStatus,
+) {
+    let wait = async {
+        while let Some(update) = stream.next().await {
+            if update.expect("a health update").status == wanted as i32 {
+                return;
+            }
+        }
+        panic!("the health stream ended before {wanted:?}");
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .unwrap_or_else(|_| panic!("health never became {wanted:?}"));
+}
+
+fn check(service: &str) -> HealthCheckRequest {
+    HealthCheckRequest { service: service.to_owned() }
+}
+
+#[tokio::test]
+async fn health_follows_the_database_down_and_back_up() {
+    let postgres = tokio::task::spawn_blocking(EphemeralPostgres::start).await.unwrap().unwrap();
+    let app = spawn_app_with(AppOptions {
+        admin_database_url: Some(postgres.url("postgres")),
+        ..Default::default()
+    })
+    .await;
+    let mut health = app.health().await;
+    let mut stream = health.watch(check(DISK_SERVICE)).await.unwrap().into_inner();
+    watch_until(&mut stream, ServingStatus::Serving).await;
+
+    let postgres = tokio::task::spawn_blocking(move || postgres.stop().map(|()| postgres)).await.unwrap().unwrap();
+    watch_until(&mut stream, ServingStatus::NotServing).await;
+    let overall = health.check(check("")).await.unwrap().into_inner();
+    assert_eq!(overall.status, ServingStatus::NotServing as i32);
+
+    let _postgres = tokio::task::spawn_blocking(move || postgres.start_again().map(|()| postgres)).await.unwrap().unwrap();
+    watch_until(&mut stream, ServingStatus::Serving).await;
+}
+
+#[tokio::test]
+async fn shutdown_reports_not_serving_and_lets_in_flight_calls_finish() {
+    let mut app = spawn_app().await;
+    let mut health = app.health().await;
+    let mut stream = health.watch(check(DISK_SERVICE)).await.unwrap().into_inner();
+    watch_until(&mut stream, ServingStatus::Serving).await;
+
+    app.simulator.inject(Fault::Latency(Duration::from_millis(700)), 1);
+    let mut disks = app.disks().await;
+    let in_flight = tokio::spawn(async move { disks.release_disk(request("disk-recycled-data")).await });
+    // The call is in flight once the simulator has it.
+    while app.simulator.requests_received() == 0 {
+        tokio::task::yield_now().await;
+    }
+    app.begin_shutdown();
+    watch_until(&mut stream, ServingStatus::NotServing).await;
+    drop(stream);
+
+    let response = in_flight.await.unwrap().expect("the in-flight call completes");
+    assert!(!response.get_ref().request_id.is_empty());
+    app.shut_down().await.expect("a clean exit");
+}
+
+#[tokio::test]
+async fn health_and_reflection_need_no_credentials() {
+    let app = spawn_app().await;
+    let mut health = app.health().await;
+    let mut stream = health.watch(check("")).await.unwrap().into_inner();
+    watch_until(&mut stream, ServingStatus::Serving).await;
+}

@@ -1,0 +1,183 @@
+//! `spawn_app()`: a gateway on a free port with its own fresh database and
+//! its own Zenlayer simulator, and typed gRPC clients to talk to it.
+
+use sqlx::{Connection as _, Executor as _, PgConnection, PgPool};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+use zenlayer_gateway::pb::disk_service_client::DiskServiceClient;
+use zenlayer_gateway::settings::Settings;
+use zenlayer_gateway::simulator::{self, SimulatorConfig, SimulatorHandle};
+use zenlayer_gateway::startup::Application;
+use crate::tokens::{self, KeyServer};
+
+pub const ACCESS_KEY_ID: &str = "AKIDtestgateway";
+pub const ACCESS_KEY_PASSWORD: &str = "test-access-key-password-9f8e7d";
+
+/// The server every test creates its database on: `TEST_DATABASE_URL`, or
+/// the machine's usual local server.
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Logs are silent unless `TEST_LOG` is set.
+fn init_test_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+/// A fresh, migrated database on the server at `admin_url`.
+pub async fn fresh_database(admin_url: &str) -> String {
+    let name = format!("gateway_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(admin_url).await.unwrap_or_else(|e| {
+        panic!("cannot reach the test PostgreSQL at {admin_url} ({e}); run the README's test command, which starts one")
+    });
+    admin
+        .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+        .await
+        .expect("create the test database");
+    let url = replace_database(admin_url, &name);
+    let pool = PgPool::connect(&url).await.expect("connect to the test database");
+    zenlayer_gateway::database::migrate(&pool).await.expect("migrate the test database");
+    pool.close().await;
+    url
+}
+
+fn replace_database(url: &str, name: &str) -> String {
+    let mut url = reqwest::Url::parse(url).expect("a database URL");
+    url.set_path(name);
+    url.to_string()
+}
+
+/// A running gateway and everything around it.
+#[derive(Debug)]
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub simulator: SimulatorHandle,
+    pub key_server: KeyServer,
+    pub database_url: String,
+    pub db: PgPool,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Options for [`spawn_app_with`].
+#[derive(Debug, Default)]
+pub struct AppOptions {
+    /// Settings that override the test defaults.
+    pub settings: HashMap<String, String>,
+    /// The database server; a fresh database is made on it. Default: shared.
+    pub admin_database_url: Option<String>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    init_test_logging();
+    let admin_url = options.admin_database_url.unwrap_or_else(admin_database_url);
+    let database_url = fresh_database(&admin_url).await;
+    let simulator = spawn_simulator().await;
+    let key_server = KeyServer::start(&[tokens::RSA, tokens::EC, tokens::ED]).await;
+    let mut values = test_settings(&database_url, &simulator, &key_server);
+    values.extend(options.settings);
+    let settings = Settings::load(&values).expect("valid test settings");
+    let app = Application::build(settings).await.expect("build the gateway");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let db = PgPool::connect(&database_url).await.expect("connect to the test database");
+    TestApp { addr, simulator, key_server, database_url, db, stop: Some(stop), server: Some(server) }
+}
+
+pub async fn spawn_simulator() -> SimulatorHandle {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the simulator");
+    let config = SimulatorConfig {
+        credentials: vec![
+            simulator::Credential::AccessKey {
+                id: ACCESS_KEY_ID.to_owned(),
+                password: ACCESS_KEY_PASSWORD.to_owned(),
+            },
+            simulator::Credential::Token("test-bearer-token".to_owned()),
+        ],
+        disks: simulator::sample_disks(),
+    };
+    simulator::spawn(config, listener).await.expect("start the simulator")
+}
+
+fn test_settings(database_url: &str, simulator: &SimulatorHandle, key_server: &KeyServer) -> HashMap<String, String> {
+    [
+        ("JWT_JWKS_URL", key_server.url.as_str()),
+        ("JWT_ISSUER", tokens::ISSUER),
+        ("JWT_AUDIENCE", tokens::AUDIENCE),
+        ("GATEWAY_LISTEN_ADDR", "127.0.0.1:0"),
+        ("DATABASE_URL", database_url),
+        ("ZENLAYER_BASE_URL", &simulator.base_url()),
+        ("ZENLAYER_ACCESS_KEY_ID", ACCESS_KEY_ID),
+        ("ZENLAYER_ACCESS_KEY_PASSWORD", ACCESS_KEY_PASSWORD),
+        ("ZENLAYER_RETRY_BACKOFF_MS", "10"),
+        ("ZENLAYER_TIMEOUT_MS", "3000"),
+        ("GATEWAY_HEALTH_CHECK_INTERVAL_MS", "50"),
+        ("GATEWAY_SHUTDOWN_GRACE_MS", "5000"),
+        ("GATEWAY_LOG_FORMAT", "text"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+impl TestApp {
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.endpoint())
+            .expect("a valid endpoint")
+            .connect()
+            .await
+            .expect("connect to the gateway")
+    }
+
+    pub async fn disks(&self) -> DiskServiceClient<Channel> {
+        DiskServiceClient::new(self.channel().await)
+    }
+
+    pub async fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel().await)
+    }
+
+    /// Asks the gateway to stop, as SIGTERM would.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops the gateway and waits for it to exit.
+    pub async fn shut_down(mut self) -> anyhow::Result<()> {
+        self.begin_shutdown();
+        let server = self.server.take().expect("the server is running");
+        tokio::time::timeout(Duration::from_secs(30), server)
+            .await
+            .expect("the gateway stops within its grace period")
+            .expect("the server task did not panic")
+    }
+}
