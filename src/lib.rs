@@ -2,4 +2,5 @@
 //! release Zenlayer cloud disks.
 
 pub mod pb;
+pub mod simulator;
 pub mod zenlayer;
