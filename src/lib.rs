@@ -1,9 +1,10 @@
 //! zenlayer-gateway: the one audited door through which internal services may
 //! release Zenlayer cloud disks.
 
+pub mod audit;
 pub mod auth;
 pub mod database;
-//SIM pub mod dev;
+pub mod dev;
 pub mod domain;
 pub mod ephemeral_postgres;
 pub mod health;
@@ -11,7 +12,7 @@ pub mod pb;
 pub mod rpc;
 pub mod settings;
 pub mod shutdown;
-//SIM pub mod simulator;
+pub mod simulator;
 pub mod startup;
 pub mod telemetry;
 pub mod zenlayer;

@@ -1,0 +1,72 @@
+//! Answering `POST /api/v2/vm` in Zenlayer's order: credentials first, then
+//! the action named by `X-ZC-Action`, then the action's parameters, then the
+//! disk state. A request that fails two checks gets the earlier one's code,
+//! as it would from Zenlayer.
+
+use http::{HeaderMap, StatusCode};
+use serde_json::Map;
+
+use super::auth::header;
+use super::describe::DiskQuery;
+use super::params::Params;
+use super::reply::{self, ApiError, Reply};
+use super::state::{Shared, lock};
+
+/// The actions the simulator implements; any other name is refused the way
+/// Zenlayer refuses an action the key may not call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    ReleaseDisk,
+    DescribeDisks,
+    TerminateDisk,
+}
+
+impl Action {
+    fn from_headers(headers: &HeaderMap) -> Result<Action, ApiError> {
+        match header(headers, "x-zc-action") {
+            Some("ReleaseDisk") => Ok(Action::ReleaseDisk),
+            Some("DescribeDisks") => Ok(Action::DescribeDisks),
+            Some("TerminateDisk") => Ok(Action::TerminateDisk),
+            other => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "AUTHFAILURE_UNAUTHORIZED_OPERATION",
+                format!("action {:?} is not permitted", other.unwrap_or("")),
+            )),
+        }
+    }
+}
+
+pub(crate) fn answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Reply {
+    match run(shared, headers, body) {
+        Ok(fields) => reply::success(fields),
+        Err(error) => reply::error(&error),
+    }
+}
+
+fn run(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Map<String, serde_json::Value>, ApiError> {
+    shared
+        .credentials
+        .check(headers, body, chrono::Utc::now().timestamp())?;
+    let action = Action::from_headers(headers)?;
+    let params = Params::parse(body)?;
+    match action {
+        Action::ReleaseDisk => {
+            let disk_id = params.required_str("diskId")?;
+            lock(&shared.inventory).release(disk_id)?;
+            Ok(Map::new())
+        }
+        Action::TerminateDisk => {
+            let disk_id = params.required_str("diskId")?;
+            lock(&shared.inventory).terminate(disk_id)?;
+            Ok(Map::new())
+        }
+        Action::DescribeDisks => {
+            let query = DiskQuery::from_params(&params)?;
+            Ok(query.run(&lock(&shared.inventory)))
+        }
+    }
+}

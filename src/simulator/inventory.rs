@@ -1,0 +1,220 @@
+//! The simulator's disks and the state changes Zenlayer's disk actions make:
+//! `TerminateDisk` puts a pay-as-you-go data disk into the recycle bin and
+//! `ReleaseDisk` destroys a disk from the bin. Each refusal uses the code
+//! Zenlayer uses for it, because the gateway decides by code.
+//!
+//! Upstream both actions finish asynchronously; here they take effect before
+//! the answer is sent, which is the outcome a client sees once Zenlayer is
+//! done and keeps tests deterministic.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use http::StatusCode;
+
+use super::disk::{ChargeType, Disk, DiskStatus, DiskType};
+use super::reply::ApiError;
+
+/// A disk plus what Zenlayer records about it but a caller does not choose.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredDisk {
+    pub disk: Disk,
+    pub create_time: DateTime<Utc>,
+}
+
+/// All disks, ordered by id so listings are stable.
+#[derive(Debug, Default)]
+pub(crate) struct Inventory {
+    disks: BTreeMap<String, StoredDisk>,
+}
+
+impl Inventory {
+    pub fn new(disks: Vec<Disk>) -> Inventory {
+        let mut inventory = Inventory::default();
+        for disk in disks {
+            inventory.put(disk);
+        }
+        inventory
+    }
+
+    /// Adds or replaces a disk. A replaced disk keeps its creation time, as
+    /// it would upstream when only its state changes.
+    pub fn put(&mut self, disk: Disk) {
+        let create_time = self
+            .disks
+            .get(&disk.disk_id)
+            .map_or_else(Utc::now, |stored| stored.create_time);
+        self.disks
+            .insert(disk.disk_id.clone(), StoredDisk { disk, create_time });
+    }
+
+    pub fn get(&self, disk_id: &str) -> Option<&Disk> {
+        self.disks.get(disk_id).map(|stored| &stored.disk)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &StoredDisk> {
+        self.disks.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.disks.len()
+    }
+
+    pub fn release(&mut self, disk_id: &str) -> Result<(), ApiError> {
+        let disk = self.existing(disk_id)?;
+        refuse_system_disk(disk)?;
+        match disk.disk_status {
+            DiskStatus::Recycled => {}
+            DiskStatus::Recycling => {
+                return Err(ApiError::bad_request(
+                    "UNSUPPORTED_OPERATION_RECYCLE_STATUS",
+                    "the disk is still being moved into the recycle bin",
+                ));
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "UNSUPPORTED_OPERATION_DISK_NOT_BEING_RECYCLE",
+                    "the disk is not in the recycle bin",
+                ));
+            }
+        }
+        self.disks.remove(disk_id);
+        Ok(())
+    }
+
+    pub fn terminate(&mut self, disk_id: &str) -> Result<(), ApiError> {
+        let disk = self.existing(disk_id)?;
+        refuse_system_disk(disk)?;
+        if matches!(
+            disk.disk_status,
+            DiskStatus::Recycled | DiskStatus::Recycling
+        ) {
+            return Err(ApiError::bad_request(
+                "UNSUPPORTED_OPERATION_DISK_BEING_RECYCLE",
+                "the disk is already in the recycle bin",
+            ));
+        }
+        if disk.charge_type != ChargeType::Postpaid {
+            return Err(ApiError::bad_request(
+                "UNSUPPORTED_OPERATION_DISK_CHARGE_TYPE",
+                "only pay-as-you-go disks can be terminated",
+            ));
+        }
+        if disk.disk_status != DiskStatus::Available {
+            return Err(ApiError::bad_request(
+                "UNSUPPORTED_OPERATION_DISK_STATUS",
+                "only an AVAILABLE (detached) disk can be terminated",
+            ));
+        }
+        self.set_status(disk_id, DiskStatus::Recycled);
+        Ok(())
+    }
+
+    fn existing(&self, disk_id: &str) -> Result<&Disk, ApiError> {
+        self.get(disk_id).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "INVALID_DISK_NOT_FOUND",
+                format!("disk {disk_id} does not exist"),
+            )
+        })
+    }
+
+    fn set_status(&mut self, disk_id: &str, status: DiskStatus) {
+        if let Some(stored) = self.disks.get_mut(disk_id) {
+            stored.disk.disk_status = status;
+        }
+    }
+}
+
+fn refuse_system_disk(disk: &Disk) -> Result<(), ApiError> {
+    if disk.disk_type == DiskType::System {
+        return Err(ApiError::bad_request(
+            "UNSUPPORTED_OPERATION_DISK_SYSTEM_TYPE",
+            "system disks cannot be released or terminated",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::disk::sample_disks;
+    use super::*;
+
+    fn code(result: Result<(), ApiError>) -> String {
+        result.unwrap_err().code
+    }
+
+    #[test]
+    fn every_sample_disk_gets_its_documented_release_answer() {
+        let mut inventory = Inventory::new(sample_disks());
+        assert_eq!(inventory.release("disk-recycled-data"), Ok(()));
+        assert_eq!(
+            code(inventory.release("disk-recycled-data")),
+            "INVALID_DISK_NOT_FOUND"
+        );
+        assert_eq!(
+            code(inventory.release("disk-system")),
+            "UNSUPPORTED_OPERATION_DISK_SYSTEM_TYPE"
+        );
+        assert_eq!(
+            code(inventory.release("disk-recycled-system")),
+            "UNSUPPORTED_OPERATION_DISK_SYSTEM_TYPE"
+        );
+        assert_eq!(
+            code(inventory.release("disk-in-use")),
+            "UNSUPPORTED_OPERATION_DISK_NOT_BEING_RECYCLE"
+        );
+        assert_eq!(
+            code(inventory.release("disk-recycling")),
+            "UNSUPPORTED_OPERATION_RECYCLE_STATUS"
+        );
+    }
+
+    #[test]
+    fn terminate_only_recycles_available_postpaid_data_disks() {
+        let mut inventory = Inventory::new(sample_disks());
+        assert_eq!(
+            code(inventory.terminate("disk-in-use")),
+            "UNSUPPORTED_OPERATION_DISK_STATUS"
+        );
+        assert_eq!(
+            code(inventory.terminate("disk-prepaid")),
+            "UNSUPPORTED_OPERATION_DISK_CHARGE_TYPE"
+        );
+        assert_eq!(
+            code(inventory.terminate("disk-system")),
+            "UNSUPPORTED_OPERATION_DISK_SYSTEM_TYPE"
+        );
+        assert_eq!(
+            code(inventory.terminate("missing")),
+            "INVALID_DISK_NOT_FOUND"
+        );
+        assert_eq!(inventory.terminate("disk-available"), Ok(()));
+        assert_eq!(
+            inventory.get("disk-available").unwrap().disk_status,
+            DiskStatus::Recycled
+        );
+        assert_eq!(
+            code(inventory.terminate("disk-available")),
+            "UNSUPPORTED_OPERATION_DISK_BEING_RECYCLE"
+        );
+    }
+
+    #[test]
+    fn replacing_a_disk_keeps_its_creation_time() {
+        let mut inventory = Inventory::new(sample_disks());
+        let before = inventory.disks["disk-in-use"].create_time;
+        inventory.put(Disk::new(
+            "disk-in-use",
+            DiskType::Data,
+            DiskStatus::Recycled,
+        ));
+        assert_eq!(inventory.disks["disk-in-use"].create_time, before);
+        assert_eq!(
+            inventory.get("disk-in-use").unwrap().disk_status,
+            DiskStatus::Recycled
+        );
+    }
+}
