@@ -16,8 +16,12 @@ use std::collections::HashMap;
 /// Runs until SIGINT or SIGTERM.
 pub async fn run(source: &dyn Source) -> anyhow::Result<()> {
     let (postgres, database_url) = database_for_dev(source).await?;
-    let pool = sqlx::PgPool::connect(&database_url).await.context("connect to the dev database")?;
-    database::migrate(&pool).await.context("apply migrations to the dev database")?;
+    let pool = sqlx::PgPool::connect(&database_url)
+        .await
+        .context("connect to the dev database")?;
+    database::migrate(&pool)
+        .await
+        .context("apply migrations to the dev database")?;
     pool.close().await;
 
     let (simulator, access_key_id, access_key_password) = start_simulator().await?;
@@ -25,15 +29,24 @@ pub async fn run(source: &dyn Source) -> anyhow::Result<()> {
         ("DATABASE_URL".to_owned(), database_url),
         ("ZENLAYER_BASE_URL".to_owned(), simulator.base_url()),
         ("ZENLAYER_ACCESS_KEY_ID".to_owned(), access_key_id),
-        ("ZENLAYER_ACCESS_KEY_PASSWORD".to_owned(), access_key_password),
+        (
+            "ZENLAYER_ACCESS_KEY_PASSWORD".to_owned(),
+            access_key_password,
+        ),
         ("ZENLAYER_ACCESS_TOKEN".to_owned(), String::new()),
     ]);
-    for (key, local_default) in [("GATEWAY_LISTEN_ADDR", "127.0.0.1:50051"), ("GATEWAY_LOG_FORMAT", "text")] {
+    for (key, local_default) in [
+        ("GATEWAY_LISTEN_ADDR", "127.0.0.1:50051"),
+        ("GATEWAY_LOG_FORMAT", "text"),
+    ] {
         if source.get(key).is_none() {
             values.insert(key.to_owned(), local_default.to_owned());
         }
     }
-    let settings = Settings::load(&Overrides { values, base: source })?;
+    let settings = Settings::load(&Overrides {
+        values,
+        base: source,
+    })?;
     telemetry::init(&settings.telemetry);
     let app = Application::build(settings).await?;
     print_banner(&app, &simulator, postgres.as_ref());
@@ -43,7 +56,9 @@ pub async fn run(source: &dyn Source) -> anyhow::Result<()> {
     result
 }
 
-async fn database_for_dev(source: &dyn Source) -> anyhow::Result<(Option<EphemeralPostgres>, String)> {
+async fn database_for_dev(
+    source: &dyn Source,
+) -> anyhow::Result<(Option<EphemeralPostgres>, String)> {
     if let Some(url) = source.get("DATABASE_URL").filter(|u| !u.is_empty()) {
         return Ok((None, url));
     }
@@ -57,18 +72,30 @@ async fn database_for_dev(source: &dyn Source) -> anyhow::Result<(Option<Ephemer
 /// The simulator gets a fresh random credential each run, exactly as the
 /// gateway would hold a real one.
 async fn start_simulator() -> anyhow::Result<(SimulatorHandle, String, String)> {
-    let id = format!("AKIDdev{}", Alphanumeric.sample_string(&mut rand::rng(), 16));
+    let id = format!(
+        "AKIDdev{}",
+        Alphanumeric.sample_string(&mut rand::rng(), 16)
+    );
     let password = Alphanumeric.sample_string(&mut rand::rng(), 32);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let config = SimulatorConfig {
-        credentials: vec![simulator::Credential::AccessKey { id: id.clone(), password: password.clone() }],
+        credentials: vec![simulator::Credential::AccessKey {
+            id: id.clone(),
+            password: password.clone(),
+        }],
         disks: simulator::sample_disks(),
     };
-    let handle = simulator::spawn(config, listener).await.context("start the Zenlayer simulator")?;
+    let handle = simulator::spawn(config, listener)
+        .await
+        .context("start the Zenlayer simulator")?;
     Ok((handle, id, password))
 }
 
-fn print_banner(app: &Application, simulator: &SimulatorHandle, postgres: Option<&EphemeralPostgres>) {
+fn print_banner(
+    app: &Application,
+    simulator: &SimulatorHandle,
+    postgres: Option<&EphemeralPostgres>,
+) {
     let addr = app.local_addr();
     let database = match postgres {
         Some(pg) => format!("{} (throwaway, deleted on exit)", pg.url("postgres")),

@@ -16,7 +16,8 @@ use tonic_health::server::HealthReporter;
 /// `DiskService`, so probes may ask for either.
 const SERVICES: [&str; 2] = ["", <DiskServiceServer<DiskApi> as NamedService>::NAME];
 
-async fn set(reporter: &HealthReporter, status: ServingStatus) {
+/// Reports `status` for every service name.
+pub async fn set(reporter: &HealthReporter, status: ServingStatus) {
     for service in SERVICES {
         reporter.set_service_status(service, status).await;
     }

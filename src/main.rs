@@ -5,7 +5,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use zenlayer_gateway::settings::{DatabaseSettings, Environment, Settings, Source, TelemetrySettings};
+use zenlayer_gateway::settings::{
+    DatabaseSettings, Environment, Settings, Source, TelemetrySettings,
+};
 use zenlayer_gateway::{database, shutdown, startup::Application, telemetry};
 
 /// The one audited door through which internal services may release
@@ -83,17 +85,32 @@ async fn run_simulator(source: &dyn Source, listen: std::net::SocketAddr) -> any
     use zenlayer_gateway::simulator::{self, Credential, SimulatorConfig};
     telemetry::init(&TelemetrySettings::load(source)?);
     let mut credentials = Vec::new();
-    if let (Some(id), Some(password)) = (source.get("ZENLAYER_ACCESS_KEY_ID"), source.get("ZENLAYER_ACCESS_KEY_PASSWORD")) {
+    if let (Some(id), Some(password)) = (
+        source.get("ZENLAYER_ACCESS_KEY_ID"),
+        source.get("ZENLAYER_ACCESS_KEY_PASSWORD"),
+    ) {
         credentials.push(Credential::AccessKey { id, password });
     }
     if let Some(token) = source.get("ZENLAYER_ACCESS_TOKEN") {
         credentials.push(Credential::Token(token));
     }
-    anyhow::ensure!(!credentials.is_empty(), "set ZENLAYER_ACCESS_KEY_ID and ZENLAYER_ACCESS_KEY_PASSWORD, or ZENLAYER_ACCESS_TOKEN, for the simulator to accept");
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
-    let handle = simulator::spawn(SimulatorConfig { credentials, disks: simulator::sample_disks() }, listener).await?;
+    anyhow::ensure!(
+        !credentials.is_empty(),
+        "set ZENLAYER_ACCESS_KEY_ID and ZENLAYER_ACCESS_KEY_PASSWORD, or ZENLAYER_ACCESS_TOKEN, for the simulator to accept"
+    );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("bind {listen}"))?;
+    let handle = simulator::spawn(
+        SimulatorConfig {
+            credentials,
+            disks: simulator::sample_disks(),
+        },
+        listener,
+    )
+    .await?;
     tracing::info!(url = %handle.base_url(), "Zenlayer simulator listening");
     shutdown::signal_received().await;
     handle.shutdown();
-    Ok(())    }
+    Ok(())
 }

@@ -70,6 +70,8 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let stop = self.stop;
         let (reporter, health_service) = tonic_health::server::health_reporter();
+        // Known (NOT_SERVING) from the first moment, until the database answers.
+        health::set(&reporter, tonic_health::ServingStatus::NotServing).await;
         let monitor = tokio::spawn(health::monitor(
             reporter,
             self.pool.clone(),

@@ -21,7 +21,9 @@ pub struct DevSigningKey {
 
 impl std::fmt::Debug for DevSigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevSigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("DevSigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -39,7 +41,8 @@ pub struct TokenClaims {
 
 impl DevSigningKey {
     pub fn generate() -> anyhow::Result<Self> {
-        let document = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| anyhow::anyhow!("generate an Ed25519 key"))?;
+        let document = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map_err(|_| anyhow::anyhow!("generate an Ed25519 key"))?;
         Self::from_pkcs8(document.as_ref())
     }
 
@@ -50,10 +53,15 @@ impl DevSigningKey {
     }
 
     fn from_pkcs8(pkcs8: &[u8]) -> anyhow::Result<Self> {
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| anyhow::anyhow!("not an Ed25519 PKCS#8 key"))?;
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8)
+            .map_err(|_| anyhow::anyhow!("not an Ed25519 PKCS#8 key"))?;
         let public = pair.public_key().as_ref().to_vec();
         let kid = format!("dev-{}", &hex::encode(Sha256::digest(&public))[..16]);
-        Ok(Self { kid, pkcs8: pkcs8.to_vec(), public })
+        Ok(Self {
+            kid,
+            pkcs8: pkcs8.to_vec(),
+            public,
+        })
     }
 
     pub fn private_pem(&self) -> String {
@@ -127,6 +135,9 @@ mod tests {
         };
         let keys = KeySet::from_jwks(key.jwks().as_bytes()).unwrap();
         let principal = super::super::token::verify(&token, &keys, &policy).unwrap();
-        assert_eq!((principal.subject.as_str(), principal.roles.as_slice()), ("alice", &["disk:release".to_owned()][..]));
+        assert_eq!(
+            (principal.subject.as_str(), principal.roles.as_slice()),
+            ("alice", &["disk:release".to_owned()][..])
+        );
     }
 }

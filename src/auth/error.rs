@@ -36,10 +36,16 @@ pub enum AuthError {
     #[error("token audience does not include {0}")]
     WrongAudience(String),
     /// No key could be had at all: the caller's token may be fine.
-    #[error("the token signing keys cannot be loaded ({0}); the gateway cannot check any token right now")]
+    #[error(
+        "the token signing keys cannot be loaded ({0}); the gateway cannot check any token right now"
+    )]
     KeySourceDown(String),
     #[error("caller {subject} lacks the role {role} (looked for in claim {claim})")]
-    MissingRole { subject: String, role: String, claim: String },
+    MissingRole {
+        subject: String,
+        role: String,
+        claim: String,
+    },
 }
 
 /// How the RPC layer should answer a failure.

@@ -65,11 +65,20 @@ impl JwksCache {
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()?;
-        Ok(Self { http, url, keys: RwLock::new(None), last_attempt: tokio::sync::Mutex::new(None), cooldown })
+        Ok(Self {
+            http,
+            url,
+            keys: RwLock::new(None),
+            last_attempt: tokio::sync::Mutex::new(None),
+            cooldown,
+        })
     }
 
     fn cached(&self) -> Option<Arc<KeySet>> {
-        self.keys.read().expect("the key cache lock is never poisoned").clone()
+        self.keys
+            .read()
+            .expect("the key cache lock is never poisoned")
+            .clone()
     }
 
     async fn current(&self) -> Result<Arc<KeySet>, AuthError> {
@@ -81,8 +90,14 @@ impl JwksCache {
             Some(keys) => Ok(keys),
             None => {
                 let last = self.last_attempt.lock().await;
-                let why = last.as_ref().and_then(|(_, e)| e.clone()).unwrap_or_else(|| "not fetched yet".into());
-                Err(AuthError::KeySourceDown(format!("JWKS at {} unavailable: {why}", self.url)))
+                let why = last
+                    .as_ref()
+                    .and_then(|(_, e)| e.clone())
+                    .unwrap_or_else(|| "not fetched yet".into());
+                Err(AuthError::KeySourceDown(format!(
+                    "JWKS at {} unavailable: {why}",
+                    self.url
+                )))
             }
         }
     }
@@ -90,7 +105,10 @@ impl JwksCache {
     /// Fetches unless another fetch was attempted within the cooldown.
     async fn refresh_unless_recent(&self) {
         let mut last = self.last_attempt.lock().await;
-        if last.as_ref().is_some_and(|(at, _)| at.elapsed() < self.cooldown) {
+        if last
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < self.cooldown)
+        {
             return;
         }
         let error = self.fetch().await.err();
@@ -108,11 +126,19 @@ impl JwksCache {
     #[tracing::instrument(name = "jwks.fetch", skip_all, fields(url = %self.url))]
     async fn fetch(&self) -> Result<(), String> {
         let result = async {
-            let response = self.http.get(self.url.clone()).send().await.map_err(|e| format!("fetch failed: {e}"))?;
+            let response = self
+                .http
+                .get(self.url.clone())
+                .send()
+                .await
+                .map_err(|e| format!("fetch failed: {e}"))?;
             if !response.status().is_success() {
                 return Err(format!("HTTP {}", response.status().as_u16()));
             }
-            let body = response.bytes().await.map_err(|e| format!("read failed: {e}"))?;
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| format!("read failed: {e}"))?;
             if body.len() > MAX_JWKS_BYTES {
                 return Err(format!("document of {} bytes is too large", body.len()));
             }
@@ -122,7 +148,10 @@ impl JwksCache {
         match result {
             Ok(keys) => {
                 tracing::info!(keys = keys.len(), "JWKS loaded");
-                *self.keys.write().expect("the key cache lock is never poisoned") = Some(Arc::new(keys));
+                *self
+                    .keys
+                    .write()
+                    .expect("the key cache lock is never poisoned") = Some(Arc::new(keys));
                 Ok(())
             }
             Err(error) => {

@@ -17,7 +17,10 @@ pub struct VerificationKey {
 
 impl std::fmt::Debug for VerificationKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerificationKey").field("kid", &self.kid).field("algorithms", &self.algorithms).finish()
+        f.debug_struct("VerificationKey")
+            .field("kid", &self.kid)
+            .field("algorithms", &self.algorithms)
+            .finish()
     }
 }
 
@@ -52,7 +55,11 @@ impl KeySet {
     /// Keys that may verify a token with this `kid` and `alg`. A token that
     /// names a `kid` gets only that key; one without gets every key of the
     /// right type (key sets from PEM files have no ids).
-    pub fn candidates<'a>(&'a self, kid: Option<&'a str>, alg: Algorithm) -> impl Iterator<Item = &'a VerificationKey> {
+    pub fn candidates<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+        alg: Algorithm,
+    ) -> impl Iterator<Item = &'a VerificationKey> {
         self.keys.iter().filter(move |k| {
             let id_matches = match (kid, k.kid.as_deref()) {
                 (Some(wanted), Some(have)) => wanted == have,
@@ -64,22 +71,33 @@ impl KeySet {
 
     /// Whether a key with this id is published at all.
     pub fn has_kid(&self, kid: &str) -> bool {
-        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid)) || self.keys.iter().all(|k| k.kid.is_none())
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+            || self.keys.iter().all(|k| k.kid.is_none())
     }
 
     /// Parses a JWKS document. Keys the gateway cannot use (encryption keys,
     /// unknown types, symmetric keys) are skipped, not fatal: an IdP may
     /// publish more than signing keys.
     pub fn from_jwks(json: &[u8]) -> Result<Self, String> {
-        let set: JwkSet = serde_json::from_slice(json).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let set: JwkSet =
+            serde_json::from_slice(json).map_err(|e| format!("not a JWKS document: {e}"))?;
         let keys = set
             .keys
             .iter()
-            .filter(|jwk| !matches!(jwk.common.public_key_use, Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)))
+            .filter(|jwk| {
+                !matches!(
+                    jwk.common.public_key_use,
+                    Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+                )
+            })
             .filter_map(|jwk| {
                 let algorithms = jwk_algorithms(&jwk.algorithm, jwk.common.key_algorithm)?;
                 let key = DecodingKey::from_jwk(jwk).ok()?;
-                Some(VerificationKey { kid: jwk.common.key_id.clone(), key, algorithms })
+                Some(VerificationKey {
+                    kid: jwk.common.key_id.clone(),
+                    key,
+                    algorithms,
+                })
             })
             .collect::<Vec<_>>();
         if keys.is_empty() {
@@ -94,7 +112,10 @@ impl KeySet {
         let keys = blocks
             .iter()
             .enumerate()
-            .map(|(index, block)| pem_key(pem::encode(block).as_bytes()).map_err(|e| format!("PEM key #{}: {e}", index + 1)))
+            .map(|(index, block)| {
+                pem_key(pem::encode(block).as_bytes())
+                    .map_err(|e| format!("PEM key #{}: {e}", index + 1))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if keys.is_empty() {
             return Err("no PEM public key found".to_owned());
@@ -105,26 +126,46 @@ impl KeySet {
     /// A shared HS256 secret (only ever on its own, see settings).
     pub fn from_hs256_secret(secret: &[u8]) -> Self {
         Self {
-            keys: vec![VerificationKey { kid: None, key: DecodingKey::from_secret(secret), algorithms: vec![Algorithm::HS256] }],
+            keys: vec![VerificationKey {
+                kid: None,
+                key: DecodingKey::from_secret(secret),
+                algorithms: vec![Algorithm::HS256],
+            }],
         }
     }
 }
 
+/// A PEM parser for one key type, and the algorithms that type verifies.
+type PemParser = (
+    fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>,
+    &'static [Algorithm],
+);
+
 fn pem_key(block: &[u8]) -> Result<VerificationKey, String> {
-    let attempts: [(fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>, &[Algorithm]); 3] = [
+    let attempts: [PemParser; 3] = [
         (DecodingKey::from_rsa_pem, &RSA_ALGORITHMS),
-        (DecodingKey::from_ec_pem, &[Algorithm::ES256, Algorithm::ES384]),
+        (
+            DecodingKey::from_ec_pem,
+            &[Algorithm::ES256, Algorithm::ES384],
+        ),
         (DecodingKey::from_ed_pem, &[Algorithm::EdDSA]),
     ];
     attempts
         .iter()
         .find_map(|(parse, algorithms)| {
-            parse(block).ok().map(|key| VerificationKey { kid: None, key, algorithms: algorithms.to_vec() })
+            parse(block).ok().map(|key| VerificationKey {
+                kid: None,
+                key,
+                algorithms: algorithms.to_vec(),
+            })
         })
         .ok_or_else(|| "not an RSA, EC or Ed25519 public key".to_owned())
 }
 
-fn jwk_algorithms(params: &AlgorithmParameters, declared: Option<KeyAlgorithm>) -> Option<Vec<Algorithm>> {
+fn jwk_algorithms(
+    params: &AlgorithmParameters,
+    declared: Option<KeyAlgorithm>,
+) -> Option<Vec<Algorithm>> {
     let by_type: Vec<Algorithm> = match params {
         AlgorithmParameters::RSA(_) => RSA_ALGORITHMS.to_vec(),
         AlgorithmParameters::EllipticCurve(ec) => match ec.curve {

@@ -28,7 +28,10 @@ impl AuthLayer {
 impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, authenticator: self.authenticator.clone() }
+        AuthService {
+            inner,
+            authenticator: self.authenticator.clone(),
+        }
     }
 }
 

@@ -54,19 +54,28 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(keys: KeySource, policy: TokenPolicy, release_role: &str) -> Self {
-        Self { keys, policy: Arc::new(policy), release_role: release_role.into() }
+        Self {
+            keys,
+            policy: Arc::new(policy),
+            release_role: release_role.into(),
+        }
     }
 
     /// Authenticates and authorizes the caller behind `headers`.
     #[tracing::instrument(name = "authorize", skip_all, fields(principal = tracing::field::Empty, auth.reason = tracing::field::Empty))]
     pub async fn check(&self, headers: &http::HeaderMap) -> Authentication {
         let token = token::bearer_token(headers);
-        let token_fingerprint = token.as_ref().ok().map(|t| hex::encode(Sha256::digest(t.as_bytes())));
+        let token_fingerprint = token
+            .as_ref()
+            .ok()
+            .map(|t| hex::encode(Sha256::digest(t.as_bytes())));
         let principal = match token {
             Ok(token) => self.verify(token).await,
             Err(error) => Err(error),
         };
-        let result = principal.clone().and_then(|p| p.authorize(&self.release_role, &self.policy.roles_claim));
+        let result = principal
+            .clone()
+            .and_then(|p| p.authorize(&self.release_role, &self.policy.roles_claim));
         let span = tracing::Span::current();
         if let Ok(p) = &principal {
             span.record("principal", p.subject.as_str());
@@ -74,7 +83,11 @@ impl Authenticator {
         if let Err(e) = &result {
             span.record("auth.reason", e.reason());
         }
-        Authentication { token_fingerprint, principal: principal.ok(), result }
+        Authentication {
+            token_fingerprint,
+            principal: principal.ok(),
+            result,
+        }
     }
 
     async fn verify(&self, token: &str) -> Result<Principal, AuthError> {

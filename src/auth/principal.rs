@@ -36,7 +36,13 @@ impl Authorized {
 impl Principal {
     /// Reads the principal from verified claims; `roles_claim` is a dotted path.
     pub(super) fn from_claims(claims: &Value, roles_claim: &str) -> Result<Self, AuthError> {
-        let text = |name: &str| claims.get(name).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+        let text = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
         Ok(Self {
             subject: text("sub").ok_or_else(|| AuthError::MissingClaim("sub".into()))?,
             issuer: text("iss").ok_or_else(|| AuthError::MissingClaim("iss".into()))?,
@@ -51,7 +57,11 @@ impl Principal {
         if self.roles.iter().any(|r| r == role) {
             Ok(Authorized { principal: self })
         } else {
-            Err(AuthError::MissingRole { subject: self.subject, role: role.to_owned(), claim: roles_claim.to_owned() })
+            Err(AuthError::MissingRole {
+                subject: self.subject,
+                role: role.to_owned(),
+                claim: roles_claim.to_owned(),
+            })
         }
     }
 }
@@ -59,9 +69,15 @@ impl Principal {
 /// Roles under a dotted claim path (`realm_access.roles`), given as an array
 /// of strings or as one space-separated string (OAuth `scope`, `scp`).
 fn roles_at(claims: &Value, path: &str) -> Vec<String> {
-    let found = path.split('.').try_fold(claims, |node, segment| node.get(segment));
+    let found = path
+        .split('.')
+        .try_fold(claims, |node, segment| node.get(segment));
     match found {
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
         Some(Value::String(list)) => list.split_whitespace().map(str::to_owned).collect(),
         _ => Vec::new(),
     }
@@ -87,23 +103,38 @@ mod tests {
         assert_eq!(principal(scope, "scope").roles, ["openid", "disk:release"]);
         let mut nested = base;
         nested["realm_access"] = json!({"roles": ["disk:release"]});
-        assert_eq!(principal(nested, "realm_access.roles").roles, ["disk:release"]);
+        assert_eq!(
+            principal(nested, "realm_access.roles").roles,
+            ["disk:release"]
+        );
     }
 
     #[test]
     fn the_role_must_be_under_the_configured_path() {
         let claims = json!({"sub": "svc", "iss": "idp", "scope": "disk:release"});
-        let error = principal(claims, "roles").authorize("disk:release", "roles").unwrap_err();
+        let error = principal(claims, "roles")
+            .authorize("disk:release", "roles")
+            .unwrap_err();
         assert!(matches!(error, AuthError::MissingRole { .. }));
-        assert_eq!(error.to_string(), "caller svc lacks the role disk:release (looked for in claim roles)");
+        assert_eq!(
+            error.to_string(),
+            "caller svc lacks the role disk:release (looked for in claim roles)"
+        );
     }
 
     #[test]
     fn client_id_comes_from_azp_or_client_id() {
-        let azp = json!({"sub": "s", "iss": "i", "azp": "billing", "client_id": "other", "jti": "j1"});
+        let azp =
+            json!({"sub": "s", "iss": "i", "azp": "billing", "client_id": "other", "jti": "j1"});
         let p = principal(azp, "roles");
-        assert_eq!((p.client_id.as_deref(), p.token_id.as_deref()), (Some("billing"), Some("j1")));
+        assert_eq!(
+            (p.client_id.as_deref(), p.token_id.as_deref()),
+            (Some("billing"), Some("j1"))
+        );
         let client = json!({"sub": "s", "iss": "i", "client_id": "cleanup"});
-        assert_eq!(principal(client, "roles").client_id.as_deref(), Some("cleanup"));
+        assert_eq!(
+            principal(client, "roles").client_id.as_deref(),
+            Some("cleanup")
+        );
     }
 }

@@ -30,15 +30,24 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthError::MissingToken)?;
     if values.next().is_some() {
-        return Err(AuthError::BadHeader("more than one authorization value was sent; send exactly one"));
+        return Err(AuthError::BadHeader(
+            "more than one authorization value was sent; send exactly one",
+        ));
     }
     if value.len() > MAX_TOKEN_BYTES + 7 {
         return Err(AuthError::TooLarge(value.len().saturating_sub(7)));
     }
-    let value = value.to_str().map_err(|_| AuthError::BadHeader("authorization is not plain text"))?;
-    let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::BadHeader("authorization must be 'Bearer <JWT>'"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::BadHeader("authorization is not plain text"))?;
+    let (scheme, token) = value
+        .trim()
+        .split_once(' ')
+        .ok_or(AuthError::BadHeader("authorization must be 'Bearer <JWT>'"))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthError::BadHeader("authorization must use the Bearer scheme"));
+        return Err(AuthError::BadHeader(
+            "authorization must use the Bearer scheme",
+        ));
     }
     let token = token.trim();
     if token.is_empty() {
@@ -63,14 +72,28 @@ fn read_header(token: &str, policy: &TokenPolicy) -> Result<UnverifiedHeader, Au
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .ok_or_else(|| AuthError::Malformed("its header is not base64url JSON".into()))?;
-    let name = header.get("alg").and_then(Value::as_str).unwrap_or("(none given)");
-    let accepted = || policy.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ");
+    let name = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .unwrap_or("(none given)");
+    let accepted = || {
+        policy
+            .algorithms
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let alg = name
         .parse::<Algorithm>()
         .ok()
         .filter(|alg| policy.algorithms.contains(alg))
         .ok_or_else(|| AuthError::AlgorithmNotAllowed(printable(name), accepted()))?;
-    let kid = header.get("kid").map(|kid| kid.as_str().map(str::to_owned).unwrap_or_else(|| kid.to_string()));
+    let kid = header.get("kid").map(|kid| {
+        kid.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| kid.to_string())
+    });
     Ok(UnverifiedHeader { alg, kid })
 }
 
@@ -97,7 +120,9 @@ pub fn verify(token: &str, keys: &KeySet, policy: &TokenPolicy) -> Result<Princi
         }
     }
     let claims = claims?;
-    if let Some(iat) = timestamp(&claims, "iat").filter(|iat| iat.timestamp() > Utc::now().timestamp() + policy.leeway_seconds as i64) {
+    if let Some(iat) = timestamp(&claims, "iat")
+        .filter(|iat| iat.timestamp() > Utc::now().timestamp() + policy.leeway_seconds as i64)
+    {
         return Err(AuthError::IssuedInFuture(iat));
     }
     Principal::from_claims(&claims, &policy.roles_claim)
@@ -118,7 +143,8 @@ fn validation(alg: Algorithm, policy: &TokenPolicy) -> Validation {
 /// after the signature verified, so reading the claims for the message
 /// (e.g. the expiry time) trusts nothing unverified.
 fn claim_error(kind: &ErrorKind, token: &str, policy: &TokenPolicy) -> AuthError {
-    let verified_claims = || jsonwebtoken::dangerous::insecure_decode_claims::<Value>(token).unwrap_or_default();
+    let verified_claims =
+        || jsonwebtoken::dangerous::insecure_decode_claims::<Value>(token).unwrap_or_default();
     let when = |name: &str| timestamp(&verified_claims(), name).unwrap_or_default();
     match kind {
         ErrorKind::ExpiredSignature => AuthError::Expired(when("exp")),
@@ -127,19 +153,30 @@ fn claim_error(kind: &ErrorKind, token: &str, policy: &TokenPolicy) -> AuthError
         ErrorKind::InvalidAudience => AuthError::WrongAudience(policy.audience.clone()),
         ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim.clone()),
         ErrorKind::InvalidClaimFormat(claim) => AuthError::BadClaim(claim.clone()),
-        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
-            AuthError::Malformed("it does not decode".into())
-        }
+        ErrorKind::InvalidToken
+        | ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_) => AuthError::Malformed("it does not decode".into()),
         _ => AuthError::BadSignature,
     }
 }
 
 fn timestamp(claims: &Value, name: &str) -> Option<DateTime<Utc>> {
-    claims.get(name).and_then(Value::as_i64).and_then(|secs| DateTime::from_timestamp(secs, 0))
+    claims
+        .get(name)
+        .and_then(Value::as_i64)
+        .and_then(|secs| DateTime::from_timestamp(secs, 0))
 }
 
 /// Echoes a caller-supplied value in a message only if it is short and plain.
 fn printable(value: &str) -> String {
-    let plain = value.len() <= 64 && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
-    if plain { value.to_owned() } else { "(an unprintable value)".to_owned() }
+    let plain = value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    if plain {
+        value.to_owned()
+    } else {
+        "(an unprintable value)".to_owned()
+    }
 }

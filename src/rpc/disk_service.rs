@@ -53,7 +53,10 @@ impl DiskService for DiskApi {
     ) -> Result<Response<ReleaseDiskResponse>, Status> {
         let call = CallContext::of(&request);
         let authentication = Authentication::of(&request);
-        match self.release(&call, authentication, request.into_inner()).await {
+        match self
+            .release(&call, authentication, request.into_inner())
+            .await
+        {
             Ok(response) => {
                 tracing::info!(zenlayer.request_id = %response.request_id, "disk released");
                 Ok(Response::new(response))

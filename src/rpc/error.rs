@@ -51,7 +51,8 @@ fn denied(error: &AuthError, call: &CallContext) -> Status {
     if code == Code::Unavailable {
         tracing::error!(error = %error, "cannot check caller tokens: the key source is down");
     }
-    let details = ErrorDetails::with_error_info(error.reason(), ERROR_DOMAIN, call.error_metadata());
+    let details =
+        ErrorDetails::with_error_info(error.reason(), ERROR_DOMAIN, call.error_metadata());
     Status::with_error_details(code, error.to_string(), details)
 }
 

@@ -19,7 +19,11 @@ pub enum KeySourceSettings {
     /// `JWT_JWKS_URL`, refreshed every `refresh_interval`
     /// (`JWT_JWKS_REFRESH_INTERVAL_MS`) and, for unknown key ids, at most once
     /// per `refetch_cooldown` (`JWT_JWKS_REFETCH_COOLDOWN_MS`).
-    Jwks { url: Url, refresh_interval: Duration, refetch_cooldown: Duration },
+    Jwks {
+        url: Url,
+        refresh_interval: Duration,
+        refetch_cooldown: Duration,
+    },
     /// `JWT_PUBLIC_KEYS_FILE`: PEM public keys or a JWKS document.
     File(PathBuf),
     /// `JWT_HS256_SECRET`: a shared secret, never alongside public keys.
@@ -48,39 +52,66 @@ impl AuthSettings {
         });
         let leeway_seconds = r.or("JWT_LEEWAY_SECONDS", "a whole number of seconds", 30);
         if leeway_seconds > 300 {
-            r.problem(format!("JWT_LEEWAY_SECONDS={leeway_seconds} is too lenient: at most 300"));
+            r.problem(format!(
+                "JWT_LEEWAY_SECONDS={leeway_seconds} is too lenient: at most 300"
+            ));
         }
         let policy = TokenPolicy {
             issuer,
-            audience: r.raw("JWT_AUDIENCE").unwrap_or_else(|| "zenlayer-gateway".to_owned()),
+            audience: r
+                .raw("JWT_AUDIENCE")
+                .unwrap_or_else(|| "zenlayer-gateway".to_owned()),
             algorithms: read_algorithms(r, &keys),
             leeway_seconds,
-            roles_claim: r.raw("JWT_ROLES_CLAIM").unwrap_or_else(|| "roles".to_owned()),
+            roles_claim: r
+                .raw("JWT_ROLES_CLAIM")
+                .unwrap_or_else(|| "roles".to_owned()),
         };
-        Self { keys, policy, release_role: r.raw("RELEASE_DISK_ROLE").unwrap_or_else(|| "disk:release".to_owned()) }
+        Self {
+            keys,
+            policy,
+            release_role: r
+                .raw("RELEASE_DISK_ROLE")
+                .unwrap_or_else(|| "disk:release".to_owned()),
+        }
     }
 
     /// The authenticator these settings describe. A JWKS source starts
     /// fetching at once and refreshes until `shutdown`.
     pub fn authenticator(&self, shutdown: &CancellationToken) -> anyhow::Result<Authenticator> {
         let keys = match &self.keys {
-            KeySourceSettings::Jwks { url, refresh_interval, refetch_cooldown } => {
+            KeySourceSettings::Jwks {
+                url,
+                refresh_interval,
+                refetch_cooldown,
+            } => {
                 let cache = Arc::new(JwksCache::new(url.clone(), *refetch_cooldown)?);
-                cache.clone().spawn_refresher(*refresh_interval, shutdown.clone());
+                cache
+                    .clone()
+                    .spawn_refresher(*refresh_interval, shutdown.clone());
                 KeySource::Jwks(cache)
             }
             KeySourceSettings::File(path) => KeySource::Fixed(Arc::new(load_key_file(path)?)),
-            KeySourceSettings::Hs256(secret) => {
-                KeySource::Fixed(Arc::new(KeySet::from_hs256_secret(secret.expose_secret().as_bytes())))
-            }
+            KeySourceSettings::Hs256(secret) => KeySource::Fixed(Arc::new(
+                KeySet::from_hs256_secret(secret.expose_secret().as_bytes()),
+            )),
         };
-        Ok(Authenticator::new(keys, self.policy.clone(), &self.release_role))
+        Ok(Authenticator::new(
+            keys,
+            self.policy.clone(),
+            &self.release_role,
+        ))
     }
 }
 
 fn load_key_file(path: &PathBuf) -> anyhow::Result<KeySet> {
-    let bytes = std::fs::read(path).with_context(|| format!("JWT_PUBLIC_KEYS_FILE {} cannot be read", path.display()))?;
-    let parsed = if bytes.trim_ascii_start().starts_with(b"{") { KeySet::from_jwks(&bytes) } else { KeySet::from_pem(&bytes) };
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("JWT_PUBLIC_KEYS_FILE {} cannot be read", path.display()))?;
+    let parsed = if bytes.trim_ascii_start().starts_with(b"{") {
+        KeySet::from_jwks(&bytes)
+    } else {
+        KeySet::from_pem(&bytes)
+    };
     parsed.map_err(|e| anyhow::anyhow!("JWT_PUBLIC_KEYS_FILE {}: {e}", path.display()))
 }
 
@@ -91,7 +122,11 @@ fn read_key_source(r: &mut Reader) -> KeySourceSettings {
     match (url, file, secret) {
         (Some(url), None, None) => KeySourceSettings::Jwks {
             url: upstream_url(r, "JWT_JWKS_URL", &url),
-            refresh_interval: r.millis("JWT_JWKS_REFRESH_INTERVAL_MS", 300_000, (1_000, 86_400_000)),
+            refresh_interval: r.millis(
+                "JWT_JWKS_REFRESH_INTERVAL_MS",
+                300_000,
+                (1_000, 86_400_000),
+            ),
             refetch_cooldown: r.millis("JWT_JWKS_REFETCH_COOLDOWN_MS", 30_000, (0, 3_600_000)),
         },
         (None, Some(file), None) => KeySourceSettings::File(PathBuf::from(file)),
@@ -103,7 +138,9 @@ fn read_key_source(r: &mut Reader) -> KeySourceSettings {
         (_, _, Some(_)) => {
             // Mixing a shared secret with public keys is how RS/HS confusion
             // attacks get in.
-            r.problem("JWT_HS256_SECRET cannot be combined with JWT_JWKS_URL or JWT_PUBLIC_KEYS_FILE");
+            r.problem(
+                "JWT_HS256_SECRET cannot be combined with JWT_JWKS_URL or JWT_PUBLIC_KEYS_FILE",
+            );
             KeySourceSettings::File(PathBuf::new())
         }
         (Some(_), Some(_), None) => {
@@ -115,15 +152,21 @@ fn read_key_source(r: &mut Reader) -> KeySourceSettings {
 
 fn read_algorithms(r: &mut Reader, keys: &KeySourceSettings) -> Vec<Algorithm> {
     let symmetric = matches!(keys, KeySourceSettings::Hs256(_));
-    let default = if symmetric { "HS256" } else { DEFAULT_ALGORITHMS };
-    let listed = r.raw("JWT_ALGORITHMS").unwrap_or_else(|| default.to_owned());
+    let default = if symmetric {
+        "HS256"
+    } else {
+        DEFAULT_ALGORITHMS
+    };
+    let listed = r
+        .raw("JWT_ALGORITHMS")
+        .unwrap_or_else(|| default.to_owned());
     let mut algorithms = Vec::new();
     for name in listed.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         match name.parse::<Algorithm>() {
             Ok(alg) if (alg == Algorithm::HS256) != symmetric => r.problem(format!(
                 "JWT_ALGORITHMS lists {name}, which does not match the key source (HS256 goes with JWT_HS256_SECRET and nothing else)"
             )),
-            Ok(alg) if matches!(alg, Algorithm::HS384 | Algorithm::HS512) => {
+            Ok(Algorithm::HS384 | Algorithm::HS512) => {
                 r.problem(format!("JWT_ALGORITHMS lists {name}; of the HMAC algorithms only HS256 is supported"))
             }
             Ok(alg) => algorithms.push(alg),

@@ -176,7 +176,11 @@ impl DatabaseSettings {
 impl ZenlayerSettings {
     fn read(r: &mut Reader) -> Self {
         let raw = r.raw("ZENLAYER_BASE_URL");
-        let base_url = upstream_url(r, "ZENLAYER_BASE_URL", raw.as_deref().unwrap_or("https://console.zenlayer.com"));
+        let base_url = upstream_url(
+            r,
+            "ZENLAYER_BASE_URL",
+            raw.as_deref().unwrap_or("https://console.zenlayer.com"),
+        );
         Self {
             base_url,
             credential: read_credential(r),
@@ -202,7 +206,9 @@ impl ZenlayerSettings {
 fn upstream_url(r: &mut Reader, key: &str, raw: &str) -> Url {
     let fallback = || Url::parse("https://invalid.invalid").expect("a valid URL");
     let Ok(url) = Url::parse(raw.trim()) else {
-        r.problem(format!("{key}={raw:?} is not an absolute URL such as https://host"));
+        r.problem(format!(
+            "{key}={raw:?} is not an absolute URL such as https://host"
+        ));
         return fallback();
     };
     let loopback = match url.host() {
@@ -211,11 +217,14 @@ fn upstream_url(r: &mut Reader, key: &str, raw: &str) -> Url {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     };
-    let allowed = key == "ZENLAYER_BASE_URL" && r.or("ZENLAYER_ALLOW_INSECURE_HTTP", "true or false", false);
+    let allowed =
+        key == "ZENLAYER_BASE_URL" && r.or("ZENLAYER_ALLOW_INSECURE_HTTP", "true or false", false);
     match url.scheme() {
         "https" => {}
         "http" if loopback || allowed => {}
-        "http" => r.problem(format!("{key}={url} uses plain http to a non-loopback host; use https")),
+        "http" => r.problem(format!(
+            "{key}={url} uses plain http to a non-loopback host; use https"
+        )),
         other => r.problem(format!("{key}={url} has scheme {other:?}; expected https")),
     }
     url

@@ -59,7 +59,9 @@ pub struct Overrides<'a> {
 impl std::fmt::Debug for Overrides<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Values may be secrets: show only which keys are overridden.
-        f.debug_struct("Overrides").field("keys", &self.values.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+        f.debug_struct("Overrides")
+            .field("keys", &self.values.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }
 

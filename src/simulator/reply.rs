@@ -12,6 +12,11 @@ use uuid::Uuid;
 /// What the simulator's HTTP service answers with.
 pub(crate) type Reply = Response<Full<Bytes>>;
 
+/// The `requestId` an answer carries, kept beside it (never sent) so the
+/// request log can say which id each request was answered with.
+#[derive(Debug, Clone)]
+pub(crate) struct AnsweredRequestId(pub String);
+
 /// A Zenlayer API error: an HTTP status and an UPPER_SNAKE_CASE code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ApiError {
@@ -50,19 +55,24 @@ pub(crate) fn request_id() -> String {
 pub(crate) fn success(mut fields: serde_json::Map<String, Value>) -> Reply {
     let id = request_id();
     fields.insert("requestId".to_owned(), Value::String(id.clone()));
-    json_reply(
+    let mut reply = json_reply(
         StatusCode::OK,
         &json!({ "requestId": id, "response": fields }),
-    )
+    );
+    reply.extensions_mut().insert(AnsweredRequestId(id));
+    reply
 }
 
 pub(crate) fn error(error: &ApiError) -> Reply {
+    let id = request_id();
     let body = json!({
-        "requestId": request_id(),
+        "requestId": id,
         "code": error.code,
         "message": error.message,
     });
-    json_reply(error.status, &body)
+    let mut reply = json_reply(error.status, &body);
+    reply.extensions_mut().insert(AnsweredRequestId(id));
+    reply
 }
 
 pub(crate) fn json_reply(status: StatusCode, body: &Value) -> Reply {

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::faults::{self, Outcome};
-use super::reply::{self, ApiError, Reply};
+use super::reply::{self, AnsweredRequestId, ApiError, Reply};
 use super::state::{Shared, lock};
 use super::traffic::ReceivedRequest;
 use super::{api, control};
@@ -85,13 +85,28 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Reply
     if path.starts_with(control::PREFIX) {
         return Ok(control::handle(&shared, &parts.method, path, &body));
     }
-    shared.traffic.record(ReceivedRequest {
+    let sequence = shared.traffic.record(ReceivedRequest {
         method: parts.method.clone(),
         path: path.to_owned(),
         action: super::auth::header(&parts.headers, "x-zc-action").map(str::to_owned),
         headers: parts.headers.clone(),
         body: body.clone(),
+        answered_request_id: None,
+        sequence: 0,
     });
+    let reply = answer_api(&shared, &parts, &body).await?;
+    if let Some(AnsweredRequestId(id)) = reply.extensions().get::<AnsweredRequestId>() {
+        shared.traffic.answered(sequence, id.clone());
+    }
+    Ok(reply)
+}
+
+async fn answer_api(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: &Bytes,
+) -> Result<Reply, NoAnswer> {
+    let path = parts.uri.path();
     if let Some(reply) = misrouted(&parts.method, path) {
         return Ok(reply);
     }
@@ -103,7 +118,7 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Reply
             Outcome::Drop => return Err(NoAnswer),
         }
     }
-    Ok(api::answer(&shared, &parts.headers, &body))
+    Ok(api::answer(shared, &parts.headers, body))
 }
 
 /// A body that cannot be read in full (the client went away, or it exceeds

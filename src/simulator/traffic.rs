@@ -27,6 +27,10 @@ pub struct ReceivedRequest {
     pub action: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The `requestId` the simulator answered with, once it answered with
+    /// Zenlayer API JSON.
+    pub answered_request_id: Option<String>,
+    pub(crate) sequence: u64,
 }
 
 impl ReceivedRequest {
@@ -44,8 +48,10 @@ pub(crate) struct Traffic {
 }
 
 impl Traffic {
-    pub fn record(&self, request: ReceivedRequest) {
-        self.total.fetch_add(1, Ordering::SeqCst);
+    /// Logs a request as it arrives; returns its sequence number.
+    pub fn record(&self, mut request: ReceivedRequest) -> u64 {
+        let sequence = self.total.fetch_add(1, Ordering::SeqCst);
+        request.sequence = sequence;
         if let Some(action) = &request.action {
             *lock(&self.by_action).entry(action.clone()).or_default() += 1;
         }
@@ -54,6 +60,15 @@ impl Traffic {
             log.pop_front();
         }
         log.push_back(request);
+        sequence
+    }
+
+    /// Notes the `requestId` that request `sequence` was answered with.
+    pub fn answered(&self, sequence: u64, request_id: String) {
+        let mut log = lock(&self.log);
+        if let Some(entry) = log.iter_mut().rev().find(|r| r.sequence == sequence) {
+            entry.answered_request_id = Some(request_id);
+        }
     }
 
     pub fn total(&self) -> u64 {

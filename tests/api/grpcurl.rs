@@ -11,11 +11,17 @@ async fn grpcurl(args: &[&str]) -> Output {
         .args(args)
         .output()
         .await
-        .unwrap_or_else(|e| panic!("cannot run {binary} ({e}); the README's test command installs it"))
+        .unwrap_or_else(|e| {
+            panic!("cannot run {binary} ({e}); the README's test command installs it")
+        })
 }
 
 fn stdout(output: &Output) -> String {
-    assert!(output.status.success(), "grpcurl failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "grpcurl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -24,7 +30,10 @@ async fn grpcurl_lists_the_services_through_reflection() {
     let app = spawn_app().await;
     let listed = stdout(&grpcurl(&["-plaintext", &app.addr.to_string(), "list"]).await);
     for service in ["zenlayer.vm.v1.DiskService", "grpc.health.v1.Health"] {
-        assert!(listed.lines().any(|l| l == service), "{service} missing from:\n{listed}");
+        assert!(
+            listed.lines().any(|l| l == service),
+            "{service} missing from:\n{listed}"
+        );
     }
 }
 
@@ -32,10 +41,29 @@ async fn grpcurl_lists_the_services_through_reflection() {
 async fn grpcurl_describes_disk_service_with_its_documentation() {
     let app = spawn_app().await;
     let addr = app.addr.to_string();
-    let service = stdout(&grpcurl(&["-plaintext", &addr, "describe", "zenlayer.vm.v1.DiskService"]).await);
+    let service = stdout(
+        &grpcurl(&[
+            "-plaintext",
+            &addr,
+            "describe",
+            "zenlayer.vm.v1.DiskService",
+        ])
+        .await,
+    );
     assert!(service.contains("rpc ReleaseDisk ( .zenlayer.vm.v1.ReleaseDiskRequest ) returns ( .zenlayer.vm.v1.ReleaseDiskResponse )"), "{service}");
-    assert!(service.contains("irreversible"), "doc comments are served: {service}");
-    let message = stdout(&grpcurl(&["-plaintext", &addr, "describe", "zenlayer.vm.v1.ReleaseDiskRequest"]).await);
+    assert!(
+        service.contains("irreversible"),
+        "doc comments are served: {service}"
+    );
+    let message = stdout(
+        &grpcurl(&[
+            "-plaintext",
+            &addr,
+            "describe",
+            "zenlayer.vm.v1.ReleaseDiskRequest",
+        ])
+        .await,
+    );
     assert!(message.contains("string idempotency_key = 2;"), "{message}");
 }
 
@@ -53,7 +81,11 @@ async fn grpcurl_releases_a_disk_through_reflection() {
         "zenlayer.vm.v1.DiskService/ReleaseDisk",
     ])
     .await;
-    let printed: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("grpcurl prints JSON");
-    let answered = app.simulator.received()[0].answered_request_id.clone().unwrap();
+    let printed: serde_json::Value =
+        serde_json::from_str(&stdout(&output)).expect("grpcurl prints JSON");
+    let answered = app.simulator.received()[0]
+        .answered_request_id
+        .clone()
+        .unwrap();
     assert_eq!(printed["requestId"], answered);
 }

@@ -13,10 +13,7 @@ use zenlayer_gateway::simulator::Fault;
 const DISK_SERVICE: &str = "zenlayer.vm.v1.DiskService";
 
 /// Waits on the Watch stream (no polling, no sleeps) for `wanted`.
-async fn watch_until(
-    stream: &mut tonic::Streaming<HealthCheckResponse>,
-    wanted: ServingStatus,
-) {
+async fn watch_until(stream: &mut tonic::Streaming<HealthCheckResponse>, wanted: ServingStatus) {
     let wait = async {
         while let Some(update) = stream.next().await {
             if update.expect("a health update").status == wanted as i32 {
@@ -31,27 +28,42 @@ async fn watch_until(
 }
 
 fn check(service: &str) -> HealthCheckRequest {
-    HealthCheckRequest { service: service.to_owned() }
+    HealthCheckRequest {
+        service: service.to_owned(),
+    }
 }
 
 #[tokio::test]
 async fn health_follows_the_database_down_and_back_up() {
-    let postgres = tokio::task::spawn_blocking(EphemeralPostgres::start).await.unwrap().unwrap();
+    let postgres = tokio::task::spawn_blocking(EphemeralPostgres::start)
+        .await
+        .unwrap()
+        .unwrap();
     let app = spawn_app_with(AppOptions {
         admin_database_url: Some(postgres.url("postgres")),
         ..Default::default()
     })
     .await;
     let mut health = app.health().await;
-    let mut stream = health.watch(check(DISK_SERVICE)).await.unwrap().into_inner();
+    let mut stream = health
+        .watch(check(DISK_SERVICE))
+        .await
+        .unwrap()
+        .into_inner();
     watch_until(&mut stream, ServingStatus::Serving).await;
 
-    let postgres = tokio::task::spawn_blocking(move || postgres.stop().map(|()| postgres)).await.unwrap().unwrap();
+    let postgres = tokio::task::spawn_blocking(move || postgres.stop().map(|()| postgres))
+        .await
+        .unwrap()
+        .unwrap();
     watch_until(&mut stream, ServingStatus::NotServing).await;
     let overall = health.check(check("")).await.unwrap().into_inner();
     assert_eq!(overall.status, ServingStatus::NotServing as i32);
 
-    let _postgres = tokio::task::spawn_blocking(move || postgres.start_again().map(|()| postgres)).await.unwrap().unwrap();
+    let _postgres = tokio::task::spawn_blocking(move || postgres.start_again().map(|()| postgres))
+        .await
+        .unwrap()
+        .unwrap();
     watch_until(&mut stream, ServingStatus::Serving).await;
 }
 
@@ -59,12 +71,18 @@ async fn health_follows_the_database_down_and_back_up() {
 async fn shutdown_reports_not_serving_and_lets_in_flight_calls_finish() {
     let mut app = spawn_app().await;
     let mut health = app.health().await;
-    let mut stream = health.watch(check(DISK_SERVICE)).await.unwrap().into_inner();
+    let mut stream = health
+        .watch(check(DISK_SERVICE))
+        .await
+        .unwrap()
+        .into_inner();
     watch_until(&mut stream, ServingStatus::Serving).await;
 
-    app.simulator.inject(Fault::Latency(Duration::from_millis(700)), 1);
+    app.simulator
+        .inject(Fault::Latency(Duration::from_millis(700)), 1);
     let mut disks = app.disks().await;
-    let in_flight = tokio::spawn(async move { disks.release_disk(request("disk-recycled-data")).await });
+    let in_flight =
+        tokio::spawn(async move { disks.release_disk(request("disk-recycled-data")).await });
     // The call is in flight once the simulator has it.
     while app.simulator.requests_received() == 0 {
         tokio::task::yield_now().await;
@@ -73,7 +91,10 @@ async fn shutdown_reports_not_serving_and_lets_in_flight_calls_finish() {
     watch_until(&mut stream, ServingStatus::NotServing).await;
     drop(stream);
 
-    let response = in_flight.await.unwrap().expect("the in-flight call completes");
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight call completes");
     assert!(!response.get_ref().request_id.is_empty());
     app.shut_down().await.expect("a clean exit");
 }

@@ -1,6 +1,7 @@
 //! `spawn_app()`: a gateway on a free port with its own fresh database and
 //! its own Zenlayer simulator, and typed gRPC clients to talk to it.
 
+use crate::tokens::{self, KeyServer};
 use sqlx::{Connection as _, Executor as _, PgConnection, PgPool};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +16,6 @@ use zenlayer_gateway::pb::disk_service_client::DiskServiceClient;
 use zenlayer_gateway::settings::Settings;
 use zenlayer_gateway::simulator::{self, SimulatorConfig, SimulatorHandle};
 use zenlayer_gateway::startup::Application;
-use crate::tokens::{self, KeyServer};
 
 pub const ACCESS_KEY_ID: &str = "AKIDtestgateway";
 pub const ACCESS_KEY_PASSWORD: &str = "test-access-key-password-9f8e7d";
@@ -46,13 +46,19 @@ pub async fn fresh_database(admin_url: &str) -> String {
     let mut admin = PgConnection::connect(admin_url).await.unwrap_or_else(|e| {
         panic!("cannot reach the test PostgreSQL at {admin_url} ({e}); run the README's test command, which starts one")
     });
+    // The name is generated here, never caller input.
+    let create = sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#));
     admin
-        .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+        .execute(create)
         .await
         .expect("create the test database");
     let url = replace_database(admin_url, &name);
-    let pool = PgPool::connect(&url).await.expect("connect to the test database");
-    zenlayer_gateway::database::migrate(&pool).await.expect("migrate the test database");
+    let pool = PgPool::connect(&url)
+        .await
+        .expect("connect to the test database");
+    zenlayer_gateway::database::migrate(&pool)
+        .await
+        .expect("migrate the test database");
     pool.close().await;
     url
 }
@@ -90,25 +96,41 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     init_test_logging();
-    let admin_url = options.admin_database_url.unwrap_or_else(admin_database_url);
+    let admin_url = options
+        .admin_database_url
+        .unwrap_or_else(admin_database_url);
     let database_url = fresh_database(&admin_url).await;
     let simulator = spawn_simulator().await;
     let key_server = KeyServer::start(&[tokens::RSA, tokens::EC, tokens::ED]).await;
     let mut values = test_settings(&database_url, &simulator, &key_server);
     values.extend(options.settings);
     let settings = Settings::load(&values).expect("valid test settings");
-    let app = Application::build(settings).await.expect("build the gateway");
+    let app = Application::build(settings)
+        .await
+        .expect("build the gateway");
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let db = PgPool::connect(&database_url).await.expect("connect to the test database");
-    TestApp { addr, simulator, key_server, database_url, db, stop: Some(stop), server: Some(server) }
+    let db = PgPool::connect(&database_url)
+        .await
+        .expect("connect to the test database");
+    TestApp {
+        addr,
+        simulator,
+        key_server,
+        database_url,
+        db,
+        stop: Some(stop),
+        server: Some(server),
+    }
 }
 
 pub async fn spawn_simulator() -> SimulatorHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the simulator");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the simulator");
     let config = SimulatorConfig {
         credentials: vec![
             simulator::Credential::AccessKey {
@@ -119,10 +141,16 @@ pub async fn spawn_simulator() -> SimulatorHandle {
         ],
         disks: simulator::sample_disks(),
     };
-    simulator::spawn(config, listener).await.expect("start the simulator")
+    simulator::spawn(config, listener)
+        .await
+        .expect("start the simulator")
 }
 
-fn test_settings(database_url: &str, simulator: &SimulatorHandle, key_server: &KeyServer) -> HashMap<String, String> {
+fn test_settings(
+    database_url: &str,
+    simulator: &SimulatorHandle,
+    key_server: &KeyServer,
+) -> HashMap<String, String> {
     [
         ("JWT_JWKS_URL", key_server.url.as_str()),
         ("JWT_ISSUER", tokens::ISSUER),

@@ -13,7 +13,9 @@ use zenlayer_gateway::simulator::Fault;
 /// A release request from an authorized caller.
 pub fn request(disk_id: &str) -> Request<ReleaseDiskRequest> {
     let mut request = unauthenticated_request(disk_id);
-    request.metadata_mut().insert("authorization", tokens::bearer(&tokens::good_token()));
+    request
+        .metadata_mut()
+        .insert("authorization", tokens::bearer(&tokens::good_token()));
     request
 }
 
@@ -28,7 +30,9 @@ pub fn unauthenticated_request(disk_id: &str) -> Request<ReleaseDiskRequest> {
 /// Asserts code and `ErrorInfo.reason`, and returns the ErrorInfo metadata.
 pub fn assert_error(status: &Status, code: Code, reason: &str) -> HashMap<String, String> {
     assert_eq!(status.code(), code, "{status:?}");
-    let info = status.get_details_error_info().expect("an ErrorInfo detail");
+    let info = status
+        .get_details_error_info()
+        .expect("an ErrorInfo detail");
     assert_eq!(info.reason, reason, "{status:?}");
     assert_eq!(info.domain, "zenlayer-gateway");
     info.metadata
@@ -37,34 +41,68 @@ pub fn assert_error(status: &Status, code: Code, reason: &str) -> HashMap<String
 #[tokio::test]
 async fn release_of_a_recycled_data_disk_returns_zenlayers_request_id() {
     let app = spawn_app().await;
-    let response = app.disks().await.release_disk(request("disk-recycled-data")).await.unwrap();
+    let response = app
+        .disks()
+        .await
+        .release_disk(request("disk-recycled-data"))
+        .await
+        .unwrap();
     let request_id = &response.get_ref().request_id;
     let answered = app.simulator.received();
     assert_eq!(answered.len(), 1);
-    assert_eq!(Some(request_id.as_str()), answered[0].answered_request_id.as_deref());
+    assert_eq!(
+        Some(request_id.as_str()),
+        answered[0].answered_request_id.as_deref()
+    );
     assert!(!response.get_ref().replayed);
-    assert!(app.simulator.disk("disk-recycled-data").is_none(), "the disk is gone");
+    assert!(
+        app.simulator.disk("disk-recycled-data").is_none(),
+        "the disk is gone"
+    );
 }
 
 #[tokio::test]
 async fn an_unknown_disk_is_not_found_with_zenlayers_code_and_request_id() {
     let app = spawn_app().await;
-    let status = app.disks().await.release_disk(request("disk-does-not-exist")).await.unwrap_err();
+    let status = app
+        .disks()
+        .await
+        .release_disk(request("disk-does-not-exist"))
+        .await
+        .unwrap_err();
     let metadata = assert_error(&status, Code::NotFound, "INVALID_DISK_NOT_FOUND");
     assert_eq!(metadata["http_status"], "404");
     let answered = app.simulator.received()[0].answered_request_id.clone();
     assert_eq!(Some(&metadata["upstream_request_id"]), answered.as_ref());
-    assert!(status.message().contains("disk-does-not-exist"), "{}", status.message());
+    assert!(
+        status.message().contains("disk-does-not-exist"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]
 async fn disks_zenlayer_will_not_release_fail_their_precondition() {
     let app = spawn_app().await;
     let mut disks = app.disks().await;
-    let in_use = disks.release_disk(request("disk-in-use")).await.unwrap_err();
-    assert_error(&in_use, Code::FailedPrecondition, "UNSUPPORTED_OPERATION_DISK_NOT_BEING_RECYCLE");
-    let system = disks.release_disk(request("disk-system")).await.unwrap_err();
-    assert_error(&system, Code::FailedPrecondition, "UNSUPPORTED_OPERATION_DISK_SYSTEM_TYPE");
+    let in_use = disks
+        .release_disk(request("disk-in-use"))
+        .await
+        .unwrap_err();
+    assert_error(
+        &in_use,
+        Code::FailedPrecondition,
+        "UNSUPPORTED_OPERATION_DISK_NOT_BEING_RECYCLE",
+    );
+    let system = disks
+        .release_disk(request("disk-system"))
+        .await
+        .unwrap_err();
+    assert_error(
+        &system,
+        Code::FailedPrecondition,
+        "UNSUPPORTED_OPERATION_DISK_SYSTEM_TYPE",
+    );
     assert!(app.simulator.disk("disk-in-use").is_some());
 }
 
@@ -75,32 +113,61 @@ async fn zenlayer_error_codes_map_to_the_documented_grpc_codes() {
     let cases = [
         (400, "INVALID_PARAMETER_VALUE", Code::InvalidArgument),
         (400, "MISSING_PARAMETER", Code::InvalidArgument),
-        (400, "OPERATION_FAILED_FOR_RECYCLE_RESOURCE", Code::FailedPrecondition),
+        (
+            400,
+            "OPERATION_FAILED_FOR_RECYCLE_RESOURCE",
+            Code::FailedPrecondition,
+        ),
         (404, "OPERATION_FAILED_RESOURCE_NOT_FOUND", Code::NotFound),
         (503, "SERVICE_TEMPORARY_UNAVAILABLE", Code::Unavailable),
         (500, "INTERNAL_SERVER_ERROR", Code::Unavailable),
         (400, "SOMETHING_NEW", Code::Unknown),
     ];
     for (http_status, code, expected) in cases {
-        app.simulator.inject(Fault::Status { http_status, code: code.to_owned() }, 1);
-        let status = disks.release_disk(request("disk-recycled-data")).await.unwrap_err();
+        app.simulator.inject(
+            Fault::Status {
+                http_status,
+                code: code.to_owned(),
+            },
+            1,
+        );
+        let status = disks
+            .release_disk(request("disk-recycled-data"))
+            .await
+            .unwrap_err();
         let metadata = assert_error(&status, expected, code);
         assert_eq!(metadata["http_status"], http_status.to_string());
         assert!(metadata.contains_key("upstream_request_id"), "{code}");
     }
-    assert_eq!(app.simulator.release_disk_requests(), cases.len() as u64, "none is retried");
+    assert_eq!(
+        app.simulator.release_disk_requests(),
+        cases.len() as u64,
+        "none is retried"
+    );
 }
 
 #[tokio::test]
 async fn a_rejected_gateway_credential_is_an_internal_error_not_the_callers_fault() {
     let app = spawn_app_with(AppOptions {
-        settings: HashMap::from([("ZENLAYER_ACCESS_KEY_PASSWORD".into(), "wrong-password".into())]),
+        settings: HashMap::from([(
+            "ZENLAYER_ACCESS_KEY_PASSWORD".into(),
+            "wrong-password".into(),
+        )]),
         ..Default::default()
     })
     .await;
-    let status = app.disks().await.release_disk(request("disk-recycled-data")).await.unwrap_err();
+    let status = app
+        .disks()
+        .await
+        .release_disk(request("disk-recycled-data"))
+        .await
+        .unwrap_err();
     assert_error(&status, Code::Internal, "AUTHFAILURE_SIGNATURE_FAILURE");
-    assert!(status.message().contains("gateway is misconfigured"), "{}", status.message());
+    assert!(
+        status.message().contains("gateway is misconfigured"),
+        "{}",
+        status.message()
+    );
     assert!(!status.message().contains("wrong-password"));
 }
 
@@ -115,9 +182,16 @@ async fn a_bearer_token_credential_is_accepted_upstream() {
         ..Default::default()
     })
     .await;
-    app.disks().await.release_disk(request("disk-recycled-data")).await.unwrap();
+    app.disks()
+        .await
+        .release_disk(request("disk-recycled-data"))
+        .await
+        .unwrap();
     let headers = &app.simulator.received()[0].headers;
-    assert_eq!(headers.get("authorization").unwrap(), "Bearer test-bearer-token");
+    assert_eq!(
+        headers.get("authorization").unwrap(),
+        "Bearer test-bearer-token"
+    );
     assert!(headers.get("x-zc-timestamp").is_none());
 }
 
@@ -125,7 +199,11 @@ async fn a_bearer_token_credential_is_accepted_upstream() {
 async fn rate_limits_are_retried_with_backoff_until_zenlayer_accepts() {
     let app = spawn_app().await;
     app.simulator.inject(Fault::RateLimited, 2);
-    app.disks().await.release_disk(request("disk-recycled-data")).await.unwrap();
+    app.disks()
+        .await
+        .release_disk(request("disk-recycled-data"))
+        .await
+        .unwrap();
     assert_eq!(app.simulator.release_disk_requests(), 3);
 }
 
@@ -133,10 +211,19 @@ async fn rate_limits_are_retried_with_backoff_until_zenlayer_accepts() {
 async fn persistent_rate_limits_are_resource_exhausted_with_retry_info() {
     let app = spawn_app().await;
     app.simulator.inject(Fault::RateLimited, 10);
-    let status = app.disks().await.release_disk(request("disk-recycled-data")).await.unwrap_err();
+    let status = app
+        .disks()
+        .await
+        .release_disk(request("disk-recycled-data"))
+        .await
+        .unwrap_err();
     assert_error(&status, Code::ResourceExhausted, "REQUEST_LIMIT_EXCEEDED");
     assert!(status.get_details_retry_info().is_some());
-    assert_eq!(app.simulator.release_disk_requests(), 4, "one call and three retries");
+    assert_eq!(
+        app.simulator.release_disk_requests(),
+        4,
+        "one call and three retries"
+    );
 }
 
 #[tokio::test]
@@ -147,9 +234,18 @@ async fn a_hung_upstream_is_an_unknown_outcome_and_is_not_retried() {
     })
     .await;
     app.simulator.inject(Fault::Hang, 10);
-    let status = app.disks().await.release_disk(request("disk-recycled-data")).await.unwrap_err();
+    let status = app
+        .disks()
+        .await
+        .release_disk(request("disk-recycled-data"))
+        .await
+        .unwrap_err();
     assert_error(&status, Code::Unavailable, "OUTCOME_UNKNOWN");
-    assert!(status.message().contains("may or may not"), "{}", status.message());
+    assert!(
+        status.message().contains("may or may not"),
+        "{}",
+        status.message()
+    );
     assert_eq!(app.simulator.release_disk_requests(), 1);
 }
 
@@ -157,7 +253,12 @@ async fn a_hung_upstream_is_an_unknown_outcome_and_is_not_retried() {
 async fn a_connection_dropped_after_sending_is_an_unknown_outcome_and_is_not_retried() {
     let app = spawn_app().await;
     app.simulator.inject(Fault::DropConnection, 10);
-    let status = app.disks().await.release_disk(request("disk-recycled-data")).await.unwrap_err();
+    let status = app
+        .disks()
+        .await
+        .release_disk(request("disk-recycled-data"))
+        .await
+        .unwrap_err();
     assert_error(&status, Code::Unavailable, "OUTCOME_UNKNOWN");
     assert_eq!(app.simulator.release_disk_requests(), 1);
 }
@@ -202,7 +303,10 @@ async fn edge_answers_are_unavailable_with_their_own_reasons() {
     ];
     for (fault, reason) in cases {
         app.simulator.inject(fault, 1);
-        let status = disks.release_disk(request("disk-recycled-data")).await.unwrap_err();
+        let status = disks
+            .release_disk(request("disk-recycled-data"))
+            .await
+            .unwrap_err();
         assert_error(&status, Code::Unavailable, reason);
     }
 }
@@ -217,7 +321,12 @@ async fn an_unreachable_zenlayer_is_unavailable_and_says_nothing_was_sent() {
         ..Default::default()
     })
     .await;
-    let status = app.disks().await.release_disk(request("disk-recycled-data")).await.unwrap_err();
+    let status = app
+        .disks()
+        .await
+        .release_disk(request("disk-recycled-data"))
+        .await
+        .unwrap_err();
     assert_error(&status, Code::Unavailable, "UPSTREAM_UNREACHABLE");
     assert!(status.message().contains("nothing was sent"));
 }
@@ -229,7 +338,10 @@ async fn an_invalid_disk_id_is_refused_with_a_field_violation_and_never_forwarde
     for bad in ["", "../../etc/passwd", "disk'; DROP TABLE", &"d".repeat(65)] {
         let status = disks.release_disk(request(bad)).await.unwrap_err();
         assert_error(&status, Code::InvalidArgument, "INVALID_ARGUMENT");
-        let violations = status.get_details_bad_request().expect("a BadRequest detail").field_violations;
+        let violations = status
+            .get_details_bad_request()
+            .expect("a BadRequest detail")
+            .field_violations;
         assert_eq!(violations[0].field, "disk_id");
     }
     assert_eq!(app.simulator.requests_received(), 0);
@@ -250,11 +362,21 @@ async fn the_callers_request_id_is_echoed_and_a_missing_one_is_minted() {
     let app = spawn_app().await;
     let mut disks = app.disks().await;
     let mut call = request("disk-recycled-data");
-    call.metadata_mut().insert("x-request-id", "incident-42".parse().unwrap());
+    call.metadata_mut()
+        .insert("x-request-id", "incident-42".parse().unwrap());
     let response = disks.release_disk(call).await.unwrap();
-    assert_eq!(response.metadata().get("x-request-id").unwrap(), "incident-42");
-    let status = disks.release_disk(request("disk-recycled-data")).await.unwrap_err();
-    let minted = status.metadata().get("x-request-id").expect("a minted request id");
+    assert_eq!(
+        response.metadata().get("x-request-id").unwrap(),
+        "incident-42"
+    );
+    let status = disks
+        .release_disk(request("disk-recycled-data"))
+        .await
+        .unwrap_err();
+    let minted = status
+        .metadata()
+        .get("x-request-id")
+        .expect("a minted request id");
     let metadata = assert_error(&status, Code::NotFound, "INVALID_DISK_NOT_FOUND");
     assert_eq!(metadata["x_request_id"], minted.to_str().unwrap());
 }
@@ -262,10 +384,17 @@ async fn the_callers_request_id_is_echoed_and_a_missing_one_is_minted() {
 #[tokio::test]
 async fn every_request_zenlayer_receives_is_signed_over_the_exact_body() {
     let app = spawn_app().await;
-    app.disks().await.release_disk(request("disk-recycled-data")).await.unwrap();
+    app.disks()
+        .await
+        .release_disk(request("disk-recycled-data"))
+        .await
+        .unwrap();
     let received = &app.simulator.received()[0];
-    assert_eq!(received.body, br#"{"diskId":"disk-recycled-data"}"#);
+    assert_eq!(&received.body[..], br#"{"diskId":"disk-recycled-data"}"#);
     assert_eq!(received.headers.get("x-zc-action").unwrap(), "ReleaseDisk");
     assert_eq!(received.headers.get("x-zc-version").unwrap(), "2023-03-13");
-    assert_eq!(received.headers.get("x-zc-signature-method").unwrap(), "ZC2-HMAC-SHA256");
+    assert_eq!(
+        received.headers.get("x-zc-signature-method").unwrap(),
+        "ZC2-HMAC-SHA256"
+    );
 }

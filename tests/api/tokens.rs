@@ -24,12 +24,32 @@ pub struct Signer {
     pem: &'static [u8],
 }
 
-pub const RSA: Signer = Signer { kid: "rsa-1", alg: Algorithm::RS256, pem: include_bytes!("../fixtures/jwt/rsa-private.pem") };
-pub const RSA_NEXT: Signer = Signer { kid: "rsa-2", alg: Algorithm::RS256, pem: include_bytes!("../fixtures/jwt/rsa2-private.pem") };
-pub const EC: Signer = Signer { kid: "ec-1", alg: Algorithm::ES256, pem: include_bytes!("../fixtures/jwt/ec-private.pem") };
-pub const ED: Signer = Signer { kid: "ed-1", alg: Algorithm::EdDSA, pem: include_bytes!("../fixtures/jwt/ed-private.pem") };
+pub const RSA: Signer = Signer {
+    kid: "rsa-1",
+    alg: Algorithm::RS256,
+    pem: include_bytes!("../fixtures/jwt/rsa-private.pem"),
+};
+pub const RSA_NEXT: Signer = Signer {
+    kid: "rsa-2",
+    alg: Algorithm::RS256,
+    pem: include_bytes!("../fixtures/jwt/rsa2-private.pem"),
+};
+pub const EC: Signer = Signer {
+    kid: "ec-1",
+    alg: Algorithm::ES256,
+    pem: include_bytes!("../fixtures/jwt/ec-private.pem"),
+};
+pub const ED: Signer = Signer {
+    kid: "ed-1",
+    alg: Algorithm::EdDSA,
+    pem: include_bytes!("../fixtures/jwt/ed-private.pem"),
+};
 /// Never published: what an attacker with their own key would sign with.
-pub const UNRELATED: Signer = Signer { kid: "rsa-1", alg: Algorithm::RS256, pem: include_bytes!("../fixtures/jwt/unrelated-private.pem") };
+pub const UNRELATED: Signer = Signer {
+    kid: "rsa-1",
+    alg: Algorithm::RS256,
+    pem: include_bytes!("../fixtures/jwt/unrelated-private.pem"),
+};
 pub const RSA_PUBLIC_PEM: &[u8] = include_bytes!("../fixtures/jwt/rsa-public.pem");
 
 impl Signer {
@@ -104,9 +124,16 @@ impl KeyServer {
             failing: Mutex::new(false),
             fetches: AtomicU64::new(0),
         });
-        let app = Router::new().route("/.well-known/jwks.json", get(serve_jwks)).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the key server");
-        let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+        let app = Router::new()
+            .route("/.well-known/jwks.json", get(serve_jwks))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the key server");
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().unwrap()
+        );
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { url, state }
     }
@@ -126,10 +153,14 @@ impl KeyServer {
     }
 }
 
-async fn serve_jwks(State(state): State<Arc<KeyServerState>>) -> Result<axum::Json<JwkSet>, StatusCode> {
+async fn serve_jwks(
+    State(state): State<Arc<KeyServerState>>,
+) -> Result<axum::Json<JwkSet>, StatusCode> {
     state.fetches.fetch_add(1, Ordering::SeqCst);
     if *state.failing.lock().unwrap() {
         return Err(StatusCode::SERVICE_UNAVAILABLE);
     }
-    Ok(axum::Json(JwkSet { keys: state.keys.lock().unwrap().clone() }))
+    Ok(axum::Json(JwkSet {
+        keys: state.keys.lock().unwrap().clone(),
+    }))
 }
