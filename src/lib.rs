@@ -1,7 +1,7 @@
 //! zenlayer-gateway: the one audited door through which internal services may
 //! release Zenlayer cloud disks.
 
-//AUDIT pub mod audit;
+pub mod audit;
 pub mod auth;
 pub mod database;
 pub mod dev;

@@ -1,10 +1,11 @@
 //! Server assembly: binds the listener, wires the services and layers, and
 //! runs until told to stop, then drains within the grace period.
 
+use crate::audit::{self, AuditLog};
 use crate::auth::AuthLayer;
 use crate::health;
 use crate::pb::{self, disk_service_server::DiskServiceServer};
-use crate::rpc::{CallContextLayer, DiskApi};
+use crate::rpc::{CallContextLayer, DiskApi, Forwarder};
 use crate::settings::Settings;
 use anyhow::Context as _;
 use sqlx::PgPool;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 
 /// A ReleaseDisk request is a few hundred bytes; anything near this is not
@@ -29,6 +31,11 @@ pub struct Application {
     pool: PgPool,
     api: DiskApi,
     auth: AuthLayer,
+    audit: AuditLog,
+    /// How long a call can stay in flight; older pending calls were abandoned.
+    longest_call: Duration,
+    /// Releases in flight, which shutdown lets finish.
+    releases: TaskTracker,
     /// Cancelled when shutdown begins; background tasks watch it.
     stop: CancellationToken,
 }
@@ -37,8 +44,13 @@ impl Application {
     /// Builds every client and binds the listener (port 0 picks a free one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
+        let releases = TaskTracker::new();
         let pool = settings.database.pool().context("DATABASE_URL")?;
-        let api = DiskApi::new(settings.zenlayer.client()?);
+        let audit = AuditLog::new(pool.clone());
+        let zenlayer = settings.zenlayer.client()?;
+        let longest_call = zenlayer.longest_call();
+        let forwarder = Forwarder::new(audit.clone(), zenlayer, releases.clone());
+        let api = DiskApi::new(audit.clone(), forwarder);
         let auth = AuthLayer::new(settings.auth.authenticator(&stop)?);
         let listener = TcpListener::bind(settings.server.listen_addr)
             .await
@@ -51,6 +63,9 @@ impl Application {
             pool,
             api,
             auth,
+            audit,
+            longest_call,
+            releases,
             stop,
         })
     }
@@ -58,11 +73,6 @@ impl Application {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
-    }
-
-    /// The database pool the gateway uses.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 
     /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops
@@ -78,6 +88,15 @@ impl Application {
             self.settings.server.health_check_interval,
             stop.clone(),
         ));
+        // A call pending for longer than any call can take was abandoned by a
+        // gateway that stopped; the margin covers clock skew between replicas.
+        let abandoned_after = self.longest_call + ABANDONED_MARGIN;
+        audit::spawn_recovery(
+            self.audit,
+            self.settings.server.recovery_interval,
+            abandoned_after,
+            stop.clone(),
+        );
         let router = Server::builder()
             .layer(CallContextLayer)
             .layer(self.auth)
@@ -93,32 +112,59 @@ impl Application {
                 stop.cancelled().await;
                 let _ = monitor.await;
             });
-        drain_within(serve, shutdown, &stop, self.settings.server.shutdown_grace).await
+        let drained = Drain {
+            stop: &stop,
+            releases: &self.releases,
+            grace: self.settings.server.shutdown_grace,
+        };
+        drained.run(serve, shutdown).await
     }
 }
 
-/// Runs `serve` until `shutdown`, then gives it `grace` to finish.
-async fn drain_within(
-    serve: impl Future<Output = Result<(), tonic::transport::Error>>,
-    shutdown: impl Future<Output = ()>,
-    stop: &CancellationToken,
+/// Added to the longest possible call before a pending one counts as
+/// abandoned.
+const ABANDONED_MARGIN: Duration = Duration::from_secs(30);
+
+/// Serving, then draining within the grace period.
+struct Drain<'a> {
+    stop: &'a CancellationToken,
+    releases: &'a TaskTracker,
     grace: Duration,
-) -> anyhow::Result<()> {
-    tokio::pin!(serve);
-    tokio::select! {
-        result = &mut serve => return result.context("gRPC server failed"),
-        () = shutdown => {}
-    }
-    tracing::info!(
-        grace_ms = grace.as_millis() as u64,
-        "shutdown requested: draining in-flight calls"
-    );
-    stop.cancel();
-    match tokio::time::timeout(grace, serve).await {
-        Ok(result) => result.context("gRPC server failed while draining"),
-        Err(_) => {
-            tracing::warn!("grace period over: abandoning calls still in flight");
-            Ok(())
+}
+
+impl Drain<'_> {
+    /// Runs `serve` until `shutdown`, then gives in-flight calls, and the
+    /// releases they started (whose outcomes must be recorded), `grace` to end.
+    async fn run(
+        self,
+        serve: impl Future<Output = Result<(), tonic::transport::Error>>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(serve);
+        tokio::select! {
+            result = &mut serve => return result.context("gRPC server failed"),
+            () = shutdown => {}
+        }
+        tracing::info!(
+            grace_ms = self.grace.as_millis() as u64,
+            "shutdown requested: draining in-flight calls"
+        );
+        self.stop.cancel();
+        self.releases.close();
+        let drained = async {
+            let served = serve.await;
+            self.releases.wait().await;
+            served
+        };
+        match tokio::time::timeout(self.grace, drained).await {
+            Ok(result) => result.context("gRPC server failed while draining"),
+            Err(_) => {
+                tracing::warn!(
+                    in_flight = self.releases.len(),
+                    "grace period over: abandoning calls still in flight (the recovery sweep will mark them unknown)"
+                );
+                Ok(())
+            }
         }
     }
 }

@@ -8,7 +8,10 @@ use uuid::Uuid;
 /// Caller-supplied text is stored as given, but PostgreSQL text cannot hold
 /// NUL, and a megabyte of junk in a disk id field is not evidence.
 pub(super) fn storable(text: &str, max_chars: usize) -> String {
-    text.chars().take(max_chars).map(|c| if c == '\0' { '\u{FFFD}' } else { c }).collect()
+    text.chars()
+        .take(max_chars)
+        .map(|c| if c == '\0' { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 /// Who called, as far as the token told.

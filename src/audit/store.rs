@@ -61,7 +61,12 @@ pub(super) async fn insert_outcome(pool: &PgPool, outcome: &Outcome) -> Result<(
     .bind(outcome.zenlayer_code.as_deref())
     .bind(outcome.zenlayer_request_id.as_deref())
     .bind(outcome.http_status.map(i32::from))
-    .bind(outcome.error_message.as_deref().map(|m| storable(m, MAX_FIELD_CHARS)))
+    .bind(
+        outcome
+            .error_message
+            .as_deref()
+            .map(|m| storable(m, MAX_FIELD_CHARS)),
+    )
     .execute(pool)
     .await?;
     Ok(())
@@ -71,7 +76,10 @@ pub(super) async fn insert_outcome(pool: &PgPool, outcome: &Outcome) -> Result<(
 /// `unknown`. Several replicas may run this at once: the unique index lets
 /// only one mark stick.
 #[tracing::instrument(name = "audit.mark_abandoned_calls_unknown", skip_all)]
-pub(super) async fn mark_abandoned_unknown(pool: &PgPool, older_than: Duration) -> Result<u64, sqlx::Error> {
+pub(super) async fn mark_abandoned_unknown(
+    pool: &PgPool,
+    older_than: Duration,
+) -> Result<u64, sqlx::Error> {
     let result = sqlx::query(
         "INSERT INTO audit.release_outcomes (
             call_id, completed_at, outcome, grpc_code, error_message, recorded_by)

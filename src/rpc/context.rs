@@ -18,20 +18,32 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// What the gateway knows about a call before its handler runs.
 #[derive(Debug, Clone)]
 pub struct CallContext {
+    /// The call's id in the audit trail (time-ordered, so ids sort by arrival).
+    pub call_id: uuid::Uuid,
     pub request_id: String,
+    /// The W3C trace id: the caller's, from `traceparent`, or a new one.
+    pub trace_id: String,
+    pub user_agent: Option<String>,
     pub received_at: Instant,
+    pub received_wall: chrono::DateTime<chrono::Utc>,
     pub deadline: CallerDeadline,
 }
 
 impl CallContext {
     fn from_headers(headers: &http::HeaderMap) -> Self {
         let received_at = Instant::now();
-        let timeout = headers.get("grpc-timeout").and_then(|v| v.to_str().ok());
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         Self {
+            call_id: uuid::Uuid::now_v7(),
             request_id: caller_request_id(headers)
                 .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            trace_id: text("traceparent")
+                .and_then(trace_id_of)
+                .unwrap_or_else(new_trace_id),
+            user_agent: text("user-agent").map(|ua| ua.chars().take(256).collect()),
             received_at,
-            deadline: CallerDeadline::from_grpc_timeout(timeout, received_at),
+            received_wall: chrono::Utc::now(),
+            deadline: CallerDeadline::from_grpc_timeout(text("grpc-timeout"), received_at),
         }
     }
 
@@ -44,6 +56,22 @@ impl CallContext {
             .cloned()
             .unwrap_or_else(|| Self::from_headers(&http::HeaderMap::new()))
     }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn trace_id_of(traceparent: &str) -> Option<String> {
+    let mut parts = traceparent.split('-');
+    let (_version, trace_id) = (parts.next()?, parts.next()?);
+    let valid = trace_id.len() == 32
+        && trace_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && trace_id.bytes().any(|b| b != b'0');
+    valid.then(|| trace_id.to_owned())
+}
+
+fn new_trace_id() -> String {
+    format!("{:032x}", rand::random::<u128>().max(1))
 }
 
 /// A caller's id is kept only if it is short and plain, so that it cannot
@@ -90,6 +118,8 @@ where
             "grpc.call",
             request_id = %call.request_id,
             rpc.method = %request.uri().path(),
+            call_id = %call.call_id,
+            trace_id = %call.trace_id,
         );
         let header = HeaderValue::from_str(&call.request_id).expect("request ids are plain ASCII");
         request.extensions_mut().insert(call);
@@ -115,6 +145,26 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert(REQUEST_ID_HEADER, HeaderValue::from_str(id).unwrap());
         h
+    }
+
+    #[test]
+    fn the_callers_trace_id_is_continued_and_a_bad_one_replaced() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        assert_eq!(
+            CallContext::from_headers(&h).trace_id,
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+        );
+        let minted = CallContext::from_headers(&h).trace_id;
+        assert_eq!(minted.len(), 32);
+        assert_ne!(minted, "0".repeat(32));
     }
 
     #[test]

@@ -1,47 +1,78 @@
-//! `zenlayer.vm.v1.DiskService`: the steps of a release, in order.
+//! `zenlayer.vm.v1.DiskService`: the steps of a release, in order. Check
+//! the request, check the caller, then record-and-forward. A refusal is
+//! recorded too, and stays a refusal if it cannot be.
 
-use super::{CallContext, CallError};
+use super::error::{Audited, CallError, code_name};
+use super::forward::Forwarder;
+use super::{CallContext, attempt};
+use crate::audit::{Attempt, AuditLog, Decision, Refusal};
 use crate::auth::Authentication;
 use crate::domain::ReleaseRequest;
 use crate::pb::disk_service_server::DiskService;
 use crate::pb::{ReleaseDiskRequest, ReleaseDiskResponse};
-use crate::zenlayer::ZenlayerClient;
 use tonic::{Request, Response, Status};
 
 /// The `DiskService` implementation.
 #[derive(Debug, Clone)]
 pub struct DiskApi {
-    zenlayer: ZenlayerClient,
+    audit: AuditLog,
+    forwarder: Forwarder,
 }
 
 impl DiskApi {
-    pub fn new(zenlayer: ZenlayerClient) -> Self {
-        Self { zenlayer }
+    pub fn new(audit: AuditLog, forwarder: Forwarder) -> Self {
+        Self { audit, forwarder }
     }
 
     async fn release(
         &self,
-        call: &CallContext,
+        call: CallContext,
         authentication: Authentication,
+        attempt: Attempt,
         request: ReleaseDiskRequest,
-    ) -> Result<ReleaseDiskResponse, CallError> {
-        let request =
-            ReleaseRequest::parse(&request.disk_id, &request.idempotency_key, &request.reason)
-                .map_err(CallError::Invalid)?;
-        let authorized = authentication.result.map_err(CallError::Denied)?;
-        let accepted = self
-            .zenlayer
-            .release_disk(&authorized, &request.disk_id, call.deadline)
+    ) -> Result<ReleaseDiskResponse, Status> {
+        let request = match ReleaseRequest::parse(
+            &request.disk_id,
+            &request.idempotency_key,
+            &request.reason,
+        ) {
+            Ok(request) => request,
+            Err(violations) => {
+                return Err(self
+                    .refuse(&call, attempt, CallError::Invalid(violations))
+                    .await);
+            }
+        };
+        let caller = match authentication.result {
+            Ok(caller) => caller,
+            Err(error) => return Err(self.refuse(&call, attempt, CallError::Denied(error)).await),
+        };
+        self.forwarder
+            .forward(call, attempt, caller, request.disk_id)
             .await
-            .map_err(|source| CallError::Upstream {
-                disk_id: request.disk_id.clone(),
-                source,
-            })?;
-        Ok(ReleaseDiskResponse {
-            request_id: accepted.request_id,
-            audit_id: String::new(),
-            replayed: false,
-        })
+    }
+
+    /// Records a refusal and returns it. If the record cannot be stored the
+    /// refusal stands, and the whole record goes to the log instead.
+    async fn refuse(&self, call: &CallContext, mut attempt: Attempt, error: CallError) -> Status {
+        error.alert_operator();
+        let status = error.status(call, Audited::Yes);
+        let refusal = Refusal {
+            reason: error.refusal_reason(),
+            grpc_code: code_name(status.code()),
+            message: status.message().to_owned(),
+        };
+        attempt.decision = match error {
+            CallError::Invalid(_) => Decision::Invalid(refusal),
+            _ => Decision::Denied(refusal),
+        };
+        match self.audit.record_attempt(&attempt).await {
+            Ok(()) => status,
+            Err(audit_error) => {
+                tracing::error!(error = %audit_error, attempt = ?attempt, "a refused call could not be recorded in the audit trail; this log line is its record");
+                error.status(call, Audited::No)
+            }
+        }
     }
 }
 
@@ -53,16 +84,15 @@ impl DiskService for DiskApi {
     ) -> Result<Response<ReleaseDiskResponse>, Status> {
         let call = CallContext::of(&request);
         let authentication = Authentication::of(&request);
-        match self
-            .release(&call, authentication, request.into_inner())
-            .await
-        {
+        let peer = request.remote_addr();
+        let request = request.into_inner();
+        let attempt = attempt::received(&call, &authentication, peer, &request);
+        match self.release(call, authentication, attempt, request).await {
             Ok(response) => {
                 tracing::info!(zenlayer.request_id = %response.request_id, "disk released");
                 Ok(Response::new(response))
             }
-            Err(error) => {
-                let status = error.into_status(&call);
+            Err(status) => {
                 tracing::info!(grpc.code = ?status.code(), message = status.message(), "release refused");
                 Err(status)
             }

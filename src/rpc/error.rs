@@ -5,6 +5,7 @@
 //! message. Messages are written for the person reading grpcurl output.
 
 use super::context::CallContext;
+use crate::audit::AuditError;
 use crate::auth::{AuthError, Verdict};
 use crate::domain::{DiskId, FieldViolation};
 use crate::zenlayer::UpstreamError;
@@ -23,6 +24,12 @@ pub enum CallError {
     Invalid(Vec<FieldViolation>),
     #[error("caller refused: {0}")]
     Denied(#[source] AuthError),
+    #[error("the audit trail could not record disk {disk_id}'s release")]
+    AuditUnavailable {
+        disk_id: DiskId,
+        #[source]
+        source: AuditError,
+    },
     #[error("Zenlayer did not release disk {disk_id}")]
     Upstream {
         disk_id: DiskId,
@@ -31,32 +38,115 @@ pub enum CallError {
     },
 }
 
+/// Whether the call's audit record was stored, so its id may be quoted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audited {
+    Yes,
+    No,
+}
+
 impl CallError {
-    /// The status for the caller. Operator problems are logged here, once.
-    pub fn into_status(self, call: &CallContext) -> Status {
+    /// The status for the caller; `audited` says whether the status may
+    /// point at the call's audit record.
+    pub fn status(&self, call: &CallContext, audited: Audited) -> Status {
+        let metadata = call.error_metadata(audited);
         match self {
-            Self::Invalid(violations) => invalid(&violations, call),
-            Self::Denied(error) => denied(&error, call),
-            Self::Upstream { disk_id, source } => upstream(&disk_id, &source, call),
+            Self::Invalid(violations) => invalid(violations, metadata),
+            Self::Denied(error) => denied(error, metadata),
+            Self::AuditUnavailable { disk_id, .. } => audit_unavailable(disk_id, metadata),
+            Self::Upstream { disk_id, source } => upstream(disk_id, source, metadata),
+        }
+    }
+
+    /// Logs what an operator must act on (the caller cannot fix these), with
+    /// the whole cause chain.
+    pub fn alert_operator(&self) {
+        let chain = |e: &dyn std::error::Error| {
+            let mut text = e.to_string();
+            let mut source = e.source();
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        };
+        match self {
+            Self::Denied(error) if error.verdict() == Verdict::Unavailable => {
+                tracing::error!(error = %chain(self), "cannot check caller tokens: the key source is down");
+            }
+            Self::AuditUnavailable { .. } => {
+                tracing::error!(error = %chain(self), "audit database unavailable: releases are refused until it answers");
+            }
+            Self::Upstream { source, .. } if matches!(source.zenlayer_code(), Some(c) if c.starts_with("AUTHFAILURE_")) =>
+            {
+                tracing::error!(error = %chain(self), "Zenlayer rejected the gateway's own credential or clock: fix the gateway's Zenlayer key or clock");
+            }
+            _ => {}
+        }
+    }
+
+    /// The stable reason a refusal is recorded under.
+    pub fn refusal_reason(&self) -> String {
+        match self {
+            Self::Invalid(violations) => violations
+                .first()
+                .map(|v| format!("INVALID_{}", v.field.to_ascii_uppercase()))
+                .unwrap_or_else(|| "INVALID_ARGUMENT".to_owned()),
+            Self::Denied(error) => error.reason().to_owned(),
+            Self::AuditUnavailable { .. } => "AUDIT_UNAVAILABLE".to_owned(),
+            Self::Upstream { source, .. } => {
+                source.zenlayer_code().unwrap_or("UPSTREAM").to_owned()
+            }
         }
     }
 }
 
-fn denied(error: &AuthError, call: &CallContext) -> Status {
+/// The canonical name of a gRPC code, as stored in the audit trail.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+fn denied(error: &AuthError, metadata: HashMap<String, String>) -> Status {
     let code = match error.verdict() {
         Verdict::Unauthenticated => Code::Unauthenticated,
         Verdict::PermissionDenied => Code::PermissionDenied,
         Verdict::Unavailable => Code::Unavailable,
     };
-    if code == Code::Unavailable {
-        tracing::error!(error = %error, "cannot check caller tokens: the key source is down");
-    }
-    let details =
-        ErrorDetails::with_error_info(error.reason(), ERROR_DOMAIN, call.error_metadata());
+    let details = ErrorDetails::with_error_info(error.reason(), ERROR_DOMAIN, metadata);
     Status::with_error_details(code, error.to_string(), details)
 }
 
-fn invalid(violations: &[FieldViolation], call: &CallContext) -> Status {
+fn audit_unavailable(disk_id: &DiskId, metadata: HashMap<String, String>) -> Status {
+    let details = ErrorDetails::with_error_info("AUDIT_UNAVAILABLE", ERROR_DOMAIN, metadata);
+    Status::with_error_details(
+        Code::Unavailable,
+        format!(
+            "the audit trail cannot be written right now, so nothing was sent to Zenlayer and disk {disk_id} was not released; retry later"
+        ),
+        details,
+    )
+}
+
+fn invalid(violations: &[FieldViolation], metadata: HashMap<String, String>) -> Status {
     let message = violations
         .iter()
         .map(|v| v.description.as_str())
@@ -66,7 +156,7 @@ fn invalid(violations: &[FieldViolation], call: &CallContext) -> Status {
     for v in violations {
         details.add_bad_request_violation(v.field, &v.description);
     }
-    details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, call.error_metadata());
+    details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, metadata);
     Status::with_error_details(Code::InvalidArgument, message, details)
 }
 
@@ -78,12 +168,12 @@ struct Explained {
     retry_after: Option<Duration>,
 }
 
-fn upstream(disk_id: &DiskId, error: &UpstreamError, call: &CallContext) -> Status {
+fn upstream(
+    disk_id: &DiskId,
+    error: &UpstreamError,
+    mut metadata: HashMap<String, String>,
+) -> Status {
     let explained = explain(disk_id, error);
-    if explained.code == Code::Internal {
-        tracing::error!(error = %error, "Zenlayer rejected the gateway's own credential or clock: fix the gateway's Zenlayer key or clock");
-    }
-    let mut metadata = call.error_metadata();
     if let Some(id) = error.upstream_request_id() {
         metadata.insert("upstream_request_id".into(), id.to_owned());
     }
@@ -223,7 +313,11 @@ fn explain_api_code(disk_id: &DiskId, http_status: u16, code: &str, message: &st
 
 impl CallContext {
     /// Metadata every error carries so a caller can quote it.
-    fn error_metadata(&self) -> HashMap<String, String> {
-        HashMap::from([("x_request_id".to_owned(), self.request_id.clone())])
+    fn error_metadata(&self, audited: Audited) -> HashMap<String, String> {
+        let mut metadata = HashMap::from([("x_request_id".to_owned(), self.request_id.clone())]);
+        if audited == Audited::Yes {
+            metadata.insert("audit_id".to_owned(), self.call_id.to_string());
+        }
+        metadata
     }
 }

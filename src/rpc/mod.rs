@@ -1,10 +1,13 @@
 //! The gRPC face of the gateway: the `DiskService` handler, the per-call
 //! context layer in front of it, and how failures become statuses.
 
+mod attempt;
 pub mod context;
 mod disk_service;
 pub mod error;
+mod forward;
 
 pub use context::{CallContext, CallContextLayer};
 pub use disk_service::DiskApi;
 pub use error::CallError;
+pub use forward::Forwarder;

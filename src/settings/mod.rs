@@ -43,6 +43,9 @@ pub struct ServerSettings {
     /// `GATEWAY_HEALTH_CHECK_INTERVAL_MS`: how often the database is probed
     /// to keep the health status true.
     pub health_check_interval: Duration,
+    /// `GATEWAY_RECOVERY_INTERVAL_MS`: how often to look for calls a crash
+    /// left without an outcome (also done once at start-up).
+    pub recovery_interval: Duration,
 }
 
 /// The PostgreSQL database that holds the audit trail.
@@ -129,6 +132,7 @@ impl ServerSettings {
                 2_000,
                 (10, 60_000),
             ),
+            recovery_interval: r.millis("GATEWAY_RECOVERY_INTERVAL_MS", 60_000, (10, 3_600_000)),
         }
     }
 }

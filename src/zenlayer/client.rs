@@ -84,9 +84,14 @@ impl ZenlayerClient {
         })
     }
 
-    /// The configured cap on one upstream call.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
+    /// The longest a release can take with every retry and backoff: after
+    /// this, no gateway can still be waiting for Zenlayer's answer.
+    pub fn longest_call(&self) -> Duration {
+        let attempts = self.rate_limit_retries + 1;
+        let backoff = self
+            .retry_backoff
+            .saturating_mul((1u32 << self.rate_limit_retries.min(16)) - 1);
+        self.timeout.saturating_mul(attempts) + backoff
     }
 
     /// Asks Zenlayer to release `disk_id` permanently. Only an authorized

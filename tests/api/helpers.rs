@@ -59,8 +59,27 @@ pub async fn fresh_database(admin_url: &str) -> String {
     zenlayer_gateway::database::migrate(&pool)
         .await
         .expect("migrate the test database");
+    ensure_gateway_login(&pool).await;
     pool.close().await;
     url
+}
+
+/// The login the gateway uses in tests: a member of the `zenlayer_gateway`
+/// group role and nothing more, as in production.
+pub const GATEWAY_LOGIN: &str = "zenlayer_gateway_test";
+
+async fn ensure_gateway_login(pool: &PgPool) {
+    // Roles are cluster-wide and tests run in parallel: creating one that a
+    // neighbour just created is fine.
+    sqlx::raw_sql(
+        "DO $$ BEGIN
+            CREATE ROLE zenlayer_gateway_test LOGIN IN ROLE zenlayer_gateway;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+         END $$",
+    )
+    .execute(pool)
+    .await
+    .expect("create the gateway's test login");
 }
 
 fn replace_database(url: &str, name: &str) -> String {
@@ -102,7 +121,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let database_url = fresh_database(&admin_url).await;
     let simulator = spawn_simulator().await;
     let key_server = KeyServer::start(&[tokens::RSA, tokens::EC, tokens::ED]).await;
-    let mut values = test_settings(&database_url, &simulator, &key_server);
+    let gateway_url = as_gateway(&database_url);
+    let mut values = test_settings(&gateway_url, &simulator, &key_server);
     values.extend(options.settings);
     let settings = Settings::load(&values).expect("valid test settings");
     let app = Application::build(settings)
@@ -125,6 +145,13 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         stop: Some(stop),
         server: Some(server),
     }
+}
+
+/// `database_url` as the gateway's least-privileged login.
+pub fn as_gateway(database_url: &str) -> String {
+    let mut url = reqwest::Url::parse(database_url).expect("a database URL");
+    url.set_username(GATEWAY_LOGIN).expect("a URL with a host");
+    url.to_string()
 }
 
 pub async fn spawn_simulator() -> SimulatorHandle {
