@@ -5,7 +5,7 @@ use crate::tokens::{self, KeyServer};
 use sqlx::{Connection as _, Executor as _, PgConnection, PgPool};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -27,17 +27,44 @@ pub fn admin_database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-/// Logs are silent unless `TEST_LOG` is set.
+/// Everything every gateway in this test binary logged, so tests can check
+/// that no secret ever reaches a log line. Printed only if `TEST_LOG` is set.
+static CAPTURED_LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+#[derive(Clone, Copy)]
+struct CaptureWriter;
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURED_LOGS.lock().unwrap().extend_from_slice(buf);
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn init_test_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-                .with_test_writer()
-                .init();
-        }
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,zenlayer_gateway=debug",
+            ))
+            .with_writer(|| CaptureWriter)
+            .init();
     });
+}
+
+/// The log output captured so far.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&CAPTURED_LOGS.lock().unwrap()).into_owned()
 }
 
 /// A fresh, migrated database on the server at `admin_url`.
@@ -107,6 +134,9 @@ pub struct AppOptions {
     pub settings: HashMap<String, String>,
     /// The database server; a fresh database is made on it. Default: shared.
     pub admin_database_url: Option<String>,
+    /// Use this (already migrated) database instead of a fresh one, e.g. to
+    /// restart a gateway on the data an earlier one left.
+    pub database_url: Option<String>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -118,7 +148,10 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let admin_url = options
         .admin_database_url
         .unwrap_or_else(admin_database_url);
-    let database_url = fresh_database(&admin_url).await;
+    let database_url = match options.database_url {
+        Some(url) => url,
+        None => fresh_database(&admin_url).await,
+    };
     let simulator = spawn_simulator().await;
     let key_server = KeyServer::start(&[tokens::RSA, tokens::EC, tokens::ED]).await;
     let gateway_url = as_gateway(&database_url);

@@ -2,6 +2,7 @@
 //! HTTP key server, and a Zenlayer simulator that checks signatures as
 //! Zenlayer does.
 
+mod audit;
 mod auth;
 mod grpcurl;
 mod health;

@@ -68,9 +68,11 @@ async fn a_signature_over_another_host_is_a_signature_failure() {
 }
 
 #[tokio::test]
-async fn a_timestamp_301_seconds_off_is_expired_either_way() {
+async fn a_timestamp_over_five_minutes_off_is_expired_either_way() {
     let sim = start().await;
-    for timestamp in [now() - 301, now() + 301] {
+    // Ten seconds past the limit, so a clock tick between signing and
+    // checking cannot bring it back inside.
+    for timestamp in [now() - 310, now() + 310] {
         let signer = Signer {
             timestamp,
             ..Signer::valid()
