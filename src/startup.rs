@@ -191,8 +191,11 @@ fn reflection_v1alpha() -> anyhow::Result<
         .context("build gRPC reflection (v1alpha)")
 }
 
+/// Serves the gateway's own protos, health's, and `google.rpc`'s error
+/// details, so grpcurl can print an error's ErrorInfo, not just its bytes.
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }

@@ -93,7 +93,7 @@ impl DiskService for DiskApi {
                 Ok(Response::new(response))
             }
             Err(status) => {
-                tracing::info!(grpc.code = ?status.code(), message = status.message(), "release refused");
+                tracing::info!(grpc.code = ?status.code(), message = status.message(), "release not performed");
                 Err(status)
             }
         }
