@@ -112,7 +112,9 @@ struct DevIdentity {
 
 impl DevIdentity {
     fn create() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("zenlayer-gateway-dev-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("zenlayer-gateway-dev-")
+            .tempdir()?;
         let key = DevSigningKey::generate()?;
         std::fs::write(dir.path().join("jwks.json"), key.jwks())?;
         std::fs::write(dir.path().join("signing-key.pem"), key.private_pem())?;
@@ -120,14 +122,27 @@ impl DevIdentity {
     }
 
     fn jwks_path(&self) -> String {
-        self.dir.path().join("jwks.json").to_string_lossy().into_owned()
+        self.dir
+            .path()
+            .join("jwks.json")
+            .to_string_lossy()
+            .into_owned()
     }
 
     fn signing_key_path(&self) -> String {
-        self.dir.path().join("signing-key.pem").to_string_lossy().into_owned()
+        self.dir
+            .path()
+            .join("signing-key.pem")
+            .to_string_lossy()
+            .into_owned()
     }
 
-    fn token(&self, auth: &AuthSettings, subject: &str, roles: &[String]) -> anyhow::Result<String> {
+    fn token(
+        &self,
+        auth: &AuthSettings,
+        subject: &str,
+        roles: &[String],
+    ) -> anyhow::Result<String> {
         self.key.mint(&TokenClaims {
             issuer: auth.policy.issuer.clone(),
             audience: auth.policy.audience.clone(),
@@ -149,7 +164,10 @@ fn print_banner(
     let addr = app.local_addr();
     let key = identity.signing_key_path();
     let (database, database_psql) = match postgres {
-        Some(pg) => (format!("{} (throwaway, deleted on exit)", pg.url("postgres")), pg.url("postgres")),
+        Some(pg) => (
+            format!("{} (throwaway, deleted on exit)", pg.url("postgres")),
+            pg.url("postgres"),
+        ),
         None => ("DATABASE_URL".to_owned(), "$DATABASE_URL".to_owned()),
     };
     let sim = simulator.base_url();

@@ -110,7 +110,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn mint_token(args: TokenArgs) -> anyhow::Result<()> {
     use zenlayer_gateway::auth::dev_keys::{DevSigningKey, TokenClaims};
-    let pem = std::fs::read(&args.signing_key).with_context(|| format!("read {}", args.signing_key.display()))?;
+    let pem = std::fs::read(&args.signing_key)
+        .with_context(|| format!("read {}", args.signing_key.display()))?;
     let key = DevSigningKey::from_pem(&pem)?;
     let token = key.mint(&TokenClaims {
         issuer: args.issuer,
