@@ -47,6 +47,7 @@ pub async fn run(source: &dyn Source) -> anyhow::Result<()> {
     ]);
     for (key, local_default) in [
         ("GATEWAY_LISTEN_ADDR", "127.0.0.1:50051"),
+        ("GATEWAY_ADMIN_ADDR", "127.0.0.1:0"),
         ("GATEWAY_LOG_FORMAT", "text"),
     ] {
         if source.get(key).is_none() {
@@ -162,6 +163,7 @@ fn print_banner(
     token: &str,
 ) {
     let addr = app.local_addr();
+    let admin = app.admin_addr();
     let key = identity.signing_key_path();
     let (database, database_psql) = match postgres {
         Some(pg) => (
@@ -176,6 +178,7 @@ fn print_banner(
 zenlayer-gateway dev is up. Ctrl-C stops everything.
 
   gRPC        {addr} (plaintext)
+  Admin       http://{admin}/livez, http://{admin}/readyz
   PostgreSQL  {database}
   Zenlayer    {sim} (simulator; sample disks: disk-recycled-data, disk-in-use, disk-system, disk-available)
 

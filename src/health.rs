@@ -6,6 +6,8 @@ use crate::database;
 use crate::pb::disk_service_server::DiskServiceServer;
 use crate::rpc::DiskApi;
 use sqlx::PgPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
@@ -16,10 +18,34 @@ use tonic_health::server::HealthReporter;
 /// `DiskService`, so probes may ask for either.
 const SERVICES: [&str; 2] = ["", <DiskServiceServer<DiskApi> as NamedService>::NAME];
 
-/// Reports `status` for every service name.
-pub async fn set(reporter: &HealthReporter, status: ServingStatus) {
-    for service in SERVICES {
-        reporter.set_service_status(service, status).await;
+/// Where health is reported: gRPC health for gRPC probes and clients, and
+/// a flag that the admin listener's `/readyz` reads.
+#[derive(Debug, Clone)]
+pub struct HealthState {
+    reporter: HealthReporter,
+    ready: Arc<AtomicBool>,
+}
+
+impl HealthState {
+    pub fn new(reporter: HealthReporter) -> Self {
+        Self {
+            reporter,
+            ready: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The flag `/readyz` answers from.
+    pub fn readiness(&self) -> Arc<AtomicBool> {
+        self.ready.clone()
+    }
+
+    /// Reports `status` for every service name, and for `/readyz`.
+    pub async fn set(&self, status: ServingStatus) {
+        self.ready
+            .store(status == ServingStatus::Serving, Ordering::SeqCst);
+        for service in SERVICES {
+            self.reporter.set_service_status(service, status).await;
+        }
     }
 }
 
@@ -27,7 +53,7 @@ pub async fn set(reporter: &HealthReporter, status: ServingStatus) {
 /// NOT_SERVING for good. Returns once NOT_SERVING is set, so the caller can
 /// start draining only after load balancers can see it.
 pub async fn monitor(
-    reporter: HealthReporter,
+    health: HealthState,
     pool: PgPool,
     interval: Duration,
     shutdown: CancellationToken,
@@ -59,10 +85,10 @@ pub async fn monitor(
             } else {
                 ServingStatus::NotServing
             };
-            set(&reporter, status).await;
+            health.set(status).await;
             last = Some(reachable);
         }
     }
-    set(&reporter, ServingStatus::NotServing).await;
+    health.set(ServingStatus::NotServing).await;
     tracing::info!("shutting down: NOT_SERVING");
 }

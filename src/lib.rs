@@ -1,6 +1,7 @@
 //! zenlayer-gateway: the one audited door through which internal services may
 //! release Zenlayer cloud disks.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod database;

@@ -1,9 +1,10 @@
 //! Server assembly: binds the listener, wires the services and layers, and
 //! runs until told to stop, then drains within the grace period.
 
+use crate::admin;
 use crate::audit::{self, AuditLog};
 use crate::auth::AuthLayer;
-use crate::health;
+use crate::health::{self, HealthState};
 use crate::pb::{self, disk_service_server::DiskServiceServer};
 use crate::rpc::{CallContextLayer, DiskApi, Forwarder};
 use crate::settings::Settings;
@@ -27,6 +28,7 @@ const MAX_REQUEST_BYTES: usize = 8 * 1024;
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
+    admin_listener: TcpListener,
     settings: Settings,
     pool: PgPool,
     api: DiskApi,
@@ -56,9 +58,13 @@ impl Application {
             .await
             .with_context(|| format!("bind GATEWAY_LISTEN_ADDR {}", settings.server.listen_addr))?;
         let local_addr = listener.local_addr()?;
+        let admin_listener = TcpListener::bind(settings.server.admin_addr)
+            .await
+            .with_context(|| format!("bind GATEWAY_ADMIN_ADDR {}", settings.server.admin_addr))?;
         Ok(Self {
             listener,
             local_addr,
+            admin_listener,
             settings,
             pool,
             api,
@@ -75,15 +81,24 @@ impl Application {
         self.local_addr
     }
 
+    /// The admin listener's address actually bound.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
     /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops
     /// accepting, and lets in-flight calls finish for up to the grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let stop = self.stop;
         let (reporter, health_service) = tonic_health::server::health_reporter();
+        let health = HealthState::new(reporter);
         // Known (NOT_SERVING) from the first moment, until the database answers.
-        health::set(&reporter, tonic_health::ServingStatus::NotServing).await;
+        health.set(tonic_health::ServingStatus::NotServing).await;
+        let admin = admin::spawn(self.admin_listener, health.readiness());
         let monitor = tokio::spawn(health::monitor(
-            reporter,
+            health,
             self.pool.clone(),
             self.settings.server.health_check_interval,
             stop.clone(),
@@ -117,7 +132,9 @@ impl Application {
             releases: &self.releases,
             grace: self.settings.server.shutdown_grace,
         };
-        drained.run(serve, shutdown).await
+        let result = drained.run(serve, shutdown).await;
+        admin.abort();
+        result
     }
 }
 

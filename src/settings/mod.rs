@@ -37,6 +37,8 @@ pub struct Settings {
 pub struct ServerSettings {
     /// `GATEWAY_LISTEN_ADDR`.
     pub listen_addr: SocketAddr,
+    /// `GATEWAY_ADMIN_ADDR`: plain HTTP for `/livez` and `/readyz`.
+    pub admin_addr: SocketAddr,
     /// `GATEWAY_SHUTDOWN_GRACE_MS`: how long in-flight calls may take to
     /// finish after SIGTERM before they are abandoned.
     pub shutdown_grace: Duration,
@@ -125,6 +127,11 @@ impl ServerSettings {
                 "GATEWAY_LISTEN_ADDR",
                 "a socket address such as 0.0.0.0:50051",
                 SocketAddr::from(([0, 0, 0, 0], 50051)),
+            ),
+            admin_addr: r.or(
+                "GATEWAY_ADMIN_ADDR",
+                "a socket address such as 127.0.0.1:9090",
+                SocketAddr::from(([127, 0, 0, 1], 9090)),
             ),
             shutdown_grace: r.millis("GATEWAY_SHUTDOWN_GRACE_MS", 15_000, (0, 600_000)),
             health_check_interval: r.millis(

@@ -1,7 +1,7 @@
 //! Health follows the database, and turns NOT_SERVING on shutdown; in-flight
 //! calls finish during the drain.
 
-use crate::helpers::{AppOptions, spawn_app, spawn_app_with};
+use crate::helpers::{AppOptions, TestApp, spawn_app, spawn_app_with};
 use crate::release::request;
 use std::time::Duration;
 use tokio_stream::StreamExt as _;
@@ -25,6 +25,16 @@ async fn watch_until(stream: &mut tonic::Streaming<HealthCheckResponse>, wanted:
     tokio::time::timeout(Duration::from_secs(30), wait)
         .await
         .unwrap_or_else(|_| panic!("health never became {wanted:?}"));
+}
+
+/// The HTTP status of an admin endpoint.
+async fn admin_status(app: &TestApp, path: &str) -> u16 {
+    let url = format!("http://{}{path}", app.admin_addr);
+    reqwest::get(url)
+        .await
+        .expect("the admin listener answers")
+        .status()
+        .as_u16()
 }
 
 fn check(service: &str) -> HealthCheckRequest {
@@ -52,6 +62,7 @@ async fn health_follows_the_database_down_and_back_up() {
         .into_inner();
     watch_until(&mut stream, ServingStatus::Serving).await;
 
+    assert_eq!(admin_status(&app, "/readyz").await, 200);
     let postgres = tokio::task::spawn_blocking(move || postgres.stop().map(|()| postgres))
         .await
         .unwrap()
@@ -59,6 +70,16 @@ async fn health_follows_the_database_down_and_back_up() {
     watch_until(&mut stream, ServingStatus::NotServing).await;
     let overall = health.check(check("")).await.unwrap().into_inner();
     assert_eq!(overall.status, ServingStatus::NotServing as i32);
+    assert_eq!(
+        admin_status(&app, "/readyz").await,
+        503,
+        "readiness follows gRPC health"
+    );
+    assert_eq!(
+        admin_status(&app, "/livez").await,
+        200,
+        "liveness ignores the database"
+    );
 
     let _postgres = tokio::task::spawn_blocking(move || postgres.start_again().map(|()| postgres))
         .await

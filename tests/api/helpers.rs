@@ -119,6 +119,7 @@ fn replace_database(url: &str, name: &str) -> String {
 #[derive(Debug)]
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub simulator: SimulatorHandle,
     pub key_server: KeyServer,
     pub database_url: String,
@@ -162,6 +163,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .await
         .expect("build the gateway");
     let addr = app.local_addr();
+    let admin_addr = app.admin_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -171,6 +173,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .expect("connect to the test database");
     TestApp {
         addr,
+        admin_addr,
         simulator,
         key_server,
         database_url,
@@ -216,6 +219,7 @@ fn test_settings(
         ("JWT_ISSUER", tokens::ISSUER),
         ("JWT_AUDIENCE", tokens::AUDIENCE),
         ("GATEWAY_LISTEN_ADDR", "127.0.0.1:0"),
+        ("GATEWAY_ADMIN_ADDR", "127.0.0.1:0"),
         ("DATABASE_URL", database_url),
         ("ZENLAYER_BASE_URL", &simulator.base_url()),
         ("ZENLAYER_ACCESS_KEY_ID", ACCESS_KEY_ID),

@@ -1,0 +1,38 @@
+//! The admin listener: plain HTTP for platforms that probe over HTTP.
+//! `/livez` answers while the process runs (it ignores the database: a
+//! database outage should not restart every replica); `/readyz` follows the
+//! gRPC health status (database reachable, not draining).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Serves the admin endpoints on `listener` until the task is aborted. It
+/// keeps answering while the gRPC server drains, so liveness holds.
+pub fn spawn(listener: TcpListener, ready: Arc<AtomicBool>) -> JoinHandle<()> {
+    let router = Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(ready);
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(error = %error, "the admin listener failed");
+        }
+    })
+}
+
+async fn readyz(State(ready): State<Arc<AtomicBool>>) -> (StatusCode, &'static str) {
+    if ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the audit database is unreachable, or the gateway is shutting down\n",
+        )
+    }
+}
