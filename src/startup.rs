@@ -2,7 +2,7 @@
 //! runs until told to stop, then drains within the grace period.
 
 use crate::admin;
-use crate::audit::{self, AuditLog};
+use crate::audit::{self, AuditLog, Upkeep};
 use crate::auth::AuthLayer;
 use crate::health::{self, HealthState};
 use crate::pb::{self, disk_service_server::DiskServiceServer};
@@ -33,7 +33,6 @@ pub struct Application {
     pool: PgPool,
     api: DiskApi,
     auth: AuthLayer,
-    audit: AuditLog,
     /// How long a call can stay in flight; older pending calls were abandoned.
     longest_call: Duration,
     /// Releases in flight, which shutdown lets finish.
@@ -69,7 +68,6 @@ impl Application {
             pool,
             api,
             auth,
-            audit,
             longest_call,
             releases,
             stop,
@@ -105,13 +103,12 @@ impl Application {
         ));
         // A call pending for longer than any call can take was abandoned by a
         // gateway that stopped; the margin covers clock skew between replicas.
-        let abandoned_after = self.longest_call + ABANDONED_MARGIN;
-        audit::spawn_recovery(
-            self.audit,
-            self.settings.server.recovery_interval,
-            abandoned_after,
-            stop.clone(),
-        );
+        let upkeep = Upkeep {
+            interval: self.settings.server.recovery_interval,
+            abandoned_after: self.longest_call + ABANDONED_MARGIN,
+            key_retention: self.settings.server.idempotency_retention,
+        };
+        audit::spawn_upkeep(self.pool.clone(), upkeep, stop.clone());
         let router = Server::builder()
             .layer(CallContextLayer)
             .layer(self.auth)

@@ -1,20 +1,24 @@
 //! The audit trail: every ReleaseDisk call, recorded in PostgreSQL before
-//! anything is sent to Zenlayer, with its outcome afterwards.
+//! anything is sent to Zenlayer, with its outcome afterwards; and the
+//! idempotency keys claimed in the same transactions.
 //!
-//! All writes go through [`AuditLog`]: one record in, one durable
+//! All writes go through [`AuditLog`]: a record in, a durable
 //! acknowledgement out. Callers never see a transaction, so a later
 //! implementation can gather many concurrent records into one commit
 //! without changing them.
 
 mod record;
-mod recovery;
 mod store;
+mod upkeep;
 
-pub use record::{Attempt, Caller, Decision, Outcome, OutcomeKind, Refusal};
-pub use recovery::spawn_recovery;
+pub use record::{
+    Answer, Attempt, Caller, Claim, Decision, Outcome, OutcomeKind, PriorCall, Recorded, Refusal,
+};
+pub use upkeep::{Upkeep, spawn_upkeep};
 
 use sqlx::PgPool;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// The audit database could not store a record.
 #[derive(Debug, thiserror::Error)]
@@ -38,36 +42,72 @@ impl AuditLog {
         Self { pool }
     }
 
-    /// Stores `attempt` durably: once this returns `Ok`, the record is
-    /// committed. An allowed call must not be forwarded unless it did.
-    pub async fn record_attempt(&self, attempt: &Attempt) -> Result<(), AuditError> {
-        store::insert_attempt(&self.pool, attempt)
-            .await
-            .map_err(AuditError)
+    /// Stores `attempt` durably, claiming `claim` in the same transaction.
+    /// Once this returns `Stored`, the record is committed; an allowed call
+    /// must not be forwarded unless it did. `KeyTaken` stores nothing.
+    pub async fn record_attempt(
+        &self,
+        attempt: &Attempt,
+        claim: Option<&Claim>,
+    ) -> Result<Recorded, AuditError> {
+        let mut tx = self.pool.begin().await?;
+        store::insert_attempt(&mut tx, attempt).await?;
+        if let Some(claim) = claim
+            && !store::claim_key(&mut tx, claim, attempt.call_id).await?
+        {
+            let holder = store::key_holder(&mut tx, claim).await?;
+            tx.rollback().await?;
+            // A key freed or purged since the conflict is, for this caller,
+            // indistinguishable from one still in flight: retry shortly.
+            let holder = holder.unwrap_or(PriorCall {
+                call_id: Uuid::nil(),
+                disk_id: claim.disk_id.clone(),
+                answer: None,
+            });
+            return Ok(Recorded::KeyTaken(holder));
+        }
+        tx.commit().await?;
+        Ok(Recorded::Stored)
+    }
+
+    /// Stores a call that ended without being forwarded (a replay) together
+    /// with its outcome, atomically.
+    pub async fn record_concluded(
+        &self,
+        attempt: &Attempt,
+        outcome: &Outcome,
+    ) -> Result<(), AuditError> {
+        let mut tx = self.pool.begin().await?;
+        store::insert_attempt(&mut tx, attempt).await?;
+        store::insert_outcome(&mut tx, outcome).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Stores `outcome`, retrying with backoff while the database is away.
     pub async fn record_outcome(&self, outcome: &Outcome) -> Result<(), AuditError> {
         let mut pause = OUTCOME_RETRY_FIRST;
-        for attempt in 1.. {
-            match store::insert_outcome(&self.pool, outcome).await {
+        let mut attempt = 1;
+        loop {
+            match self.try_record_outcome(outcome).await {
                 Ok(()) => return Ok(()),
                 Err(error) if attempt >= OUTCOME_ATTEMPTS => return Err(AuditError(error)),
                 Err(error) => {
                     tracing::warn!(call_id = %outcome.call_id, error = %error, retry_in_ms = pause.as_millis() as u64, "outcome not recorded yet; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(OUTCOME_RETRY_MAX);
+                    attempt += 1;
                 }
             }
         }
-        unreachable!("the loop returns on its last attempt")
     }
 
-    /// Marks allowed calls that have had no outcome for `older_than` as
-    /// `unknown`; returns how many.
-    pub async fn mark_abandoned_unknown(&self, older_than: Duration) -> Result<u64, AuditError> {
-        store::mark_abandoned_unknown(&self.pool, older_than)
-            .await
-            .map_err(AuditError)
+    async fn try_record_outcome(&self, outcome: &Outcome) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        store::insert_outcome(&mut tx, outcome).await?;
+        if outcome.frees_key {
+            store::free_key(&mut tx, outcome.call_id).await?;
+        }
+        tx.commit().await
     }
 }

@@ -60,6 +60,8 @@ pub struct Attempt {
     pub reason: String,
     pub idempotency_key: Option<String>,
     pub decision: Decision,
+    /// The earlier call whose answer this one repeated (same idempotency key).
+    pub replay_of: Option<Uuid>,
 }
 
 /// How an allowed call ended.
@@ -76,12 +78,49 @@ pub enum OutcomeKind {
 pub struct Outcome {
     pub call_id: Uuid,
     pub completed_at: DateTime<Utc>,
+    pub answer: Answer,
+    /// Zenlayer certainly did not act (nothing sent, or refused before it
+    /// ran): the call's idempotency key is freed so a retry can try again.
+    pub frees_key: bool,
+}
+
+/// What a call ended with: enough to tell the caller the same thing again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
     pub kind: OutcomeKind,
-    pub grpc_code: &'static str,
+    pub grpc_code: String,
+    /// The `ErrorInfo.reason` the caller got, when the call failed.
+    pub error_reason: Option<String>,
+    pub error_message: Option<String>,
     pub zenlayer_code: Option<String>,
     pub zenlayer_request_id: Option<String>,
     pub http_status: Option<u16>,
-    pub error_message: Option<String>,
+}
+
+/// A caller's claim on an idempotency key, for one disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub issuer: String,
+    pub principal: String,
+    pub key: String,
+    pub disk_id: String,
+}
+
+/// The call that holds a key already, and how it ended if it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriorCall {
+    pub call_id: Uuid,
+    pub disk_id: String,
+    pub answer: Option<Answer>,
+}
+
+/// What recording an attempt with a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Stored (and the key, if any, claimed for this call).
+    Stored,
+    /// Nothing stored: another call holds the key.
+    KeyTaken(PriorCall),
 }
 
 impl Decision {
@@ -107,6 +146,15 @@ impl OutcomeKind {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Unknown => "unknown",
+        }
+    }
+
+    pub(super) fn from_label(label: &str) -> Option<Self> {
+        match label {
+            "succeeded" => Some(Self::Succeeded),
+            "failed" => Some(Self::Failed),
+            "unknown" => Some(Self::Unknown),
+            _ => None,
         }
     }
 }

@@ -1,14 +1,18 @@
 //! The audit trail's SQL, one small function per statement.
 
-use super::record::{Attempt, Outcome, storable};
-use sqlx::PgPool;
+use super::record::{Answer, Attempt, Claim, Outcome, OutcomeKind, PriorCall, storable};
+use sqlx::{PgConnection, Row as _};
 use std::time::Duration;
+use uuid::Uuid;
 
 /// Caller-supplied fields are capped at this many characters.
 const MAX_FIELD_CHARS: usize = 2048;
 
 #[tracing::instrument(name = "audit.insert_attempt", skip_all, fields(call_id = %attempt.call_id, decision = attempt.decision.label()))]
-pub(super) async fn insert_attempt(pool: &PgPool, attempt: &Attempt) -> Result<(), sqlx::Error> {
+pub(super) async fn insert_attempt(
+    db: &mut PgConnection,
+    attempt: &Attempt,
+) -> Result<(), sqlx::Error> {
     let caller = &attempt.caller;
     let refusal = attempt.decision.refusal();
     let text = |value: &str| storable(value, MAX_FIELD_CHARS);
@@ -16,8 +20,8 @@ pub(super) async fn insert_attempt(pool: &PgPool, attempt: &Attempt) -> Result<(
         "INSERT INTO audit.release_attempts (
             call_id, received_at, principal, issuer, client_id, token_jti, token_fingerprint, roles,
             peer_addr, user_agent, x_request_id, trace_id, disk_id, reason, idempotency_key,
-            decision, decision_reason, refusal_grpc_code, refusal_message)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+            decision, decision_reason, refusal_grpc_code, refusal_message, replay_of)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
     )
     .bind(attempt.call_id)
     .bind(attempt.received_at)
@@ -38,38 +42,140 @@ pub(super) async fn insert_attempt(pool: &PgPool, attempt: &Attempt) -> Result<(
     .bind(refusal.map(|r| r.reason.as_str()))
     .bind(refusal.map(|r| r.grpc_code))
     .bind(refusal.map(|r| text(&r.message)))
-    .execute(pool)
+    .bind(attempt.replay_of)
+    .execute(db)
     .await?;
     Ok(())
 }
 
+/// Claims `claim` for `call_id`; `false` if another call holds it. A
+/// concurrent claim of the same key waits here until the first commits.
+#[tracing::instrument(name = "idempotency.claim_key", skip_all)]
+pub(super) async fn claim_key(
+    db: &mut PgConnection,
+    claim: &Claim,
+    call_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency.keys (issuer, principal, idempotency_key, disk_id, call_id)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&claim.issuer)
+    .bind(&claim.principal)
+    .bind(&claim.key)
+    .bind(&claim.disk_id)
+    .bind(call_id)
+    .execute(db)
+    .await?;
+    Ok(claimed.rows_affected() == 1)
+}
+
+/// The call holding `claim`'s key, with its best-known outcome. `None` if
+/// the key was freed or purged in the meantime.
+#[tracing::instrument(name = "idempotency.find_holder", skip_all)]
+pub(super) async fn key_holder(
+    db: &mut PgConnection,
+    claim: &Claim,
+) -> Result<Option<PriorCall>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT k.call_id, k.disk_id, o.outcome, o.grpc_code, o.error_reason, o.error_message,
+                o.zenlayer_code, o.zenlayer_request_id, o.http_status
+         FROM idempotency.keys k
+         LEFT JOIN LATERAL (
+             SELECT * FROM audit.release_outcomes o
+             WHERE o.call_id = k.call_id
+             ORDER BY (o.outcome <> 'unknown') DESC, o.recorded_at DESC
+             LIMIT 1
+         ) o ON true
+         WHERE k.issuer = $1 AND k.principal = $2 AND k.idempotency_key = $3",
+    )
+    .bind(&claim.issuer)
+    .bind(&claim.principal)
+    .bind(&claim.key)
+    .fetch_optional(db)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let kind = row
+        .try_get::<Option<String>, _>("outcome")?
+        .as_deref()
+        .and_then(OutcomeKind::from_label);
+    let answer = match kind {
+        None => None,
+        Some(kind) => Some(Answer {
+            kind,
+            grpc_code: row.try_get("grpc_code")?,
+            error_reason: row.try_get("error_reason")?,
+            error_message: row.try_get("error_message")?,
+            zenlayer_code: row.try_get("zenlayer_code")?,
+            zenlayer_request_id: row.try_get("zenlayer_request_id")?,
+            http_status: row
+                .try_get::<Option<i32>, _>("http_status")?
+                .and_then(|s| u16::try_from(s).ok()),
+        }),
+    };
+    Ok(Some(PriorCall {
+        call_id: row.try_get("call_id")?,
+        disk_id: row.try_get("disk_id")?,
+        answer,
+    }))
+}
+
 /// A retried write whose first commit went unacknowledged is a no-op, not
 /// a duplicate (see the unique indexes).
-#[tracing::instrument(name = "audit.insert_outcome", skip_all, fields(call_id = %outcome.call_id, outcome = outcome.kind.label()))]
-pub(super) async fn insert_outcome(pool: &PgPool, outcome: &Outcome) -> Result<(), sqlx::Error> {
+#[tracing::instrument(name = "audit.insert_outcome", skip_all, fields(call_id = %outcome.call_id, outcome = outcome.answer.kind.label()))]
+pub(super) async fn insert_outcome(
+    db: &mut PgConnection,
+    outcome: &Outcome,
+) -> Result<(), sqlx::Error> {
+    let answer = &outcome.answer;
     sqlx::query(
         "INSERT INTO audit.release_outcomes (
-            call_id, completed_at, outcome, grpc_code, zenlayer_code, zenlayer_request_id,
-            http_status, error_message, recorded_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'call')
+            call_id, completed_at, outcome, grpc_code, error_reason, zenlayer_code,
+            zenlayer_request_id, http_status, error_message, recorded_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'call')
          ON CONFLICT DO NOTHING",
     )
     .bind(outcome.call_id)
     .bind(outcome.completed_at)
-    .bind(outcome.kind.label())
-    .bind(outcome.grpc_code)
-    .bind(outcome.zenlayer_code.as_deref())
-    .bind(outcome.zenlayer_request_id.as_deref())
-    .bind(outcome.http_status.map(i32::from))
+    .bind(answer.kind.label())
+    .bind(&answer.grpc_code)
+    .bind(answer.error_reason.as_deref())
+    .bind(answer.zenlayer_code.as_deref())
+    .bind(answer.zenlayer_request_id.as_deref())
+    .bind(answer.http_status.map(i32::from))
     .bind(
-        outcome
+        answer
             .error_message
             .as_deref()
             .map(|m| storable(m, MAX_FIELD_CHARS)),
     )
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
+}
+
+/// Frees the idempotency key `call_id` claimed, if any.
+#[tracing::instrument(name = "idempotency.free_key", skip_all, fields(call_id = %call_id))]
+pub(super) async fn free_key(db: &mut PgConnection, call_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM idempotency.keys WHERE call_id = $1")
+        .bind(call_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Deletes keys claimed longer ago than `retention`; returns how many.
+#[tracing::instrument(name = "idempotency.purge_keys", skip_all)]
+pub(super) async fn purge_keys(
+    db: &mut PgConnection,
+    retention: Duration,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query("DELETE FROM idempotency.keys WHERE claimed_at < clock_timestamp() - make_interval(secs => $1)")
+        .bind(retention.as_secs_f64())
+        .execute(db)
+        .await?;
+    Ok(result.rows_affected())
 }
 
 /// Marks allowed calls older than `older_than` that have no outcome as
@@ -77,13 +183,13 @@ pub(super) async fn insert_outcome(pool: &PgPool, outcome: &Outcome) -> Result<(
 /// only one mark stick.
 #[tracing::instrument(name = "audit.mark_abandoned_calls_unknown", skip_all)]
 pub(super) async fn mark_abandoned_unknown(
-    pool: &PgPool,
+    db: &mut PgConnection,
     older_than: Duration,
 ) -> Result<u64, sqlx::Error> {
     let result = sqlx::query(
         "INSERT INTO audit.release_outcomes (
-            call_id, completed_at, outcome, grpc_code, error_message, recorded_by)
-         SELECT a.call_id, clock_timestamp(), 'unknown', 'UNKNOWN',
+            call_id, completed_at, outcome, grpc_code, error_reason, error_message, recorded_by)
+         SELECT a.call_id, clock_timestamp(), 'unknown', 'UNKNOWN', 'OUTCOME_UNKNOWN',
                 'no outcome was recorded: the gateway stopped while the call was in flight, or could not record the answer. Check DescribeDisks to learn whether the disk was released',
                 'recovery'
          FROM audit.release_attempts a
@@ -93,7 +199,7 @@ pub(super) async fn mark_abandoned_unknown(
          ON CONFLICT DO NOTHING",
     )
     .bind(older_than.as_secs_f64())
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(result.rows_affected())
 }

@@ -33,5 +33,6 @@ pub fn received(
         reason: request.reason.clone(),
         idempotency_key: Some(request.idempotency_key.clone()).filter(|k| !k.is_empty()),
         decision: Decision::Allowed,
+        replay_of: None,
     }
 }

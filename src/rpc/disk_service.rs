@@ -2,10 +2,11 @@
 //! the request, check the caller, then record-and-forward. A refusal is
 //! recorded too, and stays a refusal if it cannot be.
 
-use super::error::{Audited, CallError, code_name};
+use super::error::CallError;
 use super::forward::Forwarder;
+use super::refusal::refuse;
 use super::{CallContext, attempt};
-use crate::audit::{Attempt, AuditLog, Decision, Refusal};
+use crate::audit::{Attempt, AuditLog};
 use crate::auth::Authentication;
 use crate::domain::ReleaseRequest;
 use crate::pb::disk_service_server::DiskService;
@@ -31,48 +32,23 @@ impl DiskApi {
         attempt: Attempt,
         request: ReleaseDiskRequest,
     ) -> Result<ReleaseDiskResponse, Status> {
-        let request = match ReleaseRequest::parse(
-            &request.disk_id,
-            &request.idempotency_key,
-            &request.reason,
-        ) {
+        let parsed =
+            ReleaseRequest::parse(&request.disk_id, &request.idempotency_key, &request.reason);
+        let request = match parsed {
             Ok(request) => request,
             Err(violations) => {
-                return Err(self
-                    .refuse(&call, attempt, CallError::Invalid(violations))
-                    .await);
+                return Err(
+                    refuse(&self.audit, &call, attempt, CallError::Invalid(violations)).await,
+                );
             }
         };
         let caller = match authentication.result {
             Ok(caller) => caller,
-            Err(error) => return Err(self.refuse(&call, attempt, CallError::Denied(error)).await),
-        };
-        self.forwarder
-            .forward(call, attempt, caller, request.disk_id)
-            .await
-    }
-
-    /// Records a refusal and returns it. If the record cannot be stored the
-    /// refusal stands, and the whole record goes to the log instead.
-    async fn refuse(&self, call: &CallContext, mut attempt: Attempt, error: CallError) -> Status {
-        error.alert_operator();
-        let status = error.status(call, Audited::Yes);
-        let refusal = Refusal {
-            reason: error.refusal_reason(),
-            grpc_code: code_name(status.code()),
-            message: status.message().to_owned(),
-        };
-        attempt.decision = match error {
-            CallError::Invalid(_) => Decision::Invalid(refusal),
-            _ => Decision::Denied(refusal),
-        };
-        match self.audit.record_attempt(&attempt).await {
-            Ok(()) => status,
-            Err(audit_error) => {
-                tracing::error!(error = %audit_error, attempt = ?attempt, "a refused call could not be recorded in the audit trail; this log line is its record");
-                error.status(call, Audited::No)
+            Err(error) => {
+                return Err(refuse(&self.audit, &call, attempt, CallError::Denied(error)).await);
             }
-        }
+        };
+        self.forwarder.forward(call, attempt, caller, request).await
     }
 }
 
@@ -89,7 +65,7 @@ impl DiskService for DiskApi {
         let attempt = attempt::received(&call, &authentication, peer, &request);
         match self.release(call, authentication, attempt, request).await {
             Ok(response) => {
-                tracing::info!(zenlayer.request_id = %response.request_id, "disk released");
+                tracing::info!(zenlayer.request_id = %response.request_id, replayed = response.replayed, "disk released");
                 Ok(Response::new(response))
             }
             Err(status) => {

@@ -5,7 +5,7 @@
 //! message. Messages are written for the person reading grpcurl output.
 
 use super::context::CallContext;
-use crate::audit::AuditError;
+use crate::audit::{Answer, AuditError};
 use crate::auth::{AuthError, Verdict};
 use crate::domain::{DiskId, FieldViolation};
 use crate::zenlayer::UpstreamError;
@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+use uuid::Uuid;
 
 /// `ErrorInfo.domain` of every error the gateway returns.
 pub const ERROR_DOMAIN: &str = "zenlayer-gateway";
@@ -30,6 +31,12 @@ pub enum CallError {
         #[source]
         source: AuditError,
     },
+    #[error("the idempotency key was first used for disk {key_disk}")]
+    KeyReused { key_disk: String },
+    #[error("a call with this idempotency key is still in flight")]
+    KeyInFlight,
+    #[error("replayed the answer of call {original}")]
+    Replayed { answer: Answer, original: Uuid },
     #[error("Zenlayer did not release disk {disk_id}")]
     Upstream {
         disk_id: DiskId,
@@ -54,6 +61,9 @@ impl CallError {
             Self::Invalid(violations) => invalid(violations, metadata),
             Self::Denied(error) => denied(error, metadata),
             Self::AuditUnavailable { disk_id, .. } => audit_unavailable(disk_id, metadata),
+            Self::KeyReused { key_disk } => key_reused(key_disk, metadata),
+            Self::KeyInFlight => key_in_flight(metadata),
+            Self::Replayed { answer, original } => replayed(answer, *original, metadata),
             Self::Upstream { disk_id, source } => upstream(disk_id, source, metadata),
         }
     }
@@ -95,6 +105,12 @@ impl CallError {
                 .unwrap_or_else(|| "INVALID_ARGUMENT".to_owned()),
             Self::Denied(error) => error.reason().to_owned(),
             Self::AuditUnavailable { .. } => "AUDIT_UNAVAILABLE".to_owned(),
+            Self::KeyReused { .. } => "IDEMPOTENCY_KEY_REUSED".to_owned(),
+            Self::KeyInFlight => "IDEMPOTENCY_KEY_IN_FLIGHT".to_owned(),
+            Self::Replayed { answer, .. } => answer
+                .error_reason
+                .clone()
+                .unwrap_or_else(|| "REPLAYED".to_owned()),
             Self::Upstream { source, .. } => {
                 source.zenlayer_code().unwrap_or("UPSTREAM").to_owned()
             }
@@ -123,6 +139,75 @@ pub fn code_name(code: Code) -> &'static str {
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
+}
+
+/// The gRPC code named `name` in the audit trail (the inverse of
+/// [`code_name`]); an unknown name is UNKNOWN.
+pub fn code_from_name(name: &str) -> Code {
+    const ALL: [Code; 17] = [
+        Code::Ok,
+        Code::Cancelled,
+        Code::Unknown,
+        Code::InvalidArgument,
+        Code::DeadlineExceeded,
+        Code::NotFound,
+        Code::AlreadyExists,
+        Code::PermissionDenied,
+        Code::ResourceExhausted,
+        Code::FailedPrecondition,
+        Code::Aborted,
+        Code::OutOfRange,
+        Code::Unimplemented,
+        Code::Internal,
+        Code::Unavailable,
+        Code::DataLoss,
+        Code::Unauthenticated,
+    ];
+    ALL.into_iter()
+        .find(|code| code_name(*code) == name)
+        .unwrap_or(Code::Unknown)
+}
+
+fn key_reused(key_disk: &str, metadata: HashMap<String, String>) -> Status {
+    let details = ErrorDetails::with_error_info("IDEMPOTENCY_KEY_REUSED", ERROR_DOMAIN, metadata);
+    Status::with_error_details(
+        Code::FailedPrecondition,
+        format!(
+            "this idempotency_key was already used to release disk {key_disk}; use a new key for another disk"
+        ),
+        details,
+    )
+}
+
+fn key_in_flight(metadata: HashMap<String, String>) -> Status {
+    let details =
+        ErrorDetails::with_error_info("IDEMPOTENCY_KEY_IN_FLIGHT", ERROR_DOMAIN, metadata);
+    Status::with_error_details(
+        Code::Aborted,
+        "a call with this idempotency_key is still in progress; retry in a few seconds with the same key to get its answer (Zenlayer is not called twice)",
+        details,
+    )
+}
+
+/// The status an earlier call ended with, told again: same code, message
+/// and reason, marked as replayed.
+fn replayed(answer: &Answer, original: Uuid, mut metadata: HashMap<String, String>) -> Status {
+    metadata.insert("replayed".to_owned(), "true".to_owned());
+    metadata.insert("original_audit_id".to_owned(), original.to_string());
+    if let Some(id) = &answer.zenlayer_request_id {
+        metadata.insert("upstream_request_id".to_owned(), id.clone());
+    }
+    if let Some(status) = answer.http_status {
+        metadata.insert("http_status".to_owned(), status.to_string());
+    }
+    let reason = answer
+        .error_reason
+        .as_deref()
+        .or(answer.zenlayer_code.as_deref())
+        .unwrap_or("REPLAYED");
+    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+    let message = answer.error_message.clone().unwrap_or_default();
+    Status::with_error_details(code_from_name(&answer.grpc_code), message, details)
 }
 
 fn denied(error: &AuthError, metadata: HashMap<String, String>) -> Status {

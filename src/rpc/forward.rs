@@ -1,20 +1,29 @@
-//! The part of a release that must not be cut short: record the attempt,
-//! call Zenlayer, record the outcome. It runs in a task of its own, so a
-//! caller who cancels or whose deadline expires cannot drop it halfway; the
-//! caller's deadline still bounds the upstream call. Shutdown waits for
-//! these tasks (within the grace period).
+//! The part of a release that must not be cut short: record the attempt
+//! (claiming its idempotency key), call Zenlayer, record the outcome. It
+//! runs in a task of its own, so a caller who cancels or whose deadline
+//! expires cannot drop it halfway; the caller's deadline still bounds the
+//! upstream call. Shutdown waits for these tasks (within the grace period).
+//!
+//! A key another call holds is answered from that call: its result if it
+//! ended with Zenlayer's answer (or with no answer: the outcome stays
+//! unknown, and nothing is resent), ABORTED while it is in flight, and
+//! FAILED_PRECONDITION if it was for another disk.
 
 use super::CallContext;
 use super::error::{Audited, CallError, code_name};
-use crate::audit::{Attempt, AuditLog, Outcome, OutcomeKind};
+use super::refusal::refuse;
+use crate::audit::{Answer, Attempt, AuditLog, Claim, Outcome, OutcomeKind, PriorCall, Recorded};
 use crate::auth::Authorized;
-use crate::domain::DiskId;
+use crate::domain::{DiskId, ReleaseRequest};
 use crate::pb::ReleaseDiskResponse;
 use crate::zenlayer::{Accepted, UpstreamError, ZenlayerClient};
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 use tonic::Status;
+use tonic_types::StatusExt as _;
 use tracing::Instrument as _;
+
+type Reply = Result<ReleaseDiskResponse, Status>;
 
 /// Forwards authorized releases, recording each step.
 #[derive(Debug, Clone)]
@@ -40,11 +49,19 @@ impl Forwarder {
         call: CallContext,
         attempt: Attempt,
         caller: Authorized,
-        disk_id: DiskId,
-    ) -> Result<ReleaseDiskResponse, Status> {
+        request: ReleaseRequest,
+    ) -> Reply {
         let (answer, answered) = oneshot::channel();
         let this = self.clone();
-        let task = async move { this.run(call, attempt, caller, disk_id, answer).await };
+        let task = async move {
+            let reply = this.run(&call, attempt, &caller, &request).await;
+            // The caller hears first: a slow outcome write must not delay or
+            // spoil an answer Zenlayer already gave.
+            let _ = answer.send(reply.caller);
+            if let Some(outcome) = reply.outcome {
+                this.record_outcome(&outcome).await;
+            }
+        };
         self.tasks.spawn(task.in_current_span());
         answered.await.unwrap_or_else(|_| {
             Err(Status::internal(
@@ -55,29 +72,126 @@ impl Forwarder {
 
     async fn run(
         &self,
-        call: CallContext,
+        call: &CallContext,
         attempt: Attempt,
-        caller: Authorized,
-        disk_id: DiskId,
-        answer: oneshot::Sender<Result<ReleaseDiskResponse, Status>>,
-    ) {
-        if let Err(source) = self.audit.record_attempt(&attempt).await {
-            let error = CallError::AuditUnavailable { disk_id, source };
-            error.alert_operator();
-            let _ = answer.send(Err(error.status(&call, Audited::No)));
-            return;
+        caller: &Authorized,
+        request: &ReleaseRequest,
+    ) -> Concluded {
+        let claim = request.idempotency_key.as_ref().map(|key| Claim {
+            issuer: caller.principal().issuer.clone(),
+            principal: caller.principal().subject.clone(),
+            key: key.as_str().to_owned(),
+            disk_id: request.disk_id.as_str().to_owned(),
+        });
+        match self.audit.record_attempt(&attempt, claim.as_ref()).await {
+            Ok(Recorded::Stored) => {}
+            Ok(Recorded::KeyTaken(holder)) => {
+                return Concluded::answered(
+                    self.replay(call, attempt, holder, &request.disk_id).await,
+                );
+            }
+            Err(source) => {
+                let error = CallError::AuditUnavailable {
+                    disk_id: request.disk_id.clone(),
+                    source,
+                };
+                error.alert_operator();
+                return Concluded::answered(Err(error.status(call, Audited::No)));
+            }
         }
         let result = self
             .zenlayer
-            .release_disk(&caller, &disk_id, call.deadline)
+            .release_disk(caller, &request.disk_id, call.deadline)
             .await;
-        let (reply, outcome) = conclude(&call, disk_id, result);
-        // The caller hears first; a slow outcome write must not delay or
-        // spoil an answer Zenlayer already gave.
-        let _ = answer.send(reply);
-        if let Err(error) = self.audit.record_outcome(&outcome).await {
-            tracing::error!(call_id = %call.call_id, error = %error, "the outcome could not be recorded; the recovery sweep will mark this call unknown");
+        conclude(call, request.disk_id.clone(), result, claim.is_some())
+    }
+
+    /// Answers a call whose key another call holds, and records it (with
+    /// its outcome, atomically) as a replay of that call.
+    async fn replay(
+        &self,
+        call: &CallContext,
+        mut attempt: Attempt,
+        holder: PriorCall,
+        disk_id: &DiskId,
+    ) -> Reply {
+        attempt.replay_of = Some(holder.call_id).filter(|id| !id.is_nil());
+        if holder.disk_id != disk_id.as_str() {
+            return Err(refuse(
+                &self.audit,
+                call,
+                attempt,
+                CallError::KeyReused {
+                    key_disk: holder.disk_id,
+                },
+            )
+            .await);
         }
+        let (reply, answer) = match holder.answer.filter(replayable) {
+            Some(answer) if answer.kind == OutcomeKind::Succeeded => {
+                let response = ReleaseDiskResponse {
+                    request_id: answer.zenlayer_request_id.clone().unwrap_or_default(),
+                    audit_id: call.call_id.to_string(),
+                    replayed: true,
+                };
+                (Ok(response), answer)
+            }
+            Some(answer) => {
+                let status = CallError::Replayed {
+                    answer: answer.clone(),
+                    original: holder.call_id,
+                }
+                .status(call, Audited::Yes);
+                (Err(status), answer)
+            }
+            None => {
+                let status = CallError::KeyInFlight.status(call, Audited::Yes);
+                let answer = failed_answer(&status);
+                (Err(status), answer)
+            }
+        };
+        let outcome = Outcome {
+            call_id: call.call_id,
+            completed_at: chrono::Utc::now(),
+            answer,
+            frees_key: false,
+        };
+        if let Err(error) = self.audit.record_concluded(&attempt, &outcome).await {
+            tracing::error!(error = %error, attempt = ?attempt, outcome = ?outcome, "a replayed call could not be recorded in the audit trail; this log line is its record");
+        }
+        reply
+    }
+
+    async fn record_outcome(&self, outcome: &Outcome) {
+        if let Err(error) = self.audit.record_outcome(outcome).await {
+            tracing::error!(call_id = %outcome.call_id, error = %error, "the outcome could not be recorded; the recovery sweep will mark this call unknown");
+        }
+    }
+}
+
+/// What a call's task ends with: the caller's answer and, for a forwarded
+/// call, the outcome still to record.
+struct Concluded {
+    caller: Reply,
+    outcome: Option<Outcome>,
+}
+
+impl Concluded {
+    fn answered(caller: Reply) -> Self {
+        Self {
+            caller,
+            outcome: None,
+        }
+    }
+}
+
+/// A held key's answer is repeated only if the call ended in a way a retry
+/// could not improve on: success, Zenlayer's own refusal, or no answer (the
+/// disk may be gone; resending blindly is what keys exist to prevent).
+fn replayable(answer: &Answer) -> bool {
+    match answer.kind {
+        OutcomeKind::Succeeded | OutcomeKind::Unknown => true,
+        OutcomeKind::Failed => answer.zenlayer_code.is_some() || answer.http_status.is_some(),
     }
 }
 
@@ -86,26 +200,35 @@ fn conclude(
     call: &CallContext,
     disk_id: DiskId,
     result: Result<Accepted, UpstreamError>,
-) -> (Result<ReleaseDiskResponse, Status>, Outcome) {
+    has_key: bool,
+) -> Concluded {
     let completed_at = chrono::Utc::now();
     match result {
         Ok(accepted) => {
-            let outcome = Outcome {
-                call_id: call.call_id,
-                completed_at,
+            let answer = Answer {
                 kind: OutcomeKind::Succeeded,
-                grpc_code: "OK",
+                grpc_code: "OK".to_owned(),
+                error_reason: None,
+                error_message: None,
                 zenlayer_code: None,
                 zenlayer_request_id: Some(accepted.request_id.clone()),
                 http_status: Some(200),
-                error_message: None,
             };
             let response = ReleaseDiskResponse {
                 request_id: accepted.request_id,
                 audit_id: call.call_id.to_string(),
                 replayed: false,
             };
-            (Ok(response), outcome)
+            let outcome = Outcome {
+                call_id: call.call_id,
+                completed_at,
+                answer,
+                frees_key: false,
+            };
+            Concluded {
+                caller: Ok(response),
+                outcome: Some(outcome),
+            }
         }
         Err(source) => {
             let kind = if source.outcome_unknown() {
@@ -113,23 +236,43 @@ fn conclude(
             } else {
                 OutcomeKind::Failed
             };
-            let zenlayer_code = source.zenlayer_code().map(str::to_owned);
-            let zenlayer_request_id = source.upstream_request_id().map(str::to_owned);
-            let http_status = source.http_status();
+            let frees_key = has_key && source.zenlayer_did_not_act();
             let error = CallError::Upstream { disk_id, source };
             error.alert_operator();
             let status = error.status(call, Audited::Yes);
+            let CallError::Upstream { source, .. } = &error else {
+                unreachable!("built as Upstream above")
+            };
+            let answer = Answer {
+                kind,
+                zenlayer_code: source.zenlayer_code().map(str::to_owned),
+                zenlayer_request_id: source.upstream_request_id().map(str::to_owned),
+                http_status: source.http_status(),
+                ..failed_answer(&status)
+            };
             let outcome = Outcome {
                 call_id: call.call_id,
                 completed_at,
-                kind,
-                grpc_code: code_name(status.code()),
-                zenlayer_code,
-                zenlayer_request_id,
-                http_status,
-                error_message: Some(status.message().to_owned()),
+                answer,
+                frees_key,
             };
-            (Err(status), outcome)
+            Concluded {
+                caller: Err(status),
+                outcome: Some(outcome),
+            }
         }
+    }
+}
+
+/// A failed call's answer as the caller saw it.
+fn failed_answer(status: &Status) -> Answer {
+    Answer {
+        kind: OutcomeKind::Failed,
+        grpc_code: code_name(status.code()).to_owned(),
+        error_reason: status.get_details_error_info().map(|info| info.reason),
+        error_message: Some(status.message().to_owned()),
+        zenlayer_code: None,
+        zenlayer_request_id: None,
+        http_status: None,
     }
 }

@@ -6,6 +6,7 @@ pub mod context;
 mod disk_service;
 pub mod error;
 mod forward;
+mod refusal;
 
 pub use context::{CallContext, CallContextLayer};
 pub use disk_service::DiskApi;

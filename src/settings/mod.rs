@@ -48,6 +48,9 @@ pub struct ServerSettings {
     /// `GATEWAY_RECOVERY_INTERVAL_MS`: how often to look for calls a crash
     /// left without an outcome (also done once at start-up).
     pub recovery_interval: Duration,
+    /// `IDEMPOTENCY_RETENTION_HOURS`: how long an idempotency key is kept
+    /// (at least 24 hours, so a day's retries are always deduplicated).
+    pub idempotency_retention: Duration,
 }
 
 /// The PostgreSQL database that holds the audit trail.
@@ -140,8 +143,19 @@ impl ServerSettings {
                 (10, 60_000),
             ),
             recovery_interval: r.millis("GATEWAY_RECOVERY_INTERVAL_MS", 60_000, (10, 3_600_000)),
+            idempotency_retention: read_retention(r),
         }
     }
+}
+
+fn read_retention(r: &mut Reader) -> Duration {
+    let hours: u64 = r.or("IDEMPOTENCY_RETENTION_HOURS", "a whole number of hours", 24);
+    if hours < 24 {
+        r.problem(format!(
+            "IDEMPOTENCY_RETENTION_HOURS={hours} is too short: keys are kept at least 24 hours"
+        ));
+    }
+    Duration::from_secs(hours * 3600)
 }
 
 impl DatabaseSettings {

@@ -102,6 +102,19 @@ impl UpstreamError {
         )
     }
 
+    /// Whether Zenlayer certainly did not act on the request: it never
+    /// arrived, or was turned away before the API ran it.
+    pub fn zenlayer_did_not_act(&self) -> bool {
+        matches!(
+            self,
+            Self::NotSent(_)
+                | Self::DeadlineTooShort { .. }
+                | Self::RateLimited { .. }
+                | Self::SecurityChallenge
+                | Self::RequestBlocked
+        )
+    }
+
     /// Whether a retry is safe: the request was refused or never arrived.
     pub(super) fn retryable(&self) -> bool {
         matches!(self, Self::RateLimited { .. } | Self::NotSent(_))

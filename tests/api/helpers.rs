@@ -209,7 +209,7 @@ pub async fn spawn_simulator() -> SimulatorHandle {
         .expect("start the simulator")
 }
 
-fn test_settings(
+pub fn test_settings(
     database_url: &str,
     simulator: &SimulatorHandle,
     key_server: &KeyServer,

@@ -7,5 +7,7 @@ mod auth;
 mod grpcurl;
 mod health;
 mod helpers;
+mod idempotency;
+mod processes;
 mod release;
 mod tokens;

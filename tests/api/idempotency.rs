@@ -1,0 +1,340 @@
+//! Idempotent releases: a retried call never reaches Zenlayer twice, within
+//! one gateway or across replicas.
+
+use crate::helpers::{AppOptions, TestApp, as_gateway, spawn_app, spawn_app_with, test_settings};
+use crate::release::{assert_error, request, unauthenticated_request};
+use crate::tokens::{self, RSA, bearer, good_claims};
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt as _;
+use uuid::Uuid;
+use zenlayer_gateway::pb::{ReleaseDiskRequest, ReleaseDiskResponse};
+use zenlayer_gateway::simulator::Fault;
+
+fn keyed(disk_id: &str, key: &str) -> Request<ReleaseDiskRequest> {
+    let mut call = request(disk_id);
+    call.get_mut().idempotency_key = key.to_owned();
+    call
+}
+
+async fn release(
+    app: &TestApp,
+    call: Request<ReleaseDiskRequest>,
+) -> Result<ReleaseDiskResponse, Status> {
+    app.disks()
+        .await
+        .release_disk(call)
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn replay_of(app: &TestApp, call_id: &str) -> Option<Uuid> {
+    sqlx::query_scalar("SELECT replay_of FROM audit.release_disk_calls WHERE call_id = $1")
+        .bind(Uuid::parse_str(call_id).unwrap())
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+fn error_metadata(status: &Status) -> HashMap<String, String> {
+    status
+        .get_details_error_info()
+        .expect("an ErrorInfo")
+        .metadata
+}
+
+#[tokio::test]
+async fn a_retry_after_success_replays_the_answer_without_calling_zenlayer() {
+    let app = spawn_app().await;
+    let first = release(&app, keyed("disk-recycled-data", "retry-1"))
+        .await
+        .unwrap();
+    let second = release(&app, keyed("disk-recycled-data", "retry-1"))
+        .await
+        .unwrap();
+    assert!(!first.replayed && second.replayed);
+    assert_eq!(second.request_id, first.request_id);
+    assert_eq!(app.simulator.release_disk_requests(), 1);
+    assert_ne!(
+        second.audit_id, first.audit_id,
+        "the replay is a call of its own in the audit trail"
+    );
+    assert_eq!(
+        replay_of(&app, &second.audit_id).await,
+        Some(Uuid::parse_str(&first.audit_id).unwrap())
+    );
+    let outcome: String =
+        sqlx::query_scalar("SELECT outcome FROM audit.release_disk_calls WHERE call_id = $1")
+            .bind(Uuid::parse_str(&second.audit_id).unwrap())
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(outcome, "succeeded");
+}
+
+#[tokio::test]
+async fn a_retry_after_a_zenlayer_error_replays_the_same_status() {
+    let app = spawn_app().await;
+    let first = release(&app, keyed("disk-in-use", "retry-2"))
+        .await
+        .unwrap_err();
+    let second = release(&app, keyed("disk-in-use", "retry-2"))
+        .await
+        .unwrap_err();
+    assert_error(
+        &second,
+        Code::FailedPrecondition,
+        "UNSUPPORTED_OPERATION_DISK_NOT_BEING_RECYCLE",
+    );
+    assert_eq!(second.message(), first.message());
+    let (first_meta, second_meta) = (error_metadata(&first), error_metadata(&second));
+    assert_eq!(
+        second_meta["upstream_request_id"],
+        first_meta["upstream_request_id"]
+    );
+    assert_eq!(second_meta["http_status"], "400");
+    assert_eq!(second_meta["replayed"], "true");
+    assert_eq!(second_meta["original_audit_id"], first_meta["audit_id"]);
+    assert_eq!(app.simulator.release_disk_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_key_reused_for_another_disk_fails_its_precondition() {
+    let app = spawn_app().await;
+    release(&app, keyed("disk-recycled-data", "retry-3"))
+        .await
+        .unwrap();
+    let status = release(&app, keyed("disk-available", "retry-3"))
+        .await
+        .unwrap_err();
+    assert_error(&status, Code::FailedPrecondition, "IDEMPOTENCY_KEY_REUSED");
+    assert!(
+        status.message().contains("disk-recycled-data"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(app.simulator.release_disk_requests(), 1);
+}
+
+#[tokio::test]
+async fn the_same_key_from_two_principals_is_two_independent_calls() {
+    let app = spawn_app().await;
+    release(&app, keyed("disk-recycled-data", "shared-key"))
+        .await
+        .unwrap();
+    let mut other = unauthenticated_request("disk-recycled-data");
+    other.get_mut().idempotency_key = "shared-key".to_owned();
+    let mut claims = good_claims();
+    claims["sub"] = json!("another-service");
+    other
+        .metadata_mut()
+        .insert("authorization", bearer(&RSA.sign(&claims)));
+    let status = release(&app, other).await.unwrap_err();
+    // Forwarded, not replayed: the disk is gone by now, and Zenlayer says so.
+    assert_error(&status, Code::NotFound, "INVALID_DISK_NOT_FOUND");
+    assert_eq!(app.simulator.release_disk_requests(), 2);
+}
+
+#[tokio::test]
+async fn invalid_keys_are_refused_before_anything_is_sent() {
+    let app = spawn_app().await;
+    for key in ["has space", "slash/key", &"k".repeat(65), "ключ"] {
+        let status = release(&app, keyed("disk-recycled-data", key))
+            .await
+            .unwrap_err();
+        assert_error(&status, Code::InvalidArgument, "INVALID_ARGUMENT");
+        let violations = status.get_details_bad_request().unwrap().field_violations;
+        assert_eq!(violations[0].field, "idempotency_key");
+    }
+    assert_eq!(app.simulator.requests_received(), 0);
+}
+
+#[tokio::test]
+async fn a_retry_while_the_first_call_is_in_flight_is_aborted_not_resent() {
+    let app = spawn_app().await;
+    app.simulator
+        .inject(Fault::Latency(Duration::from_millis(800)), 1);
+    let mut disks = app.disks().await;
+    let first = tokio::spawn(async move {
+        disks
+            .release_disk(keyed("disk-recycled-data", "retry-4"))
+            .await
+    });
+    while app.simulator.requests_received() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let status = release(&app, keyed("disk-recycled-data", "retry-4"))
+        .await
+        .unwrap_err();
+    assert_error(&status, Code::Aborted, "IDEMPOTENCY_KEY_IN_FLIGHT");
+    let first = first.await.unwrap().unwrap().into_inner();
+    let later = release(&app, keyed("disk-recycled-data", "retry-4"))
+        .await
+        .unwrap();
+    assert_eq!((later.request_id, later.replayed), (first.request_id, true));
+    assert_eq!(app.simulator.release_disk_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_an_unknown_outcome_repeats_it_instead_of_resending() {
+    let app = spawn_app_with(AppOptions {
+        settings: HashMap::from([("ZENLAYER_TIMEOUT_MS".into(), "300".into())]),
+        ..Default::default()
+    })
+    .await;
+    app.simulator.inject(Fault::Hang, 1);
+    let first = release(&app, keyed("disk-recycled-data", "retry-5"))
+        .await
+        .unwrap_err();
+    assert_error(&first, Code::Unavailable, "OUTCOME_UNKNOWN");
+    let second = release(&app, keyed("disk-recycled-data", "retry-5"))
+        .await
+        .unwrap_err();
+    assert_error(&second, Code::Unavailable, "OUTCOME_UNKNOWN");
+    assert_eq!(error_metadata(&second)["replayed"], "true");
+    assert_eq!(app.simulator.release_disk_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_key_is_freed_when_zenlayer_certainly_did_not_act() {
+    let app = spawn_app().await;
+    app.simulator.inject(Fault::RateLimited, 4);
+    let limited = release(&app, keyed("disk-recycled-data", "retry-6"))
+        .await
+        .unwrap_err();
+    assert_error(&limited, Code::ResourceExhausted, "REQUEST_LIMIT_EXCEEDED");
+    let mut freed = false;
+    // The key is freed with the outcome write, just after the answer.
+    for _ in 0..200 {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM idempotency.keys WHERE idempotency_key = 'retry-6'",
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        if held == 0 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(freed, "the key was not freed");
+    let retried = release(&app, keyed("disk-recycled-data", "retry-6"))
+        .await
+        .unwrap();
+    assert!(!retried.replayed, "the retry really went to Zenlayer");
+    assert_eq!(app.simulator.release_disk_requests(), 5);
+}
+
+#[tokio::test]
+async fn keys_are_purged_after_the_retention_period_and_their_calls_stay_audited() {
+    let app = spawn_app_with(AppOptions {
+        settings: HashMap::from([("GATEWAY_RECOVERY_INTERVAL_MS".into(), "20".into())]),
+        ..Default::default()
+    })
+    .await;
+    let old = release(&app, keyed("disk-recycled-data", "old-key"))
+        .await
+        .unwrap();
+    release(&app, keyed("disk-in-use", "recent-key"))
+        .await
+        .unwrap_err();
+    // Age one key past the 24-hour retention (keys are not audit rows).
+    sqlx::query("UPDATE idempotency.keys SET claimed_at = now() - interval '25 hours' WHERE idempotency_key = 'old-key'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let purge = async {
+        loop {
+            let left: Vec<String> =
+                sqlx::query_scalar("SELECT idempotency_key FROM idempotency.keys")
+                    .fetch_all(&app.db)
+                    .await
+                    .unwrap();
+            if !left.contains(&"old-key".to_owned()) {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let left = tokio::time::timeout(Duration::from_secs(30), purge)
+        .await
+        .expect("the old key is purged");
+    assert_eq!(
+        left,
+        ["recent-key"],
+        "keys within the retention period stay"
+    );
+    let audited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit.release_disk_calls WHERE call_id = $1")
+            .bind(Uuid::parse_str(&old.audit_id).unwrap())
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(audited, 1);
+}
+
+#[tokio::test]
+async fn fifty_identical_calls_across_three_gateway_processes_release_once() {
+    let app = spawn_app().await;
+    app.simulator
+        .inject(Fault::Latency(Duration::from_millis(300)), 1);
+    let mut env = test_settings(
+        &as_gateway(&app.database_url),
+        &app.simulator,
+        &app.key_server,
+    );
+    env.insert("GATEWAY_LOG_FORMAT".into(), "json".into());
+    let mut gateways = Vec::new();
+    for _ in 0..3 {
+        gateways.push(crate::processes::GatewayProcess::spawn(&env).await);
+    }
+    let token = tokens::good_token();
+    let mut calls = Vec::new();
+    for i in 0..50 {
+        let endpoint = format!("http://{}", gateways[i % 3].addr);
+        let token = token.clone();
+        calls.push(tokio::spawn(async move {
+            let channel = tonic::transport::Channel::from_shared(endpoint)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut client =
+                zenlayer_gateway::pb::disk_service_client::DiskServiceClient::new(channel);
+            let mut call = unauthenticated_request("disk-recycled-data");
+            call.get_mut().idempotency_key = "fleet-wide-key".to_owned();
+            call.metadata_mut().insert("authorization", bearer(&token));
+            client.release_disk(call).await.map(|r| r.into_inner())
+        }));
+    }
+    let mut answered = Vec::new();
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(response) => answered.push(response),
+            Err(status) => {
+                assert_error(&status, Code::Aborted, "IDEMPOTENCY_KEY_IN_FLIGHT");
+            }
+        }
+    }
+    assert_eq!(
+        app.simulator.release_disk_requests(),
+        1,
+        "exactly one upstream ReleaseDisk"
+    );
+    let upstream_id = app.simulator.received()[0]
+        .answered_request_id
+        .clone()
+        .unwrap();
+    assert!(
+        answered.iter().all(|r| r.request_id == upstream_id),
+        "every answer is the one request id"
+    );
+    assert_eq!(
+        answered.iter().filter(|r| !r.replayed).count(),
+        1,
+        "one caller made the call; the rest were replays"
+    );
+}

@@ -1,0 +1,60 @@
+//! Gateways as separate operating-system processes (the real binary), for
+//! what only several replicas can show.
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+#[derive(Debug)]
+pub struct GatewayProcess {
+    pub addr: SocketAddr,
+    _child: Child,
+}
+
+impl GatewayProcess {
+    /// Starts `zenlayer-gateway serve` with exactly `env` (listening on a
+    /// port of its choosing) and waits for its "serving" log line, which
+    /// carries the bound address.
+    pub async fn spawn(env: &HashMap<String, String>) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"))
+            .arg("serve")
+            .env_clear()
+            .envs(env)
+            .env("GATEWAY_LISTEN_ADDR", "127.0.0.1:0")
+            .env("GATEWAY_ADMIN_ADDR", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the gateway binary");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let wait = async {
+            while let Some(line) = lines.next_line().await.expect("read the gateway's log") {
+                let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if entry["fields"]["message"] == "serving zenlayer.vm.v1.DiskService" {
+                    return entry["fields"]["addr"]
+                        .as_str()
+                        .expect("the bound address")
+                        .parse()
+                        .unwrap();
+                }
+            }
+            panic!("the gateway exited before serving");
+        };
+        let addr = tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .expect("the gateway starts");
+        // Keep draining its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            addr,
+            _child: child,
+        }
+    }
+}
