@@ -1,8 +1,10 @@
-//! The admin listener: plain HTTP for platforms that probe over HTTP.
-//! `/livez` answers while the process runs (it ignores the database: a
-//! database outage should not restart every replica); `/readyz` follows the
-//! gRPC health status (database reachable, not draining).
+//! The admin listener: plain HTTP for Prometheus and for platforms that
+//! probe over HTTP. `/metrics` is the Prometheus scrape endpoint; `/livez`
+//! answers while the process runs (it ignores the database: a database
+//! outage should not restart every replica); `/readyz` follows the gRPC
+//! health status (database reachable, not draining).
 
+use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,16 +16,27 @@ use tokio::task::JoinHandle;
 
 /// Serves the admin endpoints on `listener` until the task is aborted. It
 /// keeps answering while the gRPC server drains, so liveness holds.
-pub fn spawn(listener: TcpListener, ready: Arc<AtomicBool>) -> JoinHandle<()> {
+pub fn spawn(listener: TcpListener, ready: Arc<AtomicBool>, metrics: Metrics) -> JoinHandle<()> {
     let router = Router::new()
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(ready);
+        .with_state(ready)
+        .route("/metrics", get(scrape).with_state(metrics));
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
             tracing::error!(error = %error, "the admin listener failed");
         }
     })
+}
+
+async fn scrape(State(metrics): State<Metrics>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
 }
 
 async fn readyz(State(ready): State<Arc<AtomicBool>>) -> (StatusCode, &'static str) {

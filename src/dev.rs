@@ -58,7 +58,7 @@ pub async fn run(source: &dyn Source) -> anyhow::Result<()> {
         values,
         base: source,
     })?;
-    telemetry::init(&settings.telemetry);
+    let telemetry = telemetry::init(&settings.telemetry)?;
     let roles = [settings.auth.release_role.clone()];
     let token = identity.token(&settings.auth, "dev-operator", &roles)?;
     let app = Application::build(settings).await?;
@@ -66,6 +66,7 @@ pub async fn run(source: &dyn Source) -> anyhow::Result<()> {
     let result = app.run_until_stopped(shutdown::signal_received()).await;
     simulator.shutdown();
     drop(postgres);
+    telemetry.shutdown();
     result
 }
 

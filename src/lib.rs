@@ -9,6 +9,7 @@ pub mod dev;
 pub mod domain;
 pub mod ephemeral_postgres;
 pub mod health;
+pub mod metrics;
 pub mod pb;
 pub mod rpc;
 pub mod settings;

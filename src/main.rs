@@ -90,22 +90,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             let settings = Settings::load(&source)?;
-            telemetry::init(&settings.telemetry);
-            let app = Application::build(settings).await?;
-            app.run_until_stopped(shutdown::signal_received()).await
+            let telemetry = telemetry::init(&settings.telemetry)?;
+            let served = serve(settings).await;
+            telemetry.shutdown();
+            served
         }
         Command::Migrate => {
             let database = DatabaseSettings::load(&source)?;
-            telemetry::init(&TelemetrySettings::load(&source)?);
-            let pool = database.pool()?;
-            database::migrate(&pool).await.context("apply migrations")?;
-            tracing::info!("migrations applied");
-            Ok(())
+            let telemetry = telemetry::init(&TelemetrySettings::load(&source)?)?;
+            let migrated = migrate(&database).await;
+            telemetry.shutdown();
+            migrated
         }
         Command::Dev => zenlayer_gateway::dev::run(&source).await,
         Command::Simulator { listen } => run_simulator(&source, listen).await,
         Command::Token(args) => mint_token(args),
     }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    app.run_until_stopped(shutdown::signal_received()).await
+}
+
+async fn migrate(database: &DatabaseSettings) -> anyhow::Result<()> {
+    let pool = database.pool()?;
+    database::migrate(&pool).await.context("apply migrations")?;
+    tracing::info!("migrations applied");
+    Ok(())
 }
 
 fn mint_token(args: TokenArgs) -> anyhow::Result<()> {
@@ -127,7 +139,7 @@ fn mint_token(args: TokenArgs) -> anyhow::Result<()> {
 
 async fn run_simulator(source: &dyn Source, listen: std::net::SocketAddr) -> anyhow::Result<()> {
     use zenlayer_gateway::simulator::{self, Credential, SimulatorConfig};
-    telemetry::init(&TelemetrySettings::load(source)?);
+    let telemetry = telemetry::init(&TelemetrySettings::load(source)?)?;
     let mut credentials = Vec::new();
     if let (Some(id), Some(password)) = (
         source.get("ZENLAYER_ACCESS_KEY_ID"),
@@ -156,5 +168,6 @@ async fn run_simulator(source: &dyn Source, listen: std::net::SocketAddr) -> any
     tracing::info!(url = %handle.base_url(), "Zenlayer simulator listening");
     shutdown::signal_received().await;
     handle.shutdown();
+    telemetry.shutdown();
     Ok(())
 }

@@ -5,6 +5,7 @@ use crate::admin;
 use crate::audit::{self, AuditLog, Upkeep};
 use crate::auth::AuthLayer;
 use crate::health::{self, HealthState};
+use crate::metrics::Metrics;
 use crate::pb::{self, disk_service_server::DiskServiceServer};
 use crate::rpc::{CallContextLayer, DiskApi, Forwarder};
 use crate::settings::Settings;
@@ -33,6 +34,7 @@ pub struct Application {
     pool: PgPool,
     api: DiskApi,
     auth: AuthLayer,
+    metrics: Metrics,
     /// How long a call can stay in flight; older pending calls were abandoned.
     longest_call: Duration,
     /// Releases in flight, which shutdown lets finish.
@@ -47,12 +49,13 @@ impl Application {
         let stop = CancellationToken::new();
         let releases = TaskTracker::new();
         let pool = settings.database.pool().context("DATABASE_URL")?;
-        let audit = AuditLog::new(pool.clone());
+        let metrics = Metrics::new();
+        let audit = AuditLog::new(pool.clone(), metrics.clone());
         let zenlayer = settings.zenlayer.client()?;
         let longest_call = zenlayer.longest_call();
-        let forwarder = Forwarder::new(audit.clone(), zenlayer, releases.clone());
-        let api = DiskApi::new(audit.clone(), forwarder);
-        let auth = AuthLayer::new(settings.auth.authenticator(&stop)?);
+        let forwarder = Forwarder::new(audit.clone(), zenlayer, releases.clone(), metrics.clone());
+        let api = DiskApi::new(audit.clone(), forwarder, metrics.clone());
+        let auth = AuthLayer::new(settings.auth.authenticator(&stop, &metrics)?);
         let listener = TcpListener::bind(settings.server.listen_addr)
             .await
             .with_context(|| format!("bind GATEWAY_LISTEN_ADDR {}", settings.server.listen_addr))?;
@@ -68,6 +71,7 @@ impl Application {
             pool,
             api,
             auth,
+            metrics,
             longest_call,
             releases,
             stop,
@@ -94,7 +98,7 @@ impl Application {
         let health = HealthState::new(reporter);
         // Known (NOT_SERVING) from the first moment, until the database answers.
         health.set(tonic_health::ServingStatus::NotServing).await;
-        let admin = admin::spawn(self.admin_listener, health.readiness());
+        let admin = admin::spawn(self.admin_listener, health.readiness(), self.metrics);
         let monitor = tokio::spawn(health::monitor(
             health,
             self.pool.clone(),

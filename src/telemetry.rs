@@ -1,21 +1,94 @@
-//! Logging: JSON lines in production, readable text on a terminal. The
-//! level comes from `RUST_LOG` (default `info`).
+//! Logs and traces. Logs are JSON lines in production and readable text on
+//! a terminal, filtered by `RUST_LOG` (default `info`). Traces follow
+//! OpenTelemetry: a tracer provider is always installed, so every call has a
+//! real trace id (continued from the caller's `traceparent`) for its logs
+//! and its audit row; spans are exported over OTLP only when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
 use crate::settings::{LogFormat, TelemetrySettings};
-use tracing_subscriber::EnvFilter;
+use anyhow::Context as _;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-/// Installs the global subscriber. Call once, before anything logs.
-pub fn init(settings: &TelemetrySettings) {
+/// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes spans.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Telemetry {
+    /// Exports what is still buffered. Call once, on the way out.
+    pub fn shutdown(self) {
+        if let Err(error) = self.provider.shutdown() {
+            eprintln!("zenlayer-gateway: could not flush traces: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber and propagator. Call once, before
+/// anything logs.
+pub fn init(settings: &TelemetrySettings) -> anyhow::Result<Telemetry> {
+    let provider = tracer_provider(settings)?;
+    // One filter for log lines and spans alike: `RUST_LOG=warn` also drops
+    // the info-level spans traces are made of.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match settings.log_format {
-        // The current span's fields (request id and the like) go on every
-        // line, so one call's lines can be found by any of them.
-        LogFormat::Json => builder
+    Registry::default()
+        .with(filter)
+        .with(log_layer(settings.log_format))
+        .with(trace_layer(&provider))
+        .try_init()
+        .context("install the log subscriber")?;
+    Ok(Telemetry { provider })
+}
+
+/// The tracer provider: exporting over OTLP when an endpoint is set, and
+/// otherwise only minting trace and span ids.
+pub fn tracer_provider(settings: &TelemetrySettings) -> anyhow::Result<SdkTracerProvider> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("zenlayer-gateway");
+    }
+    let mut provider = SdkTracerProvider::builder().with_resource(resource.build());
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        use opentelemetry_otlp::WithExportConfig as _;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
+            .with_context(|| {
+                format!("OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}: cannot build the OTLP exporter")
+            })?;
+        provider = provider.with_batch_exporter(exporter);
+    }
+    Ok(provider.build())
+}
+
+/// The layer that turns spans into OpenTelemetry spans.
+pub fn trace_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer().with_tracer(provider.tracer("zenlayer-gateway"))
+}
+
+fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    match format {
+        // The current span's fields (request id, trace id, call id) go on
+        // every line, so one call's lines can be found by any of them.
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .init(),
-        LogFormat::Text => builder.init(),
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
     }
 }

@@ -16,8 +16,11 @@ pub use record::{
 };
 pub use upkeep::{Upkeep, spawn_upkeep};
 
+use crate::metrics::Metrics;
 use sqlx::PgPool;
+use std::future::Future;
 use std::time::Duration;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 /// The audit database could not store a record.
@@ -35,17 +38,76 @@ const OUTCOME_ATTEMPTS: u32 = 10;
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     pool: PgPool,
+    metrics: Metrics,
 }
 
 impl AuditLog {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, metrics: Metrics) -> Self {
+        Self { pool, metrics }
     }
 
     /// Stores `attempt` durably, claiming `claim` in the same transaction.
     /// Once this returns `Stored`, the record is committed; an allowed call
     /// must not be forwarded unless it did. `KeyTaken` stores nothing.
     pub async fn record_attempt(
+        &self,
+        attempt: &Attempt,
+        claim: Option<&Claim>,
+    ) -> Result<Recorded, AuditError> {
+        self.measured("attempt", self.insert_attempt(attempt, claim))
+            .await
+    }
+
+    /// Stores a call that ended without being forwarded (a replay) together
+    /// with its outcome, atomically.
+    pub async fn record_concluded(
+        &self,
+        attempt: &Attempt,
+        outcome: &Outcome,
+    ) -> Result<(), AuditError> {
+        self.measured("replay", self.insert_concluded(attempt, outcome))
+            .await
+    }
+
+    /// Stores `outcome` once, without retrying.
+    pub async fn record_outcome_once(&self, outcome: &Outcome) -> Result<(), AuditError> {
+        self.measured("outcome", self.insert_outcome(outcome)).await
+    }
+
+    /// Stores `outcome`, retrying with backoff while the database is away.
+    /// A write that already succeeded is not repeated (see the unique
+    /// indexes), so this may follow [`record_outcome_once`](Self::record_outcome_once).
+    pub async fn record_outcome(&self, outcome: &Outcome) -> Result<(), AuditError> {
+        let mut pause = OUTCOME_RETRY_FIRST;
+        let mut attempt = 1;
+        loop {
+            match self.record_outcome_once(outcome).await {
+                Ok(()) => return Ok(()),
+                Err(error) if attempt >= OUTCOME_ATTEMPTS => return Err(error),
+                Err(error) => {
+                    tracing::warn!(call_id = %outcome.call_id, error = %error, retry_in_ms = pause.as_millis() as u64, "outcome not recorded yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(OUTCOME_RETRY_MAX);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs one write, timing it for the metrics.
+    async fn measured<T>(
+        &self,
+        record: &str,
+        write: impl Future<Output = Result<T, AuditError>>,
+    ) -> Result<T, AuditError> {
+        let started = Instant::now();
+        let result = write.await;
+        self.metrics
+            .audit_written(record, started.elapsed(), result.is_ok());
+        result
+    }
+
+    async fn insert_attempt(
         &self,
         attempt: &Attempt,
         claim: Option<&Claim>,
@@ -70,9 +132,7 @@ impl AuditLog {
         Ok(Recorded::Stored)
     }
 
-    /// Stores a call that ended without being forwarded (a replay) together
-    /// with its outcome, atomically.
-    pub async fn record_concluded(
+    async fn insert_concluded(
         &self,
         attempt: &Attempt,
         outcome: &Outcome,
@@ -84,30 +144,13 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Stores `outcome`, retrying with backoff while the database is away.
-    pub async fn record_outcome(&self, outcome: &Outcome) -> Result<(), AuditError> {
-        let mut pause = OUTCOME_RETRY_FIRST;
-        let mut attempt = 1;
-        loop {
-            match self.try_record_outcome(outcome).await {
-                Ok(()) => return Ok(()),
-                Err(error) if attempt >= OUTCOME_ATTEMPTS => return Err(AuditError(error)),
-                Err(error) => {
-                    tracing::warn!(call_id = %outcome.call_id, error = %error, retry_in_ms = pause.as_millis() as u64, "outcome not recorded yet; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(OUTCOME_RETRY_MAX);
-                    attempt += 1;
-                }
-            }
-        }
-    }
-
-    async fn try_record_outcome(&self, outcome: &Outcome) -> Result<(), sqlx::Error> {
+    async fn insert_outcome(&self, outcome: &Outcome) -> Result<(), AuditError> {
         let mut tx = self.pool.begin().await?;
         store::insert_outcome(&mut tx, outcome).await?;
         if outcome.frees_key {
             store::free_key(&mut tx, outcome.call_id).await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        Ok(())
     }
 }

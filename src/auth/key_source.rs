@@ -8,6 +8,7 @@
 
 use super::AuthError;
 use super::keys::KeySet;
+use crate::metrics::Metrics;
 use reqwest::Url;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -56,10 +57,11 @@ pub struct JwksCache {
     /// time and error of the last attempt.
     last_attempt: tokio::sync::Mutex<Option<(Instant, Option<String>)>>,
     cooldown: Duration,
+    metrics: Metrics,
 }
 
 impl JwksCache {
-    pub fn new(url: Url, cooldown: Duration) -> anyhow::Result<Self> {
+    pub fn new(url: Url, cooldown: Duration, metrics: Metrics) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
@@ -71,6 +73,7 @@ impl JwksCache {
             keys: RwLock::new(None),
             last_attempt: tokio::sync::Mutex::new(None),
             cooldown,
+            metrics,
         })
     }
 
@@ -155,6 +158,7 @@ impl JwksCache {
                 Ok(())
             }
             Err(error) => {
+                self.metrics.jwks_refresh_failed();
                 tracing::warn!(error = %error, "JWKS refresh failed; keeping the keys already held");
                 Err(error)
             }

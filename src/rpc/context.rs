@@ -6,12 +6,14 @@
 
 use crate::zenlayer::CallerDeadline;
 use http::{HeaderValue, Request, Response};
+use opentelemetry::trace::TraceContextExt as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -113,14 +115,8 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let call = CallContext::from_headers(request.headers());
-        let span = tracing::info_span!(
-            "grpc.call",
-            request_id = %call.request_id,
-            rpc.method = %request.uri().path(),
-            call_id = %call.call_id,
-            trace_id = %call.trace_id,
-        );
+        let mut call = CallContext::from_headers(request.headers());
+        let span = server_span(&request, &mut call);
         let header = HeaderValue::from_str(&call.request_id).expect("request ids are plain ASCII");
         request.extensions_mut().insert(call);
         // The service that was made ready is the one that must be called.
@@ -129,12 +125,51 @@ where
         Box::pin(
             async move {
                 let mut response = inner.call(request).await?;
+                // A refusal travels in the headers (trailers-only); a success's
+                // code is recorded by the handler, as it sits in the trailers.
+                if let Some(code) = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
+                {
+                    tracing::Span::current().record("rpc.grpc.status_code", code);
+                }
                 response.headers_mut().insert(REQUEST_ID_HEADER, header);
                 Ok(response)
             }
             .instrument(span),
         )
     }
+}
+
+/// The call's server span, named and described as OpenTelemetry's RPC
+/// conventions ask, continuing the caller's trace. The call's trace id is
+/// the span's, so logs, traces and the audit row agree.
+fn server_span<B>(request: &Request<B>, call: &mut CallContext) -> tracing::Span {
+    let path = request.uri().path().trim_start_matches('/');
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    let span = tracing::info_span!(
+        "grpc.call",
+        otel.name = %path,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        request_id = %call.request_id,
+        call_id = %call.call_id,
+        trace_id = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
+    });
+    let _ = span.set_parent(parent);
+    let trace_id = span.context().span().span_context().trace_id();
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        call.trace_id = trace_id.to_string();
+    }
+    span.record("trace_id", call.trace_id.as_str());
+    span
 }
 
 #[cfg(test)]

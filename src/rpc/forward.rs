@@ -15,9 +15,11 @@ use super::refusal::refuse;
 use crate::audit::{Answer, Attempt, AuditLog, Claim, Outcome, OutcomeKind, PriorCall, Recorded};
 use crate::auth::Authorized;
 use crate::domain::{DiskId, ReleaseRequest};
+use crate::metrics::Metrics;
 use crate::pb::ReleaseDiskResponse;
 use crate::zenlayer::{Accepted, UpstreamError, ZenlayerClient};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tonic::Status;
 use tonic_types::StatusExt as _;
@@ -25,20 +27,30 @@ use tracing::Instrument as _;
 
 type Reply = Result<ReleaseDiskResponse, Status>;
 
+/// How long an answer waits for its outcome to be recorded.
+const OUTCOME_BEFORE_ANSWER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Forwards authorized releases, recording each step.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
     audit: AuditLog,
     zenlayer: ZenlayerClient,
     tasks: TaskTracker,
+    metrics: Metrics,
 }
 
 impl Forwarder {
-    pub fn new(audit: AuditLog, zenlayer: ZenlayerClient, tasks: TaskTracker) -> Self {
+    pub fn new(
+        audit: AuditLog,
+        zenlayer: ZenlayerClient,
+        tasks: TaskTracker,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             audit,
             zenlayer,
             tasks,
+            metrics,
         }
     }
 
@@ -55,10 +67,21 @@ impl Forwarder {
         let this = self.clone();
         let task = async move {
             let reply = this.run(&call, attempt, &caller, &request).await;
-            // The caller hears first: a slow outcome write must not delay or
-            // spoil an answer Zenlayer already gave.
+            let Some(outcome) = reply.outcome else {
+                let _ = answer.send(reply.caller);
+                return;
+            };
+            // Recorded before the caller hears, so that a retry with the same
+            // key finds the outcome; but a slow database must not delay or
+            // spoil an answer Zenlayer already gave, so the wait is short and
+            // the write carries on in the background.
+            let first = tokio::time::timeout(
+                OUTCOME_BEFORE_ANSWER,
+                this.audit.record_outcome_once(&outcome),
+            )
+            .await;
             let _ = answer.send(reply.caller);
-            if let Some(outcome) = reply.outcome {
+            if !matches!(first, Ok(Ok(()))) {
                 this.record_outcome(&outcome).await;
             }
         };
@@ -99,10 +122,18 @@ impl Forwarder {
                 return Concluded::answered(Err(error.status(call, Audited::No)));
             }
         }
+        let started = Instant::now();
         let result = self
             .zenlayer
             .release_disk(caller, &request.disk_id, call.deadline)
             .await;
+        let (outcome, zenlayer_code) = match &result {
+            Ok(_) => ("succeeded", ""),
+            Err(e) if e.outcome_unknown() => ("unknown", e.zenlayer_code().unwrap_or_default()),
+            Err(e) => ("failed", e.zenlayer_code().unwrap_or_default()),
+        };
+        self.metrics
+            .upstream_finished(outcome, zenlayer_code, started.elapsed());
         conclude(call, request.disk_id.clone(), result, claim.is_some())
     }
 

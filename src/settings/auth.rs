@@ -4,6 +4,7 @@
 use super::reader::Reader;
 use super::upstream_url;
 use crate::auth::{Authenticator, JwksCache, KeySet, KeySource, TokenPolicy};
+use crate::metrics::Metrics;
 use anyhow::Context as _;
 use jsonwebtoken::Algorithm;
 use reqwest::Url;
@@ -78,14 +79,22 @@ impl AuthSettings {
 
     /// The authenticator these settings describe. A JWKS source starts
     /// fetching at once and refreshes until `shutdown`.
-    pub fn authenticator(&self, shutdown: &CancellationToken) -> anyhow::Result<Authenticator> {
+    pub fn authenticator(
+        &self,
+        shutdown: &CancellationToken,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Authenticator> {
         let keys = match &self.keys {
             KeySourceSettings::Jwks {
                 url,
                 refresh_interval,
                 refetch_cooldown,
             } => {
-                let cache = Arc::new(JwksCache::new(url.clone(), *refetch_cooldown)?);
+                let cache = Arc::new(JwksCache::new(
+                    url.clone(),
+                    *refetch_cooldown,
+                    metrics.clone(),
+                )?);
                 cache
                     .clone()
                     .spawn_refresher(*refresh_interval, shutdown.clone());

@@ -88,6 +88,9 @@ pub struct ZenlayerSettings {
 pub struct TelemetrySettings {
     /// `GATEWAY_LOG_FORMAT`; JSON by default unless stdout is a terminal.
     pub log_format: LogFormat,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: where spans are exported (OTLP/gRPC);
+    /// none are exported when unset.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How log lines are written.
@@ -303,6 +306,7 @@ impl TelemetrySettings {
         };
         Self {
             log_format: r.or("GATEWAY_LOG_FORMAT", "json or text", default),
+            otlp_endpoint: r.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
         }
     }
 }

@@ -16,7 +16,8 @@ use http::{HeaderMap, HeaderValue};
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
-use tracing::{Span, field::Empty, instrument};
+use tracing::{Instrument as _, Span, field::Empty, instrument};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 const CONTENT_TYPE: &str = "application/json";
 
@@ -98,9 +99,6 @@ impl ZenlayerClient {
     /// caller can be forwarded: the proof is required, not merely checked.
     #[instrument(name = "zenlayer.release_disk", skip_all, fields(
         disk_id = %disk_id,
-        http.request.method = "POST",
-        server.address = %self.host,
-        http.response.status_code = Empty,
         zenlayer.request_id = Empty,
         zenlayer.code = Empty,
         attempts = Empty,
@@ -163,6 +161,8 @@ impl ZenlayerClient {
 
     /// One signed attempt. The body is signed and sent as the same bytes; each
     /// attempt is signed afresh so its timestamp is current.
+    /// One signed attempt, in an HTTP client span whose context travels
+    /// to Zenlayer as `traceparent`.
     async fn send_once(
         &self,
         action: &str,
@@ -170,10 +170,45 @@ impl ZenlayerClient {
         timeout: Duration,
         caller_bound: bool,
     ) -> Result<Accepted, UpstreamError> {
+        let span = tracing::info_span!(
+            "POST",
+            otel.kind = "client",
+            http.request.method = "POST",
+            server.address = %self.endpoint.host_str().unwrap_or_default(),
+            server.port = self.endpoint.port_or_known_default().unwrap_or_default(),
+            url.full = %self.endpoint,
+            zenlayer.action = action,
+            http.response.status_code = Empty,
+            zenlayer.request_id = Empty,
+            zenlayer.code = Empty,
+        );
+        let mut headers = self.headers(action, body);
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(
+                &span.context(),
+                &mut opentelemetry_http::HeaderInjector(&mut headers),
+            )
+        });
+        let result = self
+            .exchange(headers, body, timeout, caller_bound)
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        record_result(&result);
+        result
+    }
+
+    async fn exchange(
+        &self,
+        headers: HeaderMap,
+        body: &[u8],
+        timeout: Duration,
+        caller_bound: bool,
+    ) -> Result<Accepted, UpstreamError> {
         let response = self
             .http
             .post(self.endpoint.clone())
-            .headers(self.headers(action, body))
+            .headers(headers)
             .body(body.to_vec())
             .timeout(timeout)
             .send()

@@ -50,15 +50,30 @@ impl std::io::Write for CaptureWriter {
 fn init_test_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        tracing_subscriber::fmt()
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        let logs = tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
+            .with_writer(|| CaptureWriter);
+        // Traces as in production, minus the exporter: ids are minted and
+        // `traceparent` is propagated to the simulator.
+        let settings = zenlayer_gateway::settings::TelemetrySettings {
+            log_format: zenlayer_gateway::settings::LogFormat::Json,
+            otlp_endpoint: None,
+        };
+        let provider =
+            zenlayer_gateway::telemetry::tracer_provider(&settings).expect("a tracer provider");
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new(
                 "info,zenlayer_gateway=debug",
             ))
-            .with_writer(|| CaptureWriter)
+            .with(logs)
+            .with(zenlayer_gateway::telemetry::trace_layer(&provider))
             .init();
+        // The provider must outlive every test in this binary.
+        std::mem::forget(provider);
     });
 }
 

@@ -1,0 +1,222 @@
+//! Prometheus metrics, served at `/metrics` on the admin listener. The
+//! registry belongs to the application (not a global), so several gateways
+//! in one process — as in the tests — keep their own counts.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    grpc_code: String,
+    decision: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    outcome: String,
+    zenlayer_code: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditLabels {
+    record: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// 5 ms to about 40 s: a release is a database write and one HTTPS call.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    call_duration: Histogram,
+    in_flight: Gauge,
+    upstream_duration: Histograms<UpstreamLabels>,
+    audit_duration: Histograms<AuditLabels>,
+    audit_failures: Family<AuditLabels, Counter>,
+    jwks_refresh_failures: Counter,
+}
+
+/// The gateway's metrics; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("zenlayer_gateway");
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "release_calls",
+            "ReleaseDisk calls by gRPC code and decision (allowed, denied, invalid)",
+            calls.clone(),
+        );
+        let call_duration = latency_histogram();
+        registry.register_with_unit(
+            "release_call_duration",
+            "ReleaseDisk call latency, receipt to answer",
+            Unit::Seconds,
+            call_duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "release_calls_in_flight",
+            "ReleaseDisk calls being handled now",
+            in_flight.clone(),
+        );
+        let upstream_duration =
+            Histograms::<UpstreamLabels>::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "upstream_request_duration",
+            "Zenlayer ReleaseDisk latency (retries included) by outcome and Zenlayer code",
+            Unit::Seconds,
+            upstream_duration.clone(),
+        );
+        let audit_duration = Histograms::<AuditLabels>::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "audit_write_duration",
+            "Audit trail write latency by record (attempt, outcome)",
+            Unit::Seconds,
+            audit_duration.clone(),
+        );
+        let audit_failures = Family::<AuditLabels, Counter>::default();
+        registry.register(
+            "audit_write_failures",
+            "Audit trail writes that failed, by record",
+            audit_failures.clone(),
+        );
+        let jwks_refresh_failures = Counter::default();
+        registry.register(
+            "jwks_refresh_failures",
+            "JWKS fetches that failed (cached keys stay in use)",
+            jwks_refresh_failures.clone(),
+        );
+        Self(Arc::new(Inner {
+            registry,
+            calls,
+            call_duration,
+            in_flight,
+            upstream_duration,
+            audit_duration,
+            audit_failures,
+            jwks_refresh_failures,
+        }))
+    }
+
+    /// The metrics in Prometheus' text exposition format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.0.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Counts a call in flight until the guard drops.
+    pub fn call_started(&self) -> InFlight {
+        self.0.in_flight.inc();
+        InFlight(self.clone())
+    }
+
+    pub fn call_finished(&self, grpc_code: &str, decision: &str, elapsed: Duration) {
+        let labels = CallLabels {
+            grpc_code: grpc_code.to_owned(),
+            decision: decision.to_owned(),
+        };
+        self.0.calls.get_or_create(&labels).inc();
+        self.0.call_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// `zenlayer_code` is empty when Zenlayer sent none (success, no answer).
+    pub fn upstream_finished(&self, outcome: &str, zenlayer_code: &str, elapsed: Duration) {
+        let labels = UpstreamLabels {
+            outcome: outcome.to_owned(),
+            zenlayer_code: zenlayer_code.to_owned(),
+        };
+        self.0
+            .upstream_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn audit_written(&self, record: &str, elapsed: Duration, succeeded: bool) {
+        let labels = AuditLabels {
+            record: record.to_owned(),
+        };
+        self.0
+            .audit_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if !succeeded {
+            self.0.audit_failures.get_or_create(&labels).inc();
+        }
+    }
+
+    pub fn jwks_refresh_failed(&self) {
+        self.0.jwks_refresh_failures.inc();
+    }
+}
+
+/// A call counted as in flight.
+#[derive(Debug)]
+pub struct InFlight(Metrics);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.0.in_flight.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_named_as_prometheus_expects() {
+        let metrics = Metrics::new();
+        let guard = metrics.call_started();
+        metrics.call_finished("OK", "allowed", Duration::from_millis(20));
+        metrics.upstream_finished("succeeded", "", Duration::from_millis(10));
+        metrics.audit_written("attempt", Duration::from_millis(2), false);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"zenlayer_gateway_release_calls_total{grpc_code="OK",decision="allowed"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("zenlayer_gateway_release_calls_in_flight 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("zenlayer_gateway_release_call_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(text.contains(r#"zenlayer_gateway_upstream_request_duration_seconds_count{outcome="succeeded",zenlayer_code=""} 1"#), "{text}");
+        assert!(
+            text.contains(r#"zenlayer_gateway_audit_write_failures_total{record="attempt"} 1"#),
+            "{text}"
+        );
+        drop(guard);
+        assert!(
+            metrics
+                .encode()
+                .contains("zenlayer_gateway_release_calls_in_flight 0")
+        );
+    }
+}
