@@ -8,6 +8,8 @@ mod grpcurl;
 mod health;
 mod helpers;
 mod idempotency;
+mod observability;
+mod otlp;
 mod processes;
 mod release;
 mod tokens;
