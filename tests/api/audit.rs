@@ -2,7 +2,7 @@
 //! `audit.release_disk_calls`, over a real PostgreSQL connection.
 
 use crate::helpers::{
-    ACCESS_KEY_PASSWORD, AppOptions, TestApp, captured_logs, spawn_app, spawn_app_with,
+    ACCESS_KEY_PASSWORD, AppOptions, OwnPostgres, TestApp, captured_logs, spawn_app, spawn_app_with,
 };
 use crate::release::{assert_error, request, unauthenticated_request};
 use crate::tokens::{self, RSA, bearer, good_claims, now};
@@ -13,7 +13,6 @@ use std::time::Duration;
 use tonic::Code;
 use tonic_types::StatusExt as _;
 use uuid::Uuid;
-use zenlayer_gateway::ephemeral_postgres::EphemeralPostgres;
 use zenlayer_gateway::simulator::Fault;
 
 /// The view's row for `call_id`, as JSON.
@@ -64,13 +63,7 @@ async fn a_successful_release_is_recorded_with_who_what_why_and_zenlayers_answer
             .parse()
             .unwrap(),
     );
-    let response = app
-        .disks()
-        .await
-        .release_disk(call)
-        .await
-        .unwrap()
-        .into_inner();
+    let response = app.release(call).await.unwrap().into_inner();
 
     let row = outcome_becomes(&app, &response.audit_id, "succeeded").await;
     assert_eq!(row["decision"], "allowed");
@@ -175,12 +168,7 @@ async fn every_kind_of_refusal_is_recorded_with_its_reason_and_never_forwarded()
 #[tokio::test]
 async fn a_zenlayer_error_is_recorded_as_failed_with_its_code_status_and_request_id() {
     let app = spawn_app().await;
-    let status = app
-        .disks()
-        .await
-        .release_disk(request("disk-unknown"))
-        .await
-        .unwrap_err();
+    let status = app.release(request("disk-unknown")).await.unwrap_err();
     let row = outcome_becomes(&app, &audit_id(&status), "failed").await;
     assert_eq!(row["decision"], "allowed");
     assert_eq!(row["zenlayer_code"], "INVALID_DISK_NOT_FOUND");
@@ -202,9 +190,7 @@ async fn an_unanswered_call_is_recorded_as_unknown() {
     .await;
     app.simulator.inject(Fault::Hang, 1);
     let status = app
-        .disks()
-        .await
-        .release_disk(request("disk-recycled-data"))
+        .release(request("disk-recycled-data"))
         .await
         .unwrap_err();
     let row = outcome_becomes(&app, &audit_id(&status), "unknown").await;
@@ -214,24 +200,16 @@ async fn an_unanswered_call_is_recorded_as_unknown() {
 
 #[tokio::test]
 async fn without_its_database_the_gateway_refuses_to_forward_and_recovers_when_it_returns() {
-    let postgres = tokio::task::spawn_blocking(EphemeralPostgres::start)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut postgres = OwnPostgres::start().await;
     let app = spawn_app_with(AppOptions {
-        admin_database_url: Some(postgres.url("postgres")),
+        admin_database_url: Some(postgres.admin_url()),
         ..Default::default()
     })
     .await;
-    let postgres = tokio::task::spawn_blocking(move || postgres.stop().map(|()| postgres))
-        .await
-        .unwrap()
-        .unwrap();
+    postgres.stop().await;
 
     let status = app
-        .disks()
-        .await
-        .release_disk(request("disk-recycled-data"))
+        .release(request("disk-recycled-data"))
         .await
         .unwrap_err();
     assert_error(&status, Code::Unavailable, "AUDIT_UNAVAILABLE");
@@ -242,14 +220,9 @@ async fn without_its_database_the_gateway_refuses_to_forward_and_recovers_when_i
     );
     assert_eq!(app.simulator.requests_received(), 0);
 
-    let _postgres = tokio::task::spawn_blocking(move || postgres.start_again().map(|()| postgres))
-        .await
-        .unwrap()
-        .unwrap();
+    postgres.start_again().await;
     let response = app
-        .disks()
-        .await
-        .release_disk(request("disk-recycled-data"))
+        .release(request("disk-recycled-data"))
         .await
         .expect("recovers without a restart");
     assert_eq!(app.simulator.release_disk_requests(), 1);
@@ -286,11 +259,7 @@ async fn a_caller_that_cancels_still_leaves_a_completed_record() {
 #[tokio::test]
 async fn audit_rows_cannot_be_changed_by_the_gateway_by_readers_or_by_the_owner() {
     let app = spawn_app().await;
-    app.disks()
-        .await
-        .release_disk(request("disk-recycled-data"))
-        .await
-        .unwrap();
+    app.release(request("disk-recycled-data")).await.unwrap();
     let mut admin = PgConnection::connect(&app.database_url).await.unwrap();
     let tampering = [
         "UPDATE audit.release_attempts SET principal = 'someone-else'",

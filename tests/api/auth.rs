@@ -19,9 +19,7 @@ async fn call_with(app: &TestApp, token: &str) -> Result<String, Status> {
     request
         .metadata_mut()
         .insert("authorization", bearer(token));
-    app.disks()
-        .await
-        .release_disk(request)
+    app.release(request)
         .await
         .map(|r| r.into_inner().request_id)
 }
@@ -282,9 +280,7 @@ async fn rsa_ec_and_ed25519_tokens_are_accepted_and_the_scheme_is_case_insensiti
                 .parse()
                 .unwrap(),
         );
-        app.disks()
-            .await
-            .release_disk(request)
+        app.release(request)
             .await
             .unwrap_or_else(|e| panic!("{:?}: {e:?}", signer.alg));
     }

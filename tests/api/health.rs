@@ -1,13 +1,12 @@
 //! Health follows the database, and turns NOT_SERVING on shutdown; in-flight
 //! calls finish during the drain.
 
-use crate::helpers::{AppOptions, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{AppOptions, OwnPostgres, TestApp, spawn_app, spawn_app_with};
 use crate::release::request;
 use std::time::Duration;
 use tokio_stream::StreamExt as _;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
-use zenlayer_gateway::ephemeral_postgres::EphemeralPostgres;
 use zenlayer_gateway::simulator::Fault;
 
 const DISK_SERVICE: &str = "zenlayer.vm.v1.DiskService";
@@ -45,12 +44,9 @@ fn check(service: &str) -> HealthCheckRequest {
 
 #[tokio::test]
 async fn health_follows_the_database_down_and_back_up() {
-    let postgres = tokio::task::spawn_blocking(EphemeralPostgres::start)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut postgres = OwnPostgres::start().await;
     let app = spawn_app_with(AppOptions {
-        admin_database_url: Some(postgres.url("postgres")),
+        admin_database_url: Some(postgres.admin_url()),
         ..Default::default()
     })
     .await;
@@ -63,10 +59,7 @@ async fn health_follows_the_database_down_and_back_up() {
     watch_until(&mut stream, ServingStatus::Serving).await;
 
     assert_eq!(admin_status(&app, "/readyz").await, 200);
-    let postgres = tokio::task::spawn_blocking(move || postgres.stop().map(|()| postgres))
-        .await
-        .unwrap()
-        .unwrap();
+    postgres.stop().await;
     watch_until(&mut stream, ServingStatus::NotServing).await;
     let overall = health.check(check("")).await.unwrap().into_inner();
     assert_eq!(overall.status, ServingStatus::NotServing as i32);
@@ -81,10 +74,7 @@ async fn health_follows_the_database_down_and_back_up() {
         "liveness ignores the database"
     );
 
-    let _postgres = tokio::task::spawn_blocking(move || postgres.start_again().map(|()| postgres))
-        .await
-        .unwrap()
-        .unwrap();
+    postgres.start_again().await;
     watch_until(&mut stream, ServingStatus::Serving).await;
 }
 

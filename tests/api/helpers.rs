@@ -12,7 +12,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
+use zenlayer_gateway::ephemeral_postgres::EphemeralPostgres;
 use zenlayer_gateway::pb::disk_service_client::DiskServiceClient;
+use zenlayer_gateway::pb::{ReleaseDiskRequest, ReleaseDiskResponse};
 use zenlayer_gateway::settings::Settings;
 use zenlayer_gateway::simulator::{self, SimulatorConfig, SimulatorHandle};
 use zenlayer_gateway::startup::Application;
@@ -267,6 +269,14 @@ impl TestApp {
         DiskServiceClient::new(self.channel().await)
     }
 
+    /// One ReleaseDisk call on a fresh connection.
+    pub async fn release(
+        &self,
+        call: tonic::Request<ReleaseDiskRequest>,
+    ) -> Result<tonic::Response<ReleaseDiskResponse>, tonic::Status> {
+        self.disks().await.release_disk(call).await
+    }
+
     pub async fn health(&self) -> HealthClient<Channel> {
         HealthClient::new(self.channel().await)
     }
@@ -286,5 +296,39 @@ impl TestApp {
             .await
             .expect("the gateway stops within its grace period")
             .expect("the server task did not panic")
+    }
+}
+
+/// A throwaway PostgreSQL for tests that stop their database on purpose;
+/// its blocking start and stop run off the async runtime.
+#[derive(Debug)]
+pub struct OwnPostgres(Option<EphemeralPostgres>);
+
+impl OwnPostgres {
+    pub async fn start() -> Self {
+        let server = tokio::task::spawn_blocking(EphemeralPostgres::start)
+            .await
+            .unwrap();
+        Self(Some(server.expect("start a throwaway PostgreSQL")))
+    }
+
+    pub fn admin_url(&self) -> String {
+        self.0.as_ref().expect("a server").url("postgres")
+    }
+
+    pub async fn stop(&mut self) {
+        self.blocking(EphemeralPostgres::stop).await;
+    }
+
+    pub async fn start_again(&mut self) {
+        self.blocking(EphemeralPostgres::start_again).await;
+    }
+
+    async fn blocking(&mut self, action: fn(&EphemeralPostgres) -> anyhow::Result<()>) {
+        let server = self.0.take().expect("a server");
+        let server = tokio::task::spawn_blocking(move || action(&server).map(|()| server))
+            .await
+            .unwrap();
+        self.0 = Some(server.expect("the throwaway PostgreSQL obeys"));
     }
 }

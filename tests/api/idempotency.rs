@@ -23,11 +23,7 @@ async fn release(
     app: &TestApp,
     call: Request<ReleaseDiskRequest>,
 ) -> Result<ReleaseDiskResponse, Status> {
-    app.disks()
-        .await
-        .release_disk(call)
-        .await
-        .map(|r| r.into_inner())
+    app.release(call).await.map(|r| r.into_inner())
 }
 
 async fn replay_of(app: &TestApp, call_id: &str) -> Option<Uuid> {

@@ -80,13 +80,7 @@ async fn each_call_leaves_one_structured_log_line_without_secrets() {
             .parse()
             .unwrap(),
     );
-    let response = app
-        .disks()
-        .await
-        .release_disk(call)
-        .await
-        .unwrap()
-        .into_inner();
+    let response = app.release(call).await.unwrap().into_inner();
 
     let logs = captured_logs();
     let lines: Vec<Value> = logs
@@ -117,9 +111,7 @@ async fn each_call_leaves_one_structured_log_line_without_secrets() {
 async fn the_callers_trace_reaches_zenlayer_and_the_audit_row() {
     let app = spawn_app().await;
     let response = app
-        .disks()
-        .await
-        .release_disk(traced("disk-recycled-data"))
+        .release(traced("disk-recycled-data"))
         .await
         .unwrap()
         .into_inner();

@@ -41,12 +41,7 @@ pub fn assert_error(status: &Status, code: Code, reason: &str) -> HashMap<String
 #[tokio::test]
 async fn release_of_a_recycled_data_disk_returns_zenlayers_request_id() {
     let app = spawn_app().await;
-    let response = app
-        .disks()
-        .await
-        .release_disk(request("disk-recycled-data"))
-        .await
-        .unwrap();
+    let response = app.release(request("disk-recycled-data")).await.unwrap();
     let request_id = &response.get_ref().request_id;
     let answered = app.simulator.received();
     assert_eq!(answered.len(), 1);
@@ -65,9 +60,7 @@ async fn release_of_a_recycled_data_disk_returns_zenlayers_request_id() {
 async fn an_unknown_disk_is_not_found_with_zenlayers_code_and_request_id() {
     let app = spawn_app().await;
     let status = app
-        .disks()
-        .await
-        .release_disk(request("disk-does-not-exist"))
+        .release(request("disk-does-not-exist"))
         .await
         .unwrap_err();
     let metadata = assert_error(&status, Code::NotFound, "INVALID_DISK_NOT_FOUND");
@@ -157,9 +150,7 @@ async fn a_rejected_gateway_credential_is_an_internal_error_not_the_callers_faul
     })
     .await;
     let status = app
-        .disks()
-        .await
-        .release_disk(request("disk-recycled-data"))
+        .release(request("disk-recycled-data"))
         .await
         .unwrap_err();
     assert_error(&status, Code::Internal, "AUTHFAILURE_SIGNATURE_FAILURE");
@@ -182,11 +173,7 @@ async fn a_bearer_token_credential_is_accepted_upstream() {
         ..Default::default()
     })
     .await;
-    app.disks()
-        .await
-        .release_disk(request("disk-recycled-data"))
-        .await
-        .unwrap();
+    app.release(request("disk-recycled-data")).await.unwrap();
     let headers = &app.simulator.received()[0].headers;
     assert_eq!(
         headers.get("authorization").unwrap(),
@@ -199,11 +186,7 @@ async fn a_bearer_token_credential_is_accepted_upstream() {
 async fn rate_limits_are_retried_with_backoff_until_zenlayer_accepts() {
     let app = spawn_app().await;
     app.simulator.inject(Fault::RateLimited, 2);
-    app.disks()
-        .await
-        .release_disk(request("disk-recycled-data"))
-        .await
-        .unwrap();
+    app.release(request("disk-recycled-data")).await.unwrap();
     assert_eq!(app.simulator.release_disk_requests(), 3);
 }
 
@@ -212,9 +195,7 @@ async fn persistent_rate_limits_are_resource_exhausted_with_retry_info() {
     let app = spawn_app().await;
     app.simulator.inject(Fault::RateLimited, 10);
     let status = app
-        .disks()
-        .await
-        .release_disk(request("disk-recycled-data"))
+        .release(request("disk-recycled-data"))
         .await
         .unwrap_err();
     assert_error(&status, Code::ResourceExhausted, "REQUEST_LIMIT_EXCEEDED");
@@ -235,9 +216,7 @@ async fn a_hung_upstream_is_an_unknown_outcome_and_is_not_retried() {
     .await;
     app.simulator.inject(Fault::Hang, 10);
     let status = app
-        .disks()
-        .await
-        .release_disk(request("disk-recycled-data"))
+        .release(request("disk-recycled-data"))
         .await
         .unwrap_err();
     assert_error(&status, Code::Unavailable, "OUTCOME_UNKNOWN");
@@ -254,9 +233,7 @@ async fn a_connection_dropped_after_sending_is_an_unknown_outcome_and_is_not_ret
     let app = spawn_app().await;
     app.simulator.inject(Fault::DropConnection, 10);
     let status = app
-        .disks()
-        .await
-        .release_disk(request("disk-recycled-data"))
+        .release(request("disk-recycled-data"))
         .await
         .unwrap_err();
     assert_error(&status, Code::Unavailable, "OUTCOME_UNKNOWN");
@@ -274,7 +251,7 @@ async fn the_callers_deadline_shortens_the_upstream_timeout() {
     let mut call = request("disk-recycled-data");
     call.set_timeout(Duration::from_millis(1500));
     let started = std::time::Instant::now();
-    let status = app.disks().await.release_disk(call).await.unwrap_err();
+    let status = app.release(call).await.unwrap_err();
     // The gateway answers inside the caller's deadline, before the client
     // gives up on its own, so the status is the gateway's.
     assert_error(&status, Code::DeadlineExceeded, "OUTCOME_UNKNOWN");
@@ -286,7 +263,7 @@ async fn a_deadline_too_short_to_call_zenlayer_sends_nothing() {
     let app = spawn_app().await;
     let mut call = request("disk-recycled-data");
     call.set_timeout(Duration::from_millis(150));
-    let status = app.disks().await.release_disk(call).await.unwrap_err();
+    let status = app.release(call).await.unwrap_err();
     assert_error(&status, Code::DeadlineExceeded, "DEADLINE_TOO_SHORT");
     assert_eq!(app.simulator.requests_received(), 0);
 }
@@ -322,9 +299,7 @@ async fn an_unreachable_zenlayer_is_unavailable_and_says_nothing_was_sent() {
     })
     .await;
     let status = app
-        .disks()
-        .await
-        .release_disk(request("disk-recycled-data"))
+        .release(request("disk-recycled-data"))
         .await
         .unwrap_err();
     assert_error(&status, Code::Unavailable, "UPSTREAM_UNREACHABLE");
@@ -352,7 +327,7 @@ async fn an_oversized_request_is_refused_before_anything_is_sent() {
     let app = spawn_app().await;
     let mut call = request("disk-recycled-data");
     call.get_mut().reason = "x".repeat(64 * 1024);
-    let status = app.disks().await.release_disk(call).await.unwrap_err();
+    let status = app.release(call).await.unwrap_err();
     assert_ne!(status.code(), Code::Ok);
     assert_eq!(app.simulator.requests_received(), 0);
 }
@@ -384,11 +359,7 @@ async fn the_callers_request_id_is_echoed_and_a_missing_one_is_minted() {
 #[tokio::test]
 async fn every_request_zenlayer_receives_is_signed_over_the_exact_body() {
     let app = spawn_app().await;
-    app.disks()
-        .await
-        .release_disk(request("disk-recycled-data"))
-        .await
-        .unwrap();
+    app.release(request("disk-recycled-data")).await.unwrap();
     let received = &app.simulator.received()[0];
     assert_eq!(&received.body[..], br#"{"diskId":"disk-recycled-data"}"#);
     assert_eq!(received.headers.get("x-zc-action").unwrap(), "ReleaseDisk");
