@@ -117,3 +117,35 @@ async fn health_and_reflection_need_no_credentials() {
     let mut stream = health.watch(check("")).await.unwrap().into_inner();
     watch_until(&mut stream, ServingStatus::Serving).await;
 }
+
+#[tokio::test]
+async fn the_binary_drains_an_in_flight_call_and_exits_cleanly_on_sigterm() {
+    let app = spawn_app().await;
+    let mut env = crate::helpers::test_settings(
+        &crate::helpers::as_gateway(&app.database_url),
+        &app.simulator,
+        &app.key_server,
+    );
+    env.insert("GATEWAY_LOG_FORMAT".into(), "json".into());
+    let gateway = crate::processes::GatewayProcess::spawn(&env).await;
+    app.simulator
+        .inject(Fault::Latency(Duration::from_millis(700)), 1);
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut disks = zenlayer_gateway::pb::disk_service_client::DiskServiceClient::new(channel);
+    let in_flight =
+        tokio::spawn(async move { disks.release_disk(request("disk-recycled-data")).await });
+    while app.simulator.requests_received() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let status = gateway.terminate().await;
+    assert!(status.success(), "exit status {status}");
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight call completed during the drain");
+    assert!(!response.get_ref().request_id.is_empty());
+}

@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 #[derive(Debug)]
 pub struct GatewayProcess {
     pub addr: SocketAddr,
-    _child: Child,
+    child: Child,
 }
 
 impl GatewayProcess {
@@ -52,9 +52,21 @@ impl GatewayProcess {
             .expect("the gateway starts");
         // Keep draining its log so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            addr,
-            _child: child,
-        }
+        Self { addr, child }
+    }
+
+    /// Sends SIGTERM, as Kubernetes does, and waits for the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("the gateway is running").to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(sent.success(), "SIGTERM was delivered");
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the gateway exits within its grace period")
+            .expect("the exit status")
     }
 }
