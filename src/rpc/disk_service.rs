@@ -10,6 +10,7 @@ use crate::auth::Authentication;
 use crate::domain::ReleaseRequest;
 use crate::pb::disk_service_server::DiskService;
 use crate::pb::{ReleaseDiskRequest, ReleaseDiskResponse};
+use crate::tls;
 use tonic::{Request, Response, Status};
 
 /// The `DiskService` implementation.
@@ -85,8 +86,11 @@ impl DiskService for DiskApi {
         let call = CallContext::of(&request);
         let authentication = Authentication::of(&request);
         let peer = request.remote_addr();
+        let peer_identity = request
+            .peer_certs()
+            .and_then(|chain| tls::peer_identity(&chain));
         let request = request.into_inner();
-        let attempt = attempt::received(&call, &authentication, peer, &request);
+        let attempt = attempt::received(&call, &authentication, peer, peer_identity, &request);
         match self.release(call, authentication, attempt, request).await {
             Ok(response) => {
                 tracing::info!(zenlayer.request_id = %response.request_id, "disk released");

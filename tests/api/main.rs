@@ -8,4 +8,5 @@ mod grpcurl;
 mod health;
 mod helpers;
 mod release;
+mod tls;
 mod tokens;
