@@ -66,6 +66,7 @@ SELECT
         CASE WHEN a.decision = 'allowed' THEN o.completed_at ELSE a.recorded_at END - a.received_at
     )) * 1000)::bigint AS duration_ms,
     o.recorded_by AS outcome_recorded_by,
+    a.peer_identity,
     a.replay_of
 FROM audit.release_attempts a
 LEFT JOIN LATERAL (

@@ -17,4 +17,5 @@ pub mod shutdown;
 pub mod simulator;
 pub mod startup;
 pub mod telemetry;
+pub mod tls;
 pub mod zenlayer;

@@ -8,7 +8,8 @@ use crate::health::{self, HealthState};
 use crate::metrics::Metrics;
 use crate::pb::{self, disk_service_server::DiskServiceServer};
 use crate::rpc::{CallContextLayer, DiskApi, Forwarder};
-use crate::settings::Settings;
+use crate::settings::{ServerSettings, Settings};
+use crate::tls::ServerTls;
 use anyhow::Context as _;
 use sqlx::PgPool;
 use std::future::Future;
@@ -16,6 +17,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
@@ -29,6 +31,8 @@ const MAX_REQUEST_BYTES: usize = 8 * 1024;
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// `None`: plaintext, as the settings allow.
+    tls: Option<ServerTls>,
     admin_listener: TcpListener,
     settings: Settings,
     pool: PgPool,
@@ -56,6 +60,12 @@ impl Application {
         let forwarder = Forwarder::new(audit.clone(), zenlayer, releases.clone(), metrics.clone());
         let api = DiskApi::new(audit.clone(), forwarder, metrics.clone());
         let auth = AuthLayer::new(settings.auth.authenticator(&stop, &metrics)?);
+        // Before binding: a certificate file that cannot be used stops
+        // start-up without ever opening the port.
+        let tls = match &settings.server.tls.files {
+            Some(files) => Some(ServerTls::load(files)?),
+            None => None,
+        };
         let listener = TcpListener::bind(settings.server.listen_addr)
             .await
             .with_context(|| format!("bind GATEWAY_LISTEN_ADDR {}", settings.server.listen_addr))?;
@@ -66,6 +76,7 @@ impl Application {
         Ok(Self {
             listener,
             local_addr,
+            tls,
             admin_listener,
             settings,
             pool,
@@ -122,12 +133,22 @@ impl Application {
             .add_service(
                 DiskServiceServer::new(self.api).max_decoding_message_size(MAX_REQUEST_BYTES),
             );
-        tracing::info!(addr = %self.local_addr, "serving zenlayer.vm.v1.DiskService");
-        let serve =
-            router.serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async {
-                stop.cancelled().await;
-                let _ = monitor.await;
-            });
+        let stopped = async {
+            stop.cancelled().await;
+            let _ = monitor.await;
+        };
+        announce_transport(self.local_addr, self.tls.as_ref(), &self.settings.server);
+        let serve = match self.tls {
+            Some(tls) => {
+                Either::Left(router.serve_with_incoming_shutdown(
+                    tls.incoming(self.listener, stop.clone()),
+                    stopped,
+                ))
+            }
+            None => Either::Right(
+                router.serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stopped),
+            ),
+        };
         let drained = Drain {
             stop: &stop,
             releases: &self.releases,
@@ -136,6 +157,28 @@ impl Application {
         let result = drained.run(serve, shutdown).await;
         admin.abort();
         result
+    }
+}
+
+/// Says how the listener is secured. Plaintext off loopback is allowed only
+/// behind a TLS-terminating sidecar, which the gateway cannot see, so it is
+/// a warning every time it starts.
+fn announce_transport(addr: SocketAddr, tls: Option<&ServerTls>, server: &ServerSettings) {
+    match tls {
+        Some(tls) => tracing::info!(
+            %addr,
+            client_certificates = if tls.verifies_clients() { "required" } else { "not requested" },
+            "serving zenlayer.vm.v1.DiskService over TLS"
+        ),
+        None => {
+            if server.plaintext_off_loopback() {
+                tracing::warn!(
+                    %addr,
+                    "serving plaintext gRPC on a non-loopback address because GATEWAY_ALLOW_PLAINTEXT=true: callers' tokens are protected only if a mesh sidecar terminates TLS in front of the gateway"
+                );
+            }
+            tracing::info!(%addr, "serving zenlayer.vm.v1.DiskService in plaintext");
+        }
     }
 }
 

@@ -53,6 +53,9 @@ pub struct Attempt {
     pub received_at: DateTime<Utc>,
     pub caller: Caller,
     pub peer_addr: Option<String>,
+    /// The subject of the caller's TLS client certificate (RFC 4514), when
+    /// the listener requires one.
+    pub peer_identity: Option<String>,
     pub user_agent: Option<String>,
     pub x_request_id: String,
     pub trace_id: String,

@@ -20,8 +20,8 @@ pub(super) async fn insert_attempt(
         "INSERT INTO audit.release_attempts (
             call_id, received_at, principal, issuer, client_id, token_jti, token_fingerprint, roles,
             peer_addr, user_agent, x_request_id, trace_id, disk_id, reason, idempotency_key,
-            decision, decision_reason, refusal_grpc_code, refusal_message, replay_of)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+            decision, decision_reason, refusal_grpc_code, refusal_message, replay_of, peer_identity)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
     )
     .bind(attempt.call_id)
     .bind(attempt.received_at)
@@ -43,6 +43,7 @@ pub(super) async fn insert_attempt(
     .bind(refusal.map(|r| r.grpc_code))
     .bind(refusal.map(|r| text(&r.message)))
     .bind(attempt.replay_of)
+    .bind(attempt.peer_identity.as_deref().map(text))
     .execute(db)
     .await?;
     Ok(())

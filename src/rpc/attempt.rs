@@ -11,6 +11,7 @@ pub fn received(
     call: &CallContext,
     authentication: &Authentication,
     peer: Option<SocketAddr>,
+    peer_identity: Option<String>,
     request: &ReleaseDiskRequest,
 ) -> Attempt {
     let principal = authentication.principal.as_ref();
@@ -26,6 +27,7 @@ pub fn received(
             roles: principal.map(|p| p.roles.clone()).unwrap_or_default(),
         },
         peer_addr: peer.map(|p| p.to_string()),
+        peer_identity,
         user_agent: call.user_agent.clone(),
         x_request_id: call.request_id.clone(),
         trace_id: call.trace_id.clone(),

@@ -13,6 +13,7 @@ use crate::domain::ReleaseRequest;
 use crate::metrics::Metrics;
 use crate::pb::disk_service_server::DiskService;
 use crate::pb::{ReleaseDiskRequest, ReleaseDiskResponse};
+use crate::tls;
 use tonic::{Request, Response, Status};
 use tonic_types::StatusExt as _;
 
@@ -97,9 +98,12 @@ impl DiskService for DiskApi {
         let authentication = Authentication::of(&request);
         let principal = authentication.principal.as_ref().map(|p| p.subject.clone());
         let peer = request.remote_addr();
+        let peer_identity = request
+            .peer_certs()
+            .and_then(|chain| tls::peer_identity(&chain));
         let request = request.into_inner();
         let disk_id = request.disk_id.clone();
-        let attempt = attempt::received(&call, &authentication, peer, &request);
+        let attempt = attempt::received(&call, &authentication, peer, peer_identity, &request);
         let (decision, result) = self.release(&call, authentication, attempt, request).await;
         let code = match &result {
             Ok(_) => tonic::Code::Ok,

@@ -27,8 +27,12 @@ use tracing::Instrument as _;
 
 type Reply = Result<ReleaseDiskResponse, Status>;
 
-/// How long an answer waits for its outcome to be recorded.
+/// How long an answer waits for its outcome to be recorded (less, when the
+/// caller's deadline is nearer).
 const OUTCOME_BEFORE_ANSWER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Kept back from the caller's deadline for the answer to reach them.
+const ANSWER_TRAVEL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Forwards authorized releases, recording each step.
 #[derive(Debug, Clone)]
@@ -75,11 +79,14 @@ impl Forwarder {
             // key finds the outcome; but a slow database must not delay or
             // spoil an answer Zenlayer already gave, so the wait is short and
             // the write carries on in the background.
-            let first = tokio::time::timeout(
-                OUTCOME_BEFORE_ANSWER,
-                this.audit.record_outcome_once(&outcome),
-            )
-            .await;
+            let wait = call
+                .deadline
+                .remaining()
+                .map_or(OUTCOME_BEFORE_ANSWER, |left| {
+                    left.saturating_sub(ANSWER_TRAVEL)
+                        .min(OUTCOME_BEFORE_ANSWER)
+                });
+            let first = tokio::time::timeout(wait, this.audit.record_outcome_once(&outcome)).await;
             let _ = answer.send(reply.caller);
             if !matches!(first, Ok(Ok(()))) {
                 this.record_outcome(&outcome).await;

@@ -8,8 +8,10 @@
 mod auth;
 mod reader;
 mod source;
+mod tls;
 
 pub use auth::{AuthSettings, KeySourceSettings};
+pub use tls::{TlsFiles, TlsSettings};
 
 pub use reader::SettingsError;
 pub use source::{Environment, Overrides, Source};
@@ -51,6 +53,8 @@ pub struct ServerSettings {
     /// `IDEMPOTENCY_RETENTION_HOURS`: how long an idempotency key is kept
     /// (at least 24 hours, so a day's retries are always deduplicated).
     pub idempotency_retention: Duration,
+    /// `GATEWAY_TLS_*` and `GATEWAY_ALLOW_PLAINTEXT`.
+    pub tls: TlsSettings,
 }
 
 /// The PostgreSQL database that holds the audit trail.
@@ -128,12 +132,19 @@ impl Settings {
 
 impl ServerSettings {
     fn read(r: &mut Reader) -> Self {
-        Self {
-            listen_addr: r.or(
+        let default_listen_addr = SocketAddr::from(([0, 0, 0, 0], 50051));
+        // `None` only when the value is invalid: that is reported already,
+        // and judging plaintext on a made-up address would only confuse.
+        let listen_addr = match r.raw("GATEWAY_LISTEN_ADDR") {
+            None => Some(default_listen_addr),
+            Some(_) => r.optional(
                 "GATEWAY_LISTEN_ADDR",
                 "a socket address such as 0.0.0.0:50051",
-                SocketAddr::from(([0, 0, 0, 0], 50051)),
             ),
+        };
+        let tls = TlsSettings::read(r, listen_addr);
+        Self {
+            listen_addr: listen_addr.unwrap_or(default_listen_addr),
             admin_addr: r.or(
                 "GATEWAY_ADMIN_ADDR",
                 "a socket address such as 127.0.0.1:9090",
@@ -147,7 +158,14 @@ impl ServerSettings {
             ),
             recovery_interval: r.millis("GATEWAY_RECOVERY_INTERVAL_MS", 60_000, (10, 3_600_000)),
             idempotency_retention: read_retention(r),
+            tls,
         }
+    }
+
+    /// Whether the gRPC listener serves plaintext where other machines can
+    /// reach it, as `GATEWAY_ALLOW_PLAINTEXT` permits.
+    pub fn plaintext_off_loopback(&self) -> bool {
+        self.tls.files.is_none() && !tls::is_loopback(self.listen_addr)
     }
 }
 

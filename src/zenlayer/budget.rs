@@ -5,9 +5,9 @@ use super::UpstreamError;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Time kept back from the caller's deadline to carry the answer home (and
-/// record it); a call that would use it all would answer into the void.
-const REPLY_MARGIN: Duration = Duration::from_millis(50);
+/// Time kept back from the caller's deadline to record the outcome and
+/// carry the answer home; a call that used it all would answer into the void.
+const REPLY_MARGIN: Duration = Duration::from_millis(100);
 
 /// Below this, an upstream call cannot reasonably complete, so it is not
 /// started: better a clean "nothing was sent" than an unknown outcome.
@@ -45,6 +45,12 @@ impl CallerDeadline {
             _ => return Self::NONE,
         };
         Self(received.checked_add(timeout))
+    }
+
+    /// What is left of the deadline now, if there is one.
+    pub fn remaining(self) -> Option<Duration> {
+        self.0
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
     }
 
     /// The upstream timeout for a call starting now, and whether the caller's

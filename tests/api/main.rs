@@ -12,4 +12,5 @@ mod observability;
 mod otlp;
 mod processes;
 mod release;
+mod tls;
 mod tokens;

@@ -37,7 +37,8 @@ impl GatewayProcess {
                 let Ok(entry) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
-                if entry["fields"]["message"] == "serving zenlayer.vm.v1.DiskService" {
+                let message = entry["fields"]["message"].as_str().unwrap_or_default();
+                if message.starts_with("serving zenlayer.vm.v1.DiskService") {
                     return entry["fields"]["addr"]
                         .as_str()
                         .expect("the bound address")
