@@ -3,7 +3,8 @@
 //! recorded too, and stays a refusal if it cannot be. Each call ends with
 //! one log line and its metrics.
 
-use super::error::{CallError, code_name};
+use super::codes::code_name;
+use super::error::CallError;
 use super::forward::Forwarder;
 use super::refusal::refuse;
 use super::{CallContext, attempt};

@@ -2,7 +2,8 @@
 //! refusal stands even when it cannot be recorded; the log then holds it.
 
 use super::CallContext;
-use super::error::{Audited, CallError, code_name};
+use super::codes::code_name;
+use super::error::{Audited, CallError};
 use crate::audit::{Attempt, AuditLog, Decision, Refusal};
 use tonic::Status;
 
