@@ -8,6 +8,8 @@ const PROTOS: &[&str] = &["proto/zenlayer/vm/v1/disk.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // The migrations are embedded by `sqlx::migrate!`: rebuild when they change.
+    println!("cargo:rerun-if-changed=migrations");
     let descriptors = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
     let descriptor_path = out_dir.join("zenlayer_gateway_descriptor.bin");

@@ -18,12 +18,16 @@ CREATE TABLE audit.release_attempts (
     token_fingerprint  text,
     roles              text[]      NOT NULL DEFAULT '{}',
     peer_addr          text,
+    -- With mTLS, the subject (RFC 4514) of the caller's client certificate.
+    peer_identity      text,
     user_agent         text,
     x_request_id       text        NOT NULL,
     trace_id           text        NOT NULL,
     disk_id            text        NOT NULL,
     reason             text        NOT NULL DEFAULT '',
     idempotency_key    text,
+    -- A call answered from an earlier one with the same idempotency key.
+    replay_of          uuid        REFERENCES audit.release_attempts (call_id),
     decision           text        NOT NULL CHECK (decision IN ('allowed', 'denied', 'invalid')),
     decision_reason    text,
     -- Refusals are complete when written: the status the caller got.
@@ -42,6 +46,9 @@ CREATE TABLE audit.release_outcomes (
     recorded_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
     outcome             text        NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'unknown')),
     grpc_code           text        NOT NULL,
+    -- The ErrorInfo reason the caller got (not always Zenlayer's code), so
+    -- that a replay repeats the status exactly.
+    error_reason        text,
     zenlayer_code       text,
     zenlayer_request_id text,
     http_status         integer,
@@ -70,3 +77,4 @@ CREATE INDEX release_attempts_received_at ON audit.release_attempts (received_at
 CREATE INDEX release_attempts_refusals ON audit.release_attempts (decision_reason, received_at DESC)
     WHERE decision <> 'allowed';
 CREATE INDEX release_attempts_token_fingerprint ON audit.release_attempts (token_fingerprint);
+CREATE INDEX release_attempts_replay_of ON audit.release_attempts (replay_of) WHERE replay_of IS NOT NULL;
