@@ -22,6 +22,7 @@ CREATE INDEX keys_call_id ON idempotency.keys (call_id);
 COMMENT ON TABLE idempotency.keys IS
     'Which call first used each (issuer, principal, idempotency_key); purged after IDEMPOTENCY_RETENTION_HOURS.';
 
-GRANT USAGE ON SCHEMA idempotency TO zenlayer_gateway, audit_reader;
+-- The gateway claims, reads and frees keys; audit_reader is kept to the
+-- audit schema (the calls keys point to are all there).
+GRANT USAGE ON SCHEMA idempotency TO zenlayer_gateway;
 GRANT SELECT, INSERT, DELETE ON idempotency.keys TO zenlayer_gateway;
-GRANT SELECT ON idempotency.keys TO audit_reader;

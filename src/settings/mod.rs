@@ -191,9 +191,9 @@ impl DatabaseSettings {
         let url = r
             .required_secret("DATABASE_URL", "the PostgreSQL connection string")
             .unwrap_or_else(|| SecretString::from(""));
-        if !url.expose_secret().is_empty()
-            && url.expose_secret().parse::<PgConnectOptions>().is_err()
-        {
+        let text = url.expose_secret();
+        let postgres = text.starts_with("postgres://") || text.starts_with("postgresql://");
+        if !text.is_empty() && (!postgres || text.parse::<PgConnectOptions>().is_err()) {
             // The URL may hold a password: name the variable, not the value.
             r.problem("DATABASE_URL is not a valid postgres:// connection string");
         }
