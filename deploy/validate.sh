@@ -408,11 +408,12 @@ def workload_problems(doc, docs, overlay):
             if "grpc" in p and not isinstance(p["grpc"]["port"], int):
                 problems.append(f"{where}: {probe}.grpc.port must be a number")
         grace = env_value(c, configmaps, "GATEWAY_SHUTDOWN_GRACE_MS")
+        delay = env_value(c, configmaps, "GATEWAY_SHUTDOWN_DELAY_MS") or 0
         if kind != "Job" and grace is not None:
             tgps = pod.get("terminationGracePeriodSeconds", 30)
-            if tgps * 1000 <= int(grace):
+            if tgps * 1000 <= int(grace) + int(delay):
                 problems.append(f"{where}: terminationGracePeriodSeconds {tgps}s does not exceed "
-                                f"GATEWAY_SHUTDOWN_GRACE_MS {grace}ms")
+                                f"GATEWAY_SHUTDOWN_DELAY_MS {delay}ms + GATEWAY_SHUTDOWN_GRACE_MS {grace}ms")
     if kind == "Deployment":
         if "replicas" in spec and any(h for h in docs if h.get("kind") == "HorizontalPodAutoscaler"
                                       and h["spec"]["scaleTargetRef"]["name"] == doc["metadata"]["name"]):

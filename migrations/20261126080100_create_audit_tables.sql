@@ -68,12 +68,17 @@ CREATE UNIQUE INDEX release_outcomes_one_known_per_call
     ON audit.release_outcomes (call_id) WHERE outcome <> 'unknown';
 CREATE UNIQUE INDEX release_outcomes_one_unknown_per_call
     ON audit.release_outcomes (call_id) WHERE outcome = 'unknown';
+-- A call's outcomes, best first, for the view and for idempotent replays.
+CREATE INDEX release_outcomes_call_id ON audit.release_outcomes (call_id, recorded_at DESC);
 
 -- The questions security teams ask: by disk, by principal, by time, and
 -- what is still pending.
 CREATE INDEX release_attempts_disk_id ON audit.release_attempts (disk_id, received_at DESC);
 CREATE INDEX release_attempts_principal ON audit.release_attempts (principal, received_at DESC);
 CREATE INDEX release_attempts_received_at ON audit.release_attempts (received_at DESC);
+-- Allowed calls by age, for the sweep that marks abandoned ones unknown.
+CREATE INDEX release_attempts_allowed_received_at ON audit.release_attempts (received_at)
+    WHERE decision = 'allowed';
 CREATE INDEX release_attempts_refusals ON audit.release_attempts (decision_reason, received_at DESC)
     WHERE decision <> 'allowed';
 CREATE INDEX release_attempts_token_fingerprint ON audit.release_attempts (token_fingerprint);

@@ -50,8 +50,8 @@ impl HealthState {
 }
 
 /// Probes the database every `interval` until `shutdown`, then reports
-/// NOT_SERVING for good. Returns once NOT_SERVING is set, so the caller can
-/// start draining only after load balancers can see it.
+/// NOT_SERVING for good. Returns once NOT_SERVING is set, so that the drain
+/// (after the shutdown delay) begins with the status already reported.
 pub async fn monitor(
     health: HealthState,
     pool: PgPool,

@@ -114,7 +114,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn migrate(database: &DatabaseSettings) -> anyhow::Result<()> {
-    let pool = database.pool()?;
+    // Migrations may run long: no statement timeout here.
+    let pool = sqlx::PgPool::connect_with(database.connect_options()?)
+        .await
+        .context("connect to DATABASE_URL")?;
     database::migrate(&pool).await.context("apply migrations")?;
     tracing::info!("migrations applied");
     Ok(())

@@ -58,7 +58,7 @@ impl Application {
         let zenlayer = settings.zenlayer.client()?;
         let longest_call = zenlayer.longest_call();
         let forwarder = Forwarder::new(audit.clone(), zenlayer, releases.clone(), metrics.clone());
-        let api = DiskApi::new(audit.clone(), forwarder, metrics.clone());
+        let api = DiskApi::new(audit.clone(), forwarder, metrics.clone(), releases.clone());
         let auth = AuthLayer::new(settings.auth.authenticator(&stop, &metrics)?);
         // Before binding: a certificate file that cannot be used stops
         // start-up without ever opening the port.
@@ -104,7 +104,7 @@ impl Application {
     /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops
     /// accepting, and lets in-flight calls finish for up to the grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let stop = self.stop;
+        let stop = self.stop.clone();
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let health = HealthState::new(reporter);
         // Known (NOT_SERVING) from the first moment, until the database answers.
@@ -112,7 +112,10 @@ impl Application {
         let admin = admin::spawn(self.admin_listener, health.readiness(), self.metrics);
         let monitor = tokio::spawn(health::monitor(
             health,
-            self.pool.clone(),
+            self.settings
+                .database
+                .probe_pool()
+                .context("DATABASE_URL")?,
             self.settings.server.health_check_interval,
             stop.clone(),
         ));
@@ -133,9 +136,14 @@ impl Application {
             .add_service(
                 DiskServiceServer::new(self.api).max_decoding_message_size(MAX_REQUEST_BYTES),
             );
-        let stopped = async {
-            stop.cancelled().await;
+        // NOT_SERVING first, then a pause while load balancers notice and
+        // move traffic away, then no new connections.
+        let delay = self.settings.server.shutdown_delay;
+        let stopping = stop.clone();
+        let stopped = async move {
+            stopping.cancelled().await;
             let _ = monitor.await;
+            tokio::time::sleep(delay).await;
         };
         announce_transport(self.local_addr, self.tls.as_ref(), &self.settings.server);
         let serve = match self.tls {
@@ -150,9 +158,9 @@ impl Application {
             ),
         };
         let drained = Drain {
-            stop: &stop,
+            stop: &self.stop,
             releases: &self.releases,
-            grace: self.settings.server.shutdown_grace,
+            grace: delay + self.settings.server.shutdown_grace,
         };
         let result = drained.run(serve, shutdown).await;
         admin.abort();

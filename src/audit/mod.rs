@@ -23,10 +23,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-/// The audit database could not store a record.
+/// The audit database could not store a record. Its message carries the
+/// database's reason, so every log line that quotes it says why.
 #[derive(Debug, thiserror::Error)]
-#[error("the audit trail could not be written")]
-pub struct AuditError(#[from] sqlx::Error);
+#[error("the audit trail could not be written: {0}")]
+pub struct AuditError(sqlx::Error);
+
+impl From<sqlx::Error> for AuditError {
+    fn from(error: sqlx::Error) -> Self {
+        Self(error)
+    }
+}
 
 /// Backoff for outcome writes: a database blip of up to about half a
 /// minute is ridden out.

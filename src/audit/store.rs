@@ -196,11 +196,18 @@ pub(super) async fn mark_abandoned_unknown(
          FROM audit.release_attempts a
          WHERE a.decision = 'allowed'
            AND a.received_at < clock_timestamp() - make_interval(secs => $1)
+           AND a.received_at > clock_timestamp() - make_interval(days => $2)
            AND NOT EXISTS (SELECT 1 FROM audit.release_outcomes o WHERE o.call_id = a.call_id)
          ON CONFLICT DO NOTHING",
     )
     .bind(older_than.as_secs_f64())
+    .bind(SWEEP_WINDOW_DAYS)
     .execute(db)
     .await?;
     Ok(result.rows_affected())
 }
+
+/// How far back the sweep looks: every replica runs it every minute, so it
+/// must not scan the whole history. A call is abandoned within minutes of
+/// its gateway stopping; only a fleet down for this long misses the sweep.
+const SWEEP_WINDOW_DAYS: i32 = 7;

@@ -35,9 +35,10 @@ pub enum AuthError {
     WrongIssuer(String),
     #[error("token audience does not include {0}")]
     WrongAudience(String),
-    /// No key could be had at all: the caller's token may be fine.
+    /// No key could be had at all: the caller's token may be fine. The
+    /// detail (which source, what failed) is for the operators' log only.
     #[error(
-        "the token signing keys cannot be loaded ({0}); the gateway cannot check any token right now"
+        "the token signing keys cannot be loaded right now, so no token can be checked; retry later"
     )]
     KeySourceDown(String),
     #[error("caller {subject} lacks the role {role} (looked for in claim {claim})")]

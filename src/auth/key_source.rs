@@ -65,7 +65,8 @@ impl JwksCache {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::limited(3))
+            // A redirect could lead off HTTPS, past the check on the URL.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
             http,
@@ -138,13 +139,7 @@ impl JwksCache {
             if !response.status().is_success() {
                 return Err(format!("HTTP {}", response.status().as_u16()));
             }
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| format!("read failed: {e}"))?;
-            if body.len() > MAX_JWKS_BYTES {
-                return Err(format!("document of {} bytes is too large", body.len()));
-            }
+            let body = read_at_most(response, MAX_JWKS_BYTES).await?;
             KeySet::from_jwks(&body)
         }
         .await;
@@ -177,4 +172,20 @@ impl JwksCache {
             }
         });
     }
+}
+
+/// The body, refused (not truncated) past `limit`: half a key set is not one.
+async fn read_at_most(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("read failed: {e}"))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("the document exceeds {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }

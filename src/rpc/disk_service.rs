@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::pb::disk_service_server::DiskService;
 use crate::pb::{ReleaseDiskRequest, ReleaseDiskResponse};
 use crate::tls;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use tonic_types::StatusExt as _;
 
@@ -24,6 +25,8 @@ pub struct DiskApi {
     audit: AuditLog,
     forwarder: Forwarder,
     metrics: Metrics,
+    /// Where refusal records are written, beyond the caller's reach.
+    tasks: TaskTracker,
 }
 
 /// How the gateway decided on a call, as metrics and logs label it.
@@ -45,11 +48,17 @@ impl Decision {
 }
 
 impl DiskApi {
-    pub fn new(audit: AuditLog, forwarder: Forwarder, metrics: Metrics) -> Self {
+    pub fn new(
+        audit: AuditLog,
+        forwarder: Forwarder,
+        metrics: Metrics,
+        tasks: TaskTracker,
+    ) -> Self {
         Self {
             audit,
             forwarder,
             metrics,
+            tasks,
         }
     }
 
@@ -65,8 +74,14 @@ impl DiskApi {
         let request = match parsed {
             Ok(request) => request,
             Err(violations) => {
-                let status =
-                    refuse(&self.audit, call, attempt, CallError::Invalid(violations)).await;
+                let status = refuse(
+                    &self.audit,
+                    &self.tasks,
+                    call,
+                    attempt,
+                    CallError::Invalid(violations),
+                )
+                .await;
                 return (Decision::Invalid, Err(status));
             }
         };
@@ -75,7 +90,14 @@ impl DiskApi {
             Err(error) => {
                 return (
                     Decision::Denied,
-                    Err(refuse(&self.audit, call, attempt, CallError::Denied(error)).await),
+                    Err(refuse(
+                        &self.audit,
+                        &self.tasks,
+                        call,
+                        attempt,
+                        CallError::Denied(error),
+                    )
+                    .await),
                 );
             }
         };

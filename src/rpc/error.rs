@@ -83,8 +83,8 @@ impl CallError {
             text
         };
         match self {
-            Self::Denied(error) if error.verdict() == Verdict::Unavailable => {
-                tracing::error!(error = %chain(self), "cannot check caller tokens: the key source is down");
+            Self::Denied(AuthError::KeySourceDown(detail)) => {
+                tracing::error!(error = %detail, "cannot check caller tokens: the key source is down");
             }
             Self::AuditUnavailable { .. } => {
                 tracing::error!(error = %chain(self), "audit database unavailable: releases are refused until it answers");

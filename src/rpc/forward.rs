@@ -156,6 +156,7 @@ impl Forwarder {
         if holder.disk_id != disk_id.as_str() {
             return Err(refuse(
                 &self.audit,
+                &self.tasks,
                 call,
                 attempt,
                 CallError::KeyReused {

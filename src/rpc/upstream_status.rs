@@ -84,11 +84,20 @@ fn explain(disk_id: &DiskId, error: &UpstreamError) -> Explained {
                 "Zenlayer answered HTTP 200 but without a readable requestId: disk {disk_id} was probably released. Check DescribeDisks before retrying"
             ),
         ),
+        UpstreamError::Unreadable {
+            http_status: 503, ..
+        } => ours(
+            Code::Unavailable,
+            "UPSTREAM_UNAVAILABLE",
+            format!(
+                "Zenlayer (or a proxy in front of it) is unavailable (HTTP 503); disk {disk_id} was not released. Retry later"
+            ),
+        ),
         UpstreamError::Unreadable { http_status, .. } if *http_status >= 500 => ours(
             Code::Unavailable,
             "UPSTREAM_UNAVAILABLE",
             format!(
-                "Zenlayer (or a proxy in front of it) failed with HTTP {http_status}; disk {disk_id} was not released. Retry later"
+                "Zenlayer (or a proxy in front of it) failed with HTTP {http_status} while handling the release: disk {disk_id} may or may not have been released. Check DescribeDisks before retrying"
             ),
         ),
         UpstreamError::Unreadable { http_status, .. } => ours(
@@ -147,9 +156,13 @@ fn explain_api_code(disk_id: &DiskId, http_status: u16, code: &str, message: &st
             Code::Internal,
             "the gateway is misconfigured: Zenlayer rejected the gateway's own credential or clock. This is not a problem with your token; operators must fix the gateway".to_owned(),
         ),
-        _ if code == "SERVICE_TEMPORARY_UNAVAILABLE" || http_status >= 500 => (
+        "SERVICE_TEMPORARY_UNAVAILABLE" => (
             Code::Unavailable,
-            format!("Zenlayer failed temporarily and did not release disk {disk_id}; retry later"),
+            format!("Zenlayer is temporarily unavailable and did not release disk {disk_id}; retry later"),
+        ),
+        _ if http_status >= 500 => (
+            Code::Unavailable,
+            format!("Zenlayer failed while handling the release: disk {disk_id} may or may not have been released. Check DescribeDisks before retrying"),
         ),
         _ => (Code::Unknown, format!("Zenlayer did not release disk {disk_id}")),
     };

@@ -44,6 +44,10 @@ pub struct ServerSettings {
     /// `GATEWAY_SHUTDOWN_GRACE_MS`: how long in-flight calls may take to
     /// finish after SIGTERM before they are abandoned.
     pub shutdown_grace: Duration,
+    /// `GATEWAY_SHUTDOWN_DELAY_MS`: after SIGTERM, how long the gateway keeps
+    /// accepting while reporting NOT_SERVING, so load balancers can move
+    /// callers away before connections are refused.
+    pub shutdown_delay: Duration,
     /// `GATEWAY_HEALTH_CHECK_INTERVAL_MS`: how often the database is probed
     /// to keep the health status true.
     pub health_check_interval: Duration,
@@ -67,6 +71,10 @@ pub struct DatabaseSettings {
     /// `DATABASE_ACQUIRE_TIMEOUT_MS`: how long a call waits for a connection
     /// before it is refused as unavailable.
     pub acquire_timeout: Duration,
+    /// `DATABASE_STATEMENT_TIMEOUT_MS`: the longest one statement may run
+    /// (or wait for a lock), so a database that stops answering cannot hold
+    /// a call, or shutdown, forever.
+    pub statement_timeout: Duration,
 }
 
 /// Zenlayer's API and the gateway's credential for it.
@@ -151,6 +159,7 @@ impl ServerSettings {
                 SocketAddr::from(([127, 0, 0, 1], 9090)),
             ),
             shutdown_grace: r.millis("GATEWAY_SHUTDOWN_GRACE_MS", 15_000, (0, 600_000)),
+            shutdown_delay: r.millis("GATEWAY_SHUTDOWN_DELAY_MS", 0, (0, 60_000)),
             health_check_interval: r.millis(
                 "GATEWAY_HEALTH_CHECK_INTERVAL_MS",
                 2_000,
@@ -201,6 +210,7 @@ impl DatabaseSettings {
             url,
             max_connections: r.or("DATABASE_MAX_CONNECTIONS", "a whole number", 10),
             acquire_timeout: r.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 2_000, (10, 60_000)),
+            statement_timeout: r.millis("DATABASE_STATEMENT_TIMEOUT_MS", 5_000, (100, 600_000)),
         }
     }
 
@@ -209,13 +219,28 @@ impl DatabaseSettings {
         self.url.expose_secret().parse()
     }
 
-    /// A pool that connects on first use, so the gateway starts (and reports
-    /// NOT_SERVING) even while the database is down.
+    /// The gateway's pool. It connects on first use, so the gateway starts
+    /// (and reports NOT_SERVING) even while the database is down, and every
+    /// statement is bounded by the statement timeout.
     pub fn pool(&self) -> Result<PgPool, sqlx::Error> {
+        self.pool_of(self.max_connections)
+    }
+
+    /// A one-connection pool for the health probe, so that busy calls
+    /// cannot starve it into reporting the database down.
+    pub fn probe_pool(&self) -> Result<PgPool, sqlx::Error> {
+        self.pool_of(1)
+    }
+
+    fn pool_of(&self, connections: u32) -> Result<PgPool, sqlx::Error> {
+        let timeout = self.statement_timeout.as_millis().to_string();
+        let options = self
+            .connect_options()?
+            .options([("statement_timeout", timeout.as_str())]);
         Ok(PgPoolOptions::new()
-            .max_connections(self.max_connections)
+            .max_connections(connections)
             .acquire_timeout(self.acquire_timeout)
-            .connect_lazy_with(self.connect_options()?))
+            .connect_lazy_with(options))
     }
 }
 
@@ -230,9 +255,7 @@ impl ZenlayerSettings {
         Self {
             base_url,
             credential: read_credential(r),
-            api_version: r
-                .raw("ZENLAYER_API_VERSION")
-                .unwrap_or_else(|| "2023-03-13".to_owned()),
+            api_version: read_api_version(r),
             timeout: r.millis("ZENLAYER_TIMEOUT_MS", 10_000, (100, 600_000)),
             rate_limit_retries: r.or("ZENLAYER_RATE_LIMIT_RETRIES", "a whole number", 3),
             retry_backoff: r.millis("ZENLAYER_RETRY_BACKOFF_MS", 1_000, (1, 60_000)),
@@ -276,10 +299,24 @@ fn upstream_url(r: &mut Reader, key: &str, raw: &str) -> Url {
     url
 }
 
+fn read_api_version(r: &mut Reader) -> String {
+    let version = r
+        .raw("ZENLAYER_API_VERSION")
+        .unwrap_or_else(|| "2023-03-13".to_owned());
+    r.header_safe("ZENLAYER_API_VERSION", &version);
+    version
+}
+
 fn read_credential(r: &mut Reader) -> Credential {
     let id = r.raw("ZENLAYER_ACCESS_KEY_ID");
     let password = r.secret("ZENLAYER_ACCESS_KEY_PASSWORD");
     let token = r.secret("ZENLAYER_ACCESS_TOKEN");
+    if let Some(id) = &id {
+        r.header_safe("ZENLAYER_ACCESS_KEY_ID", id);
+    }
+    if let Some(token) = &token {
+        r.header_safe("ZENLAYER_ACCESS_TOKEN", token.expose_secret());
+    }
     match (id, password, token) {
         (Some(id), Some(password), None) => Credential::AccessKey { id, password },
         (None, None, Some(token)) => Credential::Token(token),

@@ -46,8 +46,24 @@ impl<'a> Reader<'a> {
     }
 
     /// The raw value, with empty strings treated as unset.
+    /// The value trimmed (a Secret written with `echo` ends in a newline),
+    /// with empty strings treated as unset.
     pub fn raw(&self, key: &str) -> Option<String> {
-        self.source.get(key).filter(|v| !v.trim().is_empty())
+        self.source
+            .get(key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A value sent in an HTTP header as is: anything but visible ASCII
+    /// would fail every call at the moment of sending. Never echoed, as it
+    /// may be secret.
+    pub fn header_safe(&mut self, key: &str, value: &str) {
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            self.problem(format!(
+                "{key} contains spaces, control characters or non-ASCII characters, which cannot be sent in an HTTP header"
+            ));
+        }
     }
 
     /// A parsed optional value; a value that does not parse is a problem.

@@ -19,9 +19,18 @@ impl Source for HashMap<String, String> {
 }
 
 /// The process environment, falling back to an optional dotenv-style file.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Environment {
     file: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The file's values may be secrets: show only which keys it sets.
+        f.debug_struct("Environment")
+            .field("file_keys", &self.file.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Environment {
@@ -33,10 +42,21 @@ impl Environment {
     /// The process environment over the `KEY=value` lines of `path`.
     pub fn with_file(path: &Path) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let file = dotenvy::from_path_iter(path)
-            .with_context(|| format!("cannot read settings file {}", path.display()))?
-            .collect::<Result<HashMap<_, _>, _>>()
-            .with_context(|| format!("cannot parse settings file {}", path.display()))?;
+        let entries = dotenvy::from_path_iter(path)
+            .with_context(|| format!("cannot read settings file {}", path.display()))?;
+        let mut file = HashMap::new();
+        for (number, entry) in entries.enumerate() {
+            // The parser's own error quotes the offending line, which may
+            // hold a secret: say where, not what.
+            let (key, value) = entry.map_err(|_| {
+                anyhow::anyhow!(
+                    "settings file {}: entry {} is not KEY=value",
+                    path.display(),
+                    number + 1
+                )
+            })?;
+            file.insert(key, value);
+        }
         Ok(Self { file })
     }
 }

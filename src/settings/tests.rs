@@ -154,3 +154,25 @@ fn the_database_url_sslmode_is_honoured() {
         sqlx::postgres::PgSslMode::VerifyFull
     ));
 }
+
+#[test]
+fn values_are_trimmed_and_header_values_checked_before_start_up() {
+    let mut padded = minimal();
+    padded.insert("ZENLAYER_ACCESS_KEY_ID".into(), "AKIDexample\n".into());
+    let settings = Settings::load(&padded).unwrap();
+    assert!(
+        matches!(settings.zenlayer.credential, crate::zenlayer::Credential::AccessKey { ref id, .. } if id == "AKIDexample")
+    );
+    let mut broken = minimal();
+    broken.insert("ZENLAYER_ACCESS_KEY_ID".into(), "AKID example".into());
+    broken.insert("ZENLAYER_API_VERSION".into(), "2023-03-13\u{0}".into());
+    let message = Settings::load(&broken).unwrap_err().to_string();
+    assert!(
+        message.contains("ZENLAYER_ACCESS_KEY_ID contains spaces"),
+        "{message}"
+    );
+    assert!(
+        message.contains("ZENLAYER_API_VERSION contains"),
+        "{message}"
+    );
+}

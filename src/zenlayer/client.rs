@@ -25,6 +25,9 @@ const CONTENT_TYPE: &str = "application/json";
 /// while the rest of the budget allows, since nothing was sent yet.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The longest `Retry-After` the gateway waits out itself.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(10);
+
 /// The gateway's own Zenlayer credential.
 #[derive(Debug, Clone)]
 pub enum Credential {
@@ -89,10 +92,14 @@ impl ZenlayerClient {
     /// this, no gateway can still be waiting for Zenlayer's answer.
     pub fn longest_call(&self) -> Duration {
         let attempts = self.rate_limit_retries + 1;
-        let backoff = self
-            .retry_backoff
-            .saturating_mul((1u32 << self.rate_limit_retries.min(16)) - 1);
-        self.timeout.saturating_mul(attempts) + backoff
+        let pauses = (0..self.rate_limit_retries)
+            .map(|retry| self.backoff(retry).max(RETRY_AFTER_CAP))
+            .sum::<Duration>();
+        self.timeout.saturating_mul(attempts) + pauses
+    }
+
+    fn backoff(&self, retries: u32) -> Duration {
+        self.retry_backoff.saturating_mul(1 << retries.min(16))
     }
 
     /// Asks Zenlayer to release `disk_id` permanently. Only an authorized
@@ -149,8 +156,14 @@ impl ZenlayerClient {
         if !error.retryable() || retries >= self.rate_limit_retries {
             return None;
         }
-        let backoff = self.retry_backoff.saturating_mul(1 << retries.min(16));
+        let backoff = self.backoff(retries);
         match error {
+            // A longer wait than this is better left to the caller, who is
+            // told how long through RetryInfo.
+            UpstreamError::RateLimited {
+                retry_after: Some(after),
+                ..
+            } if *after > RETRY_AFTER_CAP => None,
             UpstreamError::RateLimited {
                 retry_after: Some(after),
                 ..
@@ -159,10 +172,9 @@ impl ZenlayerClient {
         }
     }
 
-    /// One signed attempt. The body is signed and sent as the same bytes; each
-    /// attempt is signed afresh so its timestamp is current.
-    /// One signed attempt, in an HTTP client span whose context travels
-    /// to Zenlayer as `traceparent`.
+    /// One signed attempt, in an HTTP client span whose context travels to
+    /// Zenlayer as `traceparent`. The body is signed and sent as the same
+    /// bytes; each attempt is signed afresh so its timestamp is current.
     async fn send_once(
         &self,
         action: &str,

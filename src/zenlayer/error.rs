@@ -90,29 +90,37 @@ impl UpstreamError {
     }
 
     /// Whether Zenlayer may have acted on the request without the gateway
-    /// learning of it.
+    /// learning of it: no answer, an unreadable success, or a server-side
+    /// failure after the request arrived (a timeout or fault inside
+    /// Zenlayer, a proxy's bad-gateway or gateway-timeout).
     pub fn outcome_unknown(&self) -> bool {
-        matches!(
-            self,
-            Self::OutcomeUnknown { .. }
-                | Self::Unreadable {
-                    http_status: 200,
-                    ..
-                }
-        )
+        match self {
+            Self::OutcomeUnknown { .. } => true,
+            Self::Unreadable { http_status, .. } => {
+                matches!(http_status, 200 | 500..=502 | 504..=599)
+            }
+            Self::Api {
+                http_status, code, ..
+            } => *http_status >= 500 && code != "SERVICE_TEMPORARY_UNAVAILABLE",
+            _ => false,
+        }
     }
 
     /// Whether Zenlayer certainly did not act on the request: it never
     /// arrived, or was turned away before the API ran it.
     pub fn zenlayer_did_not_act(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Self::NotSent(_)
-                | Self::DeadlineTooShort { .. }
-                | Self::RateLimited { .. }
-                | Self::SecurityChallenge
-                | Self::RequestBlocked
-        )
+            | Self::DeadlineTooShort { .. }
+            | Self::RateLimited { .. }
+            | Self::SecurityChallenge
+            | Self::RequestBlocked
+            | Self::Unreadable {
+                http_status: 503, ..
+            } => true,
+            Self::Api { code, .. } => code == "SERVICE_TEMPORARY_UNAVAILABLE",
+            _ => false,
+        }
     }
 
     /// Whether a retry is safe: the request was refused or never arrived.

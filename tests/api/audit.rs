@@ -276,7 +276,14 @@ async fn audit_rows_cannot_be_changed_by_the_gateway_by_readers_or_by_the_owner(
             )))
             .execute(&mut admin)
             .await;
-            assert!(result.is_err(), "{role} could run {statement}");
+            let error = result.expect_err(&format!("{role} could run {statement}"));
+            if role == "postgres" {
+                // A superuser has every privilege: only the guard stops it.
+                assert!(
+                    error.to_string().contains("append-only"),
+                    "{statement}: {error}"
+                );
+            }
             sqlx::raw_sql("ROLLBACK").execute(&mut admin).await.unwrap();
         }
     }
@@ -411,4 +418,42 @@ async fn neither_tokens_nor_the_zenlayer_secret_reach_the_audit_tables_or_the_lo
         );
         assert!(!logs.contains(signature), "a secret is in the logs");
     }
+}
+
+#[tokio::test]
+async fn a_server_side_failure_at_zenlayer_is_recorded_as_unknown_not_failed() {
+    let app = spawn_app().await;
+    for code in ["INTERNAL_SERVER_ERROR", "REQUEST_TIMED_OUT"] {
+        app.simulator.inject(
+            Fault::Status {
+                http_status: 500,
+                code: code.to_owned(),
+            },
+            1,
+        );
+        let status = app
+            .release(request("disk-recycled-data"))
+            .await
+            .unwrap_err();
+        assert_error(&status, Code::Unavailable, code);
+        assert!(
+            status.message().contains("may or may not"),
+            "{}",
+            status.message()
+        );
+        let row = outcome_becomes(&app, &audit_id(&status), "unknown").await;
+        assert_eq!(row["zenlayer_code"], code);
+    }
+    app.simulator.inject(
+        Fault::Status {
+            http_status: 503,
+            code: "SERVICE_TEMPORARY_UNAVAILABLE".to_owned(),
+        },
+        1,
+    );
+    let status = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap_err();
+    outcome_becomes(&app, &audit_id(&status), "failed").await;
 }

@@ -369,6 +369,10 @@ async fn an_unreachable_key_source_is_unavailable_not_unauthenticated() {
         "{}",
         status.message()
     );
+    assert!(
+        !status.message().contains("127.0.0.1"),
+        "where the keys live is for operators only"
+    );
     assert_eq!(app.simulator.requests_received(), 0);
 }
 

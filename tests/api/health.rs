@@ -111,7 +111,7 @@ async fn shutdown_reports_not_serving_and_lets_in_flight_calls_finish() {
 }
 
 #[tokio::test]
-async fn health_and_reflection_need_no_credentials() {
+async fn health_needs_no_credentials() {
     let app = spawn_app().await;
     let mut health = app.health().await;
     let mut stream = health.watch(check("")).await.unwrap().into_inner();

@@ -334,3 +334,24 @@ async fn fifty_identical_calls_across_three_gateway_processes_release_once() {
         "one caller made the call; the rest were replays"
     );
 }
+
+#[tokio::test]
+async fn a_temporary_unavailability_frees_the_key_for_a_real_retry() {
+    let app = spawn_app().await;
+    app.simulator.inject(
+        Fault::Status {
+            http_status: 503,
+            code: "SERVICE_TEMPORARY_UNAVAILABLE".to_owned(),
+        },
+        1,
+    );
+    let first = release(&app, keyed("disk-recycled-data", "retry-7"))
+        .await
+        .unwrap_err();
+    assert_error(&first, Code::Unavailable, "SERVICE_TEMPORARY_UNAVAILABLE");
+    let retried = release(&app, keyed("disk-recycled-data", "retry-7"))
+        .await
+        .unwrap();
+    assert!(!retried.replayed);
+    assert_eq!(app.simulator.release_disk_requests(), 2);
+}
