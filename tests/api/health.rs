@@ -149,3 +149,33 @@ async fn the_binary_drains_an_in_flight_call_and_exits_cleanly_on_sigterm() {
         .expect("the in-flight call completed during the drain");
     assert!(!response.get_ref().request_id.is_empty());
 }
+
+#[tokio::test]
+async fn during_the_shutdown_delay_health_says_not_serving_yet_calls_are_still_served() {
+    let mut app = spawn_app_with(AppOptions {
+        settings: [("GATEWAY_SHUTDOWN_DELAY_MS".to_owned(), "3000".to_owned())].into(),
+        ..Default::default()
+    })
+    .await;
+    let channel = app.channel().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let mut stream = health
+        .watch(check(DISK_SERVICE))
+        .await
+        .unwrap()
+        .into_inner();
+    watch_until(&mut stream, ServingStatus::Serving).await;
+    app.begin_shutdown();
+    watch_until(&mut stream, ServingStatus::NotServing).await;
+    // A load balancer that has not noticed yet still gets its call served.
+    let mut disks = zenlayer_gateway::pb::disk_service_client::DiskServiceClient::new(channel);
+    let response = disks
+        .release_disk(request("disk-recycled-data"))
+        .await
+        .expect("served during the delay");
+    assert!(!response.get_ref().request_id.is_empty());
+    drop(stream);
+    app.shut_down()
+        .await
+        .expect("a clean exit after the delay and the drain");
+}
