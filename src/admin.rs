@@ -1,8 +1,10 @@
-//! The admin listener: plain HTTP for Prometheus and for platforms that
-//! probe over HTTP. `/metrics` is the Prometheus scrape endpoint; `/livez`
-//! answers while the process runs (it ignores the database: a database
-//! outage should not restart every replica); `/readyz` follows the gRPC
-//! health status (database reachable, not draining).
+//! The admin listener: plaintext, so that probes need no client
+//! certificate even when the gRPC port demands one (the kubelet's gRPC probe
+//! cannot present one). It serves `grpc.health.v1` (HTTP/2), the same status
+//! as the main port plus a `liveness` entry, and over HTTP/1 the Prometheus
+//! scrape endpoint `/metrics`, `/livez` (answers while the process runs; it
+//! ignores the database, since a database outage should not restart every
+//! replica) and `/readyz` (database reachable, not draining).
 
 use crate::metrics::Metrics;
 use axum::Router;
@@ -13,15 +15,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tonic_health::pb::health_server::{Health, HealthServer};
 
 /// Serves the admin endpoints on `listener` until the task is aborted. It
 /// keeps answering while the gRPC server drains, so liveness holds.
-pub fn spawn(listener: TcpListener, ready: Arc<AtomicBool>, metrics: Metrics) -> JoinHandle<()> {
+pub fn spawn<H>(
+    listener: TcpListener,
+    ready: Arc<AtomicBool>,
+    metrics: Metrics,
+    health: HealthServer<H>,
+) -> JoinHandle<()>
+where
+    H: Health,
+{
     let router = Router::new()
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(ready)
-        .route("/metrics", get(scrape).with_state(metrics));
+        .route("/metrics", get(scrape).with_state(metrics))
+        .route_service("/grpc.health.v1.Health/Check", health.clone())
+        .route_service("/grpc.health.v1.Health/Watch", health);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
             tracing::error!(error = %error, "the admin listener failed");

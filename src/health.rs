@@ -18,6 +18,10 @@ use tonic_health::server::HealthReporter;
 /// `DiskService`, so probes may ask for either.
 const SERVICES: [&str; 2] = ["", <DiskServiceServer<DiskApi> as NamedService>::NAME];
 
+/// A health entry that is SERVING while the process runs, whatever the
+/// database: what a liveness probe should ask for.
+pub const LIVENESS: &str = "liveness";
+
 /// Where health is reported: gRPC health for gRPC probes and clients, and
 /// a flag that the admin listener's `/readyz` reads.
 #[derive(Debug, Clone)]
@@ -27,11 +31,18 @@ pub struct HealthState {
 }
 
 impl HealthState {
-    pub fn new(reporter: HealthReporter) -> Self {
-        Self {
+    /// Starts with `liveness` SERVING and everything else NOT_SERVING
+    /// until the database answers.
+    pub async fn new(reporter: HealthReporter) -> Self {
+        reporter
+            .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
+        let state = Self {
             reporter,
             ready: Arc::new(AtomicBool::new(false)),
-        }
+        };
+        state.set(ServingStatus::NotServing).await;
+        state
     }
 
     /// The flag `/readyz` answers from.

@@ -106,10 +106,14 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let stop = self.stop.clone();
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        let health = HealthState::new(reporter);
         // Known (NOT_SERVING) from the first moment, until the database answers.
-        health.set(tonic_health::ServingStatus::NotServing).await;
-        let admin = admin::spawn(self.admin_listener, health.readiness(), self.metrics);
+        let health = HealthState::new(reporter).await;
+        let admin = admin::spawn(
+            self.admin_listener,
+            health.readiness(),
+            self.metrics,
+            health_service.clone(),
+        );
         let monitor = tokio::spawn(health::monitor(
             health,
             self.settings

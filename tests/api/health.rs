@@ -26,6 +26,22 @@ async fn watch_until(stream: &mut tonic::Streaming<HealthCheckResponse>, wanted:
         .unwrap_or_else(|_| panic!("health never became {wanted:?}"));
 }
 
+/// `grpc.health.v1.Health/Check` on the admin listener.
+async fn admin_grpc_health(app: &TestApp, service: &str) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.admin_addr))
+        .unwrap()
+        .connect()
+        .await
+        .expect("the admin listener speaks HTTP/2");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    health
+        .check(check(service))
+        .await
+        .expect("a health answer")
+        .into_inner()
+        .status
+}
+
 /// The HTTP status of an admin endpoint.
 async fn admin_status(app: &TestApp, path: &str) -> u16 {
     let url = format!("http://{}{path}", app.admin_addr);
@@ -59,6 +75,10 @@ async fn health_follows_the_database_down_and_back_up() {
     watch_until(&mut stream, ServingStatus::Serving).await;
 
     assert_eq!(admin_status(&app, "/readyz").await, 200);
+    assert_eq!(
+        admin_grpc_health(&app, "").await,
+        ServingStatus::Serving as i32
+    );
     postgres.stop().await;
     watch_until(&mut stream, ServingStatus::NotServing).await;
     let overall = health.check(check("")).await.unwrap().into_inner();
@@ -72,6 +92,15 @@ async fn health_follows_the_database_down_and_back_up() {
         admin_status(&app, "/livez").await,
         200,
         "liveness ignores the database"
+    );
+    // What the kubelet's native gRPC probes ask, over the plaintext admin port.
+    assert_eq!(
+        admin_grpc_health(&app, "").await,
+        ServingStatus::NotServing as i32
+    );
+    assert_eq!(
+        admin_grpc_health(&app, "liveness").await,
+        ServingStatus::Serving as i32
     );
 
     postgres.start_again().await;
