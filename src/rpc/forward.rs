@@ -10,6 +10,7 @@
 //! FAILED_PRECONDITION if it was for another disk.
 
 use super::CallContext;
+use super::conclusion::{Concluded, Reply, conclude, failed_answer, replayable};
 use super::error::{Audited, CallError};
 use super::refusal::refuse;
 use crate::audit::{Attempt, AuditLog, Claim, Outcome, OutcomeKind, PriorCall, Recorded};
@@ -23,8 +24,6 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tonic::Status;
 use tracing::Instrument as _;
-
-use super::conclusion::{Concluded, Reply, conclude, failed_answer, replayable};
 
 /// How long an answer waits for its outcome to be recorded (less, when the
 /// caller's deadline is nearer).
@@ -69,27 +68,8 @@ impl Forwarder {
         let (answer, answered) = oneshot::channel();
         let this = self.clone();
         let task = async move {
-            let reply = this.run(&call, attempt, &caller, &request).await;
-            let Some(outcome) = reply.outcome else {
-                let _ = answer.send(reply.caller);
-                return;
-            };
-            // Recorded before the caller hears, so that a retry with the same
-            // key finds the outcome; but a slow database must not delay or
-            // spoil an answer Zenlayer already gave, so the wait is short and
-            // the write carries on in the background.
-            let wait = call
-                .deadline
-                .remaining()
-                .map_or(OUTCOME_BEFORE_ANSWER, |left| {
-                    left.saturating_sub(ANSWER_TRAVEL)
-                        .min(OUTCOME_BEFORE_ANSWER)
-                });
-            let first = tokio::time::timeout(wait, this.audit.record_outcome_once(&outcome)).await;
-            let _ = answer.send(reply.caller);
-            if !matches!(first, Ok(Ok(()))) {
-                this.record_outcome(&outcome).await;
-            }
+            this.run_to_end(call, attempt, caller, request, answer)
+                .await
         };
         self.tasks.spawn(task.in_current_span());
         answered.await.unwrap_or_else(|_| {
@@ -97,6 +77,38 @@ impl Forwarder {
                 "the release ended without an answer; check the audit trail",
             ))
         })
+    }
+
+    /// The task's body: the release, the answer, and the outcome's record.
+    async fn run_to_end(
+        self,
+        call: CallContext,
+        attempt: Attempt,
+        caller: Authorized,
+        request: ReleaseRequest,
+        answer: oneshot::Sender<Reply>,
+    ) {
+        let reply = self.run(&call, attempt, &caller, &request).await;
+        let Some(outcome) = reply.outcome else {
+            let _ = answer.send(reply.caller);
+            return;
+        };
+        // Recorded before the caller hears, so that a retry with the same key
+        // finds the outcome; but a slow database must not delay or spoil an
+        // answer Zenlayer already gave, so the wait is short (and within the
+        // caller's deadline) and the write carries on in the background.
+        let wait = call
+            .deadline
+            .remaining()
+            .map_or(OUTCOME_BEFORE_ANSWER, |left| {
+                left.saturating_sub(ANSWER_TRAVEL)
+                    .min(OUTCOME_BEFORE_ANSWER)
+            });
+        let first = tokio::time::timeout(wait, self.audit.record_outcome_once(&outcome)).await;
+        let _ = answer.send(reply.caller);
+        if !matches!(first, Ok(Ok(()))) {
+            self.record_outcome(&outcome).await;
+        }
     }
 
     async fn run(
