@@ -144,7 +144,8 @@ impl Decision {
 }
 
 impl OutcomeKind {
-    pub(super) fn label(self) -> &'static str {
+    /// The name the audit trail and the metrics use.
+    pub fn label(self) -> &'static str {
         match self {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",

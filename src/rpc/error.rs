@@ -119,24 +119,34 @@ impl CallError {
     }
 }
 
+/// A status whose only detail is an ErrorInfo with `reason`.
+fn with_reason(
+    code: Code,
+    reason: &str,
+    message: impl Into<String>,
+    metadata: HashMap<String, String>,
+) -> Status {
+    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+    Status::with_error_details(code, message, details)
+}
+
 fn key_reused(key_disk: &str, metadata: HashMap<String, String>) -> Status {
-    let details = ErrorDetails::with_error_info("IDEMPOTENCY_KEY_REUSED", ERROR_DOMAIN, metadata);
-    Status::with_error_details(
+    with_reason(
         Code::FailedPrecondition,
+        "IDEMPOTENCY_KEY_REUSED",
         format!(
             "this idempotency_key was already used to release disk {key_disk}; use a new key for another disk"
         ),
-        details,
+        metadata,
     )
 }
 
 fn key_in_flight(metadata: HashMap<String, String>) -> Status {
-    let details =
-        ErrorDetails::with_error_info("IDEMPOTENCY_KEY_IN_FLIGHT", ERROR_DOMAIN, metadata);
-    Status::with_error_details(
+    with_reason(
         Code::Aborted,
+        "IDEMPOTENCY_KEY_IN_FLIGHT",
         "a call with this idempotency_key is still in progress; retry in a few seconds with the same key to get its answer (Zenlayer is not called twice)",
-        details,
+        metadata,
     )
 }
 
@@ -156,9 +166,8 @@ fn replayed(answer: &Answer, original: Uuid, mut metadata: HashMap<String, Strin
         .as_deref()
         .or(answer.zenlayer_code.as_deref())
         .unwrap_or("REPLAYED");
-    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
     let message = answer.error_message.clone().unwrap_or_default();
-    Status::with_error_details(code_from_name(&answer.grpc_code), message, details)
+    with_reason(code_from_name(&answer.grpc_code), reason, message, metadata)
 }
 
 fn denied(error: &AuthError, metadata: HashMap<String, String>) -> Status {
@@ -167,18 +176,17 @@ fn denied(error: &AuthError, metadata: HashMap<String, String>) -> Status {
         Verdict::PermissionDenied => Code::PermissionDenied,
         Verdict::Unavailable => Code::Unavailable,
     };
-    let details = ErrorDetails::with_error_info(error.reason(), ERROR_DOMAIN, metadata);
-    Status::with_error_details(code, error.to_string(), details)
+    with_reason(code, error.reason(), error.to_string(), metadata)
 }
 
 fn audit_unavailable(disk_id: &DiskId, metadata: HashMap<String, String>) -> Status {
-    let details = ErrorDetails::with_error_info("AUDIT_UNAVAILABLE", ERROR_DOMAIN, metadata);
-    Status::with_error_details(
+    with_reason(
         Code::Unavailable,
+        "AUDIT_UNAVAILABLE",
         format!(
             "the audit trail cannot be written right now, so nothing was sent to Zenlayer and disk {disk_id} was not released; retry later"
         ),
-        details,
+        metadata,
     )
 }
 

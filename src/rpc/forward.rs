@@ -145,14 +145,14 @@ impl Forwarder {
             .zenlayer
             .release_disk(caller, &request.disk_id, call.deadline)
             .await;
-        let (outcome, zenlayer_code) = match &result {
-            Ok(_) => ("succeeded", ""),
-            Err(e) if e.outcome_unknown() => ("unknown", e.zenlayer_code().unwrap_or_default()),
-            Err(e) => ("failed", e.zenlayer_code().unwrap_or_default()),
-        };
-        self.metrics
-            .upstream_finished(outcome, zenlayer_code, started.elapsed());
-        conclude(call, request.disk_id.clone(), result, claim.is_some())
+        let concluded = conclude(call, request.disk_id.clone(), result, claim.is_some());
+        if let Some(outcome) = &concluded.outcome {
+            let answer = &outcome.answer;
+            let code = answer.zenlayer_code.as_deref().unwrap_or_default();
+            self.metrics
+                .upstream_finished(answer.kind.label(), code, started.elapsed());
+        }
+        concluded
     }
 
     /// Answers a call whose key another call holds, and records it (with

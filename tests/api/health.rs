@@ -6,6 +6,7 @@ use crate::release::request;
 use std::time::Duration;
 use tokio_stream::StreamExt as _;
 use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use zenlayer_gateway::simulator::Fault;
 
@@ -52,6 +53,16 @@ async fn admin_status(app: &TestApp, path: &str) -> u16 {
         .as_u16()
 }
 
+/// A Watch on `service`, once it has reported SERVING.
+async fn watch_serving(
+    health: &mut HealthClient<tonic::transport::Channel>,
+    service: &str,
+) -> tonic::Streaming<HealthCheckResponse> {
+    let mut stream = health.watch(check(service)).await.unwrap().into_inner();
+    watch_until(&mut stream, ServingStatus::Serving).await;
+    stream
+}
+
 fn check(service: &str) -> HealthCheckRequest {
     HealthCheckRequest {
         service: service.to_owned(),
@@ -67,12 +78,7 @@ async fn health_follows_the_database_down_and_back_up() {
     })
     .await;
     let mut health = app.health().await;
-    let mut stream = health
-        .watch(check(DISK_SERVICE))
-        .await
-        .unwrap()
-        .into_inner();
-    watch_until(&mut stream, ServingStatus::Serving).await;
+    let mut stream = watch_serving(&mut health, DISK_SERVICE).await;
 
     assert_eq!(admin_status(&app, "/readyz").await, 200);
     assert_eq!(
@@ -111,12 +117,7 @@ async fn health_follows_the_database_down_and_back_up() {
 async fn shutdown_reports_not_serving_and_lets_in_flight_calls_finish() {
     let mut app = spawn_app().await;
     let mut health = app.health().await;
-    let mut stream = health
-        .watch(check(DISK_SERVICE))
-        .await
-        .unwrap()
-        .into_inner();
-    watch_until(&mut stream, ServingStatus::Serving).await;
+    let mut stream = watch_serving(&mut health, DISK_SERVICE).await;
 
     app.simulator
         .inject(Fault::Latency(Duration::from_millis(700)), 1);
@@ -143,8 +144,7 @@ async fn shutdown_reports_not_serving_and_lets_in_flight_calls_finish() {
 async fn health_needs_no_credentials() {
     let app = spawn_app().await;
     let mut health = app.health().await;
-    let mut stream = health.watch(check("")).await.unwrap().into_inner();
-    watch_until(&mut stream, ServingStatus::Serving).await;
+    watch_serving(&mut health, "").await;
 }
 
 #[tokio::test]
@@ -187,13 +187,8 @@ async fn during_the_shutdown_delay_health_says_not_serving_yet_calls_are_still_s
     })
     .await;
     let channel = app.channel().await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let mut stream = health
-        .watch(check(DISK_SERVICE))
-        .await
-        .unwrap()
-        .into_inner();
-    watch_until(&mut stream, ServingStatus::Serving).await;
+    let mut health = HealthClient::new(channel.clone());
+    let mut stream = watch_serving(&mut health, DISK_SERVICE).await;
     app.begin_shutdown();
     watch_until(&mut stream, ServingStatus::NotServing).await;
     // A load balancer that has not noticed yet still gets its call served.
