@@ -5,6 +5,8 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod database;
+pub mod deadline;
+pub mod decision;
 pub mod dev;
 pub mod domain;
 pub mod ephemeral_postgres;

@@ -3,11 +3,10 @@
 
 use crate::admin;
 use crate::audit::{self, AuditLog, Upkeep};
-use crate::auth::AuthLayer;
 use crate::health::{self, HealthState};
 use crate::metrics::Metrics;
 use crate::pb::{self, disk_service_server::DiskServiceServer};
-use crate::rpc::{CallContextLayer, DiskApi, Forwarder};
+use crate::rpc::{CallContextLayer, DiskApi, ReleasePath};
 use crate::settings::{ServerSettings, Settings};
 use crate::tls::ServerTls;
 use anyhow::Context as _;
@@ -37,7 +36,6 @@ pub struct Application {
     settings: Settings,
     pool: PgPool,
     api: DiskApi,
-    auth: AuthLayer,
     metrics: Metrics,
     /// How long a call can stay in flight; older pending calls were abandoned.
     longest_call: Duration,
@@ -57,9 +55,9 @@ impl Application {
         let audit = AuditLog::new(pool.clone(), metrics.clone());
         let zenlayer = settings.zenlayer.client()?;
         let longest_call = zenlayer.longest_call();
-        let forwarder = Forwarder::new(audit.clone(), zenlayer, releases.clone(), metrics.clone());
-        let api = DiskApi::new(audit.clone(), forwarder, metrics.clone(), releases.clone());
-        let auth = AuthLayer::new(settings.auth.authenticator(&stop, &metrics)?);
+        let authenticator = settings.auth.authenticator(&stop, &metrics)?;
+        let path = ReleasePath::new(authenticator, audit, zenlayer, metrics.clone());
+        let api = DiskApi::new(path, releases.clone());
         // Before binding: a certificate file that cannot be used stops
         // start-up without ever opening the port.
         let tls = match &settings.server.tls.files {
@@ -81,7 +79,6 @@ impl Application {
             settings,
             pool,
             api,
-            auth,
             metrics,
             longest_call,
             releases,
@@ -133,7 +130,6 @@ impl Application {
         audit::spawn_upkeep(self.pool.clone(), upkeep, stop.clone());
         let router = Server::builder()
             .layer(CallContextLayer)
-            .layer(self.auth)
             .add_service(health_service)
             .add_service(reflection_v1()?)
             .add_service(reflection_v1alpha()?)

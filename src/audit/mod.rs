@@ -12,7 +12,7 @@ mod store;
 mod upkeep;
 
 pub use record::{
-    Answer, Attempt, Caller, Claim, Decision, Outcome, OutcomeKind, PriorCall, Recorded, Refusal,
+    Answer, Attempt, Caller, Claim, OutcomeKind, OutcomeRecord, PriorCall, Recorded, RefusalRecord,
 };
 pub use upkeep::{Upkeep, spawn_upkeep};
 
@@ -70,21 +70,21 @@ impl AuditLog {
     pub async fn record_concluded(
         &self,
         attempt: &Attempt,
-        outcome: &Outcome,
+        outcome: &OutcomeRecord,
     ) -> Result<(), AuditError> {
         self.measured("replay", self.insert_concluded(attempt, outcome))
             .await
     }
 
     /// Stores `outcome` once, without retrying.
-    pub async fn record_outcome_once(&self, outcome: &Outcome) -> Result<(), AuditError> {
+    pub async fn record_outcome_once(&self, outcome: &OutcomeRecord) -> Result<(), AuditError> {
         self.measured("outcome", self.insert_outcome(outcome)).await
     }
 
     /// Stores `outcome`, retrying with backoff while the database is away.
     /// A write that already succeeded is not repeated (see the unique
     /// indexes), so this may follow [`record_outcome_once`](Self::record_outcome_once).
-    pub async fn record_outcome(&self, outcome: &Outcome) -> Result<(), AuditError> {
+    pub async fn record_outcome(&self, outcome: &OutcomeRecord) -> Result<(), AuditError> {
         let mut pause = OUTCOME_RETRY_FIRST;
         let mut attempt = 1;
         loop {
@@ -142,7 +142,7 @@ impl AuditLog {
     async fn insert_concluded(
         &self,
         attempt: &Attempt,
-        outcome: &Outcome,
+        outcome: &OutcomeRecord,
     ) -> Result<(), AuditError> {
         let mut tx = self.pool.begin().await?;
         store::insert_attempt(&mut tx, attempt).await?;
@@ -151,7 +151,7 @@ impl AuditLog {
         Ok(())
     }
 
-    async fn insert_outcome(&self, outcome: &Outcome) -> Result<(), AuditError> {
+    async fn insert_outcome(&self, outcome: &OutcomeRecord) -> Result<(), AuditError> {
         let mut tx = self.pool.begin().await?;
         store::insert_outcome(&mut tx, outcome).await?;
         if outcome.frees_key {

@@ -2,6 +2,7 @@
 //! and never holds a secret: the token is reduced to its fingerprint before
 //! it gets here.
 
+use crate::decision::Decision;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -25,20 +26,12 @@ pub struct Caller {
     pub roles: Vec<String>,
 }
 
-/// How the gateway decided.
+/// A refusal as the audit trail records it, complete when written: the
+/// decision, its stable reason, and the status the caller got.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Authorized and valid: about to be forwarded.
-    Allowed,
-    /// Refused for the caller's identity or role (or no way to check it).
-    Denied(Refusal),
-    /// Refused for the request's content.
-    Invalid(Refusal),
-}
-
-/// A refusal, complete when written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub struct RefusalRecord {
+    /// `Denied` or `Invalid`, never `Allowed`.
+    pub decision: Decision,
     /// Stable code, e.g. `TOKEN_EXPIRED`, `ROLE_MISSING`, `INVALID_DISK_ID`.
     pub reason: String,
     /// The gRPC code the caller got, e.g. `UNAUTHENTICATED`.
@@ -62,7 +55,9 @@ pub struct Attempt {
     pub disk_id: String,
     pub reason: String,
     pub idempotency_key: Option<String>,
-    pub decision: Decision,
+    /// Set for a refused call, whose whole record this is; `None` for an
+    /// allowed one.
+    pub refusal: Option<RefusalRecord>,
     /// The earlier call whose answer this one repeated (same idempotency key).
     pub replay_of: Option<Uuid>,
 }
@@ -78,7 +73,7 @@ pub enum OutcomeKind {
 
 /// The second record of an allowed call.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct OutcomeRecord {
     pub call_id: Uuid,
     pub completed_at: DateTime<Utc>,
     pub answer: Answer,
@@ -126,20 +121,11 @@ pub enum Recorded {
     KeyTaken(PriorCall),
 }
 
-impl Decision {
-    pub(super) fn label(&self) -> &'static str {
-        match self {
-            Self::Allowed => "allowed",
-            Self::Denied(_) => "denied",
-            Self::Invalid(_) => "invalid",
-        }
-    }
-
-    pub(super) fn refusal(&self) -> Option<&Refusal> {
-        match self {
-            Self::Allowed => None,
-            Self::Denied(r) | Self::Invalid(r) => Some(r),
-        }
+impl Attempt {
+    pub fn decision(&self) -> Decision {
+        self.refusal
+            .as_ref()
+            .map_or(Decision::Allowed, |r| r.decision)
     }
 }
 

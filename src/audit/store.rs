@@ -1,49 +1,50 @@
 //! The audit trail's SQL, one small function per statement.
 
-use super::record::{Answer, Attempt, Claim, Outcome, OutcomeKind, PriorCall, storable};
-use sqlx::{PgConnection, Row as _};
+use super::record::{Answer, Attempt, Claim, OutcomeKind, OutcomeRecord, PriorCall, storable};
+use sqlx::PgConnection;
 use std::time::Duration;
 use uuid::Uuid;
 
 /// Caller-supplied fields are capped at this many characters.
 const MAX_FIELD_CHARS: usize = 2048;
 
-#[tracing::instrument(name = "audit.insert_attempt", skip_all, fields(call_id = %attempt.call_id, decision = attempt.decision.label()))]
+#[tracing::instrument(name = "audit.insert_attempt", skip_all, fields(call_id = %attempt.call_id, decision = attempt.decision().label()))]
 pub(super) async fn insert_attempt(
     db: &mut PgConnection,
     attempt: &Attempt,
 ) -> Result<(), sqlx::Error> {
     let caller = &attempt.caller;
-    let refusal = attempt.decision.refusal();
+    let refusal = attempt.refusal.as_ref();
     let text = |value: &str| storable(value, MAX_FIELD_CHARS);
-    sqlx::query(
+    let roles = caller.roles.iter().map(|r| text(r)).collect::<Vec<_>>();
+    sqlx::query!(
         "INSERT INTO audit.release_attempts (
             call_id, received_at, principal, issuer, client_id, token_jti, token_fingerprint, roles,
             peer_addr, user_agent, x_request_id, trace_id, disk_id, reason, idempotency_key,
             decision, decision_reason, refusal_grpc_code, refusal_message, replay_of, peer_identity)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+        attempt.call_id,
+        attempt.received_at,
+        caller.principal.as_deref().map(text),
+        caller.issuer.as_deref().map(text),
+        caller.client_id.as_deref().map(text),
+        caller.token_jti.as_deref().map(text),
+        caller.token_fingerprint.as_deref(),
+        &roles,
+        attempt.peer_addr.as_deref(),
+        attempt.user_agent.as_deref().map(text),
+        text(&attempt.x_request_id),
+        &attempt.trace_id,
+        storable(&attempt.disk_id, 256),
+        text(&attempt.reason),
+        attempt.idempotency_key.as_deref().map(text),
+        attempt.decision().label(),
+        refusal.map(|r| r.reason.as_str()),
+        refusal.map(|r| r.grpc_code),
+        refusal.map(|r| text(&r.message)),
+        attempt.replay_of,
+        attempt.peer_identity.as_deref().map(text),
     )
-    .bind(attempt.call_id)
-    .bind(attempt.received_at)
-    .bind(caller.principal.as_deref().map(text))
-    .bind(caller.issuer.as_deref().map(text))
-    .bind(caller.client_id.as_deref().map(text))
-    .bind(caller.token_jti.as_deref().map(text))
-    .bind(caller.token_fingerprint.as_deref())
-    .bind(caller.roles.iter().map(|r| text(r)).collect::<Vec<_>>())
-    .bind(attempt.peer_addr.as_deref())
-    .bind(attempt.user_agent.as_deref().map(text))
-    .bind(text(&attempt.x_request_id))
-    .bind(&attempt.trace_id)
-    .bind(storable(&attempt.disk_id, 256))
-    .bind(text(&attempt.reason))
-    .bind(attempt.idempotency_key.as_deref().map(text))
-    .bind(attempt.decision.label())
-    .bind(refusal.map(|r| r.reason.as_str()))
-    .bind(refusal.map(|r| r.grpc_code))
-    .bind(refusal.map(|r| text(&r.message)))
-    .bind(attempt.replay_of)
-    .bind(attempt.peer_identity.as_deref().map(text))
     .execute(db)
     .await?;
     Ok(())
@@ -57,16 +58,16 @@ pub(super) async fn claim_key(
     claim: &Claim,
     call_id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let claimed = sqlx::query(
+    let claimed = sqlx::query!(
         "INSERT INTO idempotency.keys (issuer, principal, idempotency_key, disk_id, call_id)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT DO NOTHING",
+        claim.issuer,
+        claim.principal,
+        claim.key,
+        claim.disk_id,
+        call_id,
     )
-    .bind(&claim.issuer)
-    .bind(&claim.principal)
-    .bind(&claim.key)
-    .bind(&claim.disk_id)
-    .bind(call_id)
     .execute(db)
     .await?;
     Ok(claimed.rows_affected() == 1)
@@ -79,9 +80,9 @@ pub(super) async fn key_holder(
     db: &mut PgConnection,
     claim: &Claim,
 ) -> Result<Option<PriorCall>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT k.call_id, k.disk_id, o.outcome, o.grpc_code, o.error_reason, o.error_message,
-                o.zenlayer_code, o.zenlayer_request_id, o.http_status
+    let row = sqlx::query!(
+        r#"SELECT k.call_id, k.disk_id, o.outcome AS "outcome?", o.grpc_code AS "grpc_code?",
+                o.error_reason, o.error_message, o.zenlayer_code, o.zenlayer_request_id, o.http_status
          FROM idempotency.keys k
          LEFT JOIN LATERAL (
              SELECT * FROM audit.release_outcomes o
@@ -89,35 +90,32 @@ pub(super) async fn key_holder(
              ORDER BY (o.outcome <> 'unknown') DESC, o.recorded_at DESC
              LIMIT 1
          ) o ON true
-         WHERE k.issuer = $1 AND k.principal = $2 AND k.idempotency_key = $3",
+         WHERE k.issuer = $1 AND k.principal = $2 AND k.idempotency_key = $3"#,
+        claim.issuer,
+        claim.principal,
+        claim.key,
     )
-    .bind(&claim.issuer)
-    .bind(&claim.principal)
-    .bind(&claim.key)
     .fetch_optional(db)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let kind = row
-        .try_get::<Option<String>, _>("outcome")?
-        .as_deref()
-        .and_then(OutcomeKind::from_label);
-    let answer = match kind {
-        None => None,
-        Some(kind) => Some(Answer {
+    let answer = match (
+        row.outcome.as_deref().and_then(OutcomeKind::from_label),
+        row.grpc_code,
+    ) {
+        (Some(kind), Some(grpc_code)) => Some(Answer {
             kind,
-            grpc_code: row.try_get("grpc_code")?,
-            error_reason: row.try_get("error_reason")?,
-            error_message: row.try_get("error_message")?,
-            zenlayer_code: row.try_get("zenlayer_code")?,
-            zenlayer_request_id: row.try_get("zenlayer_request_id")?,
-            http_status: row
-                .try_get::<Option<i32>, _>("http_status")?
-                .and_then(|s| u16::try_from(s).ok()),
+            grpc_code,
+            error_reason: row.error_reason,
+            error_message: row.error_message,
+            zenlayer_code: row.zenlayer_code,
+            zenlayer_request_id: row.zenlayer_request_id,
+            http_status: row.http_status.and_then(|s| u16::try_from(s).ok()),
         }),
+        _ => None,
     };
     Ok(Some(PriorCall {
-        call_id: row.try_get("call_id")?,
-        disk_id: row.try_get("disk_id")?,
+        call_id: row.call_id,
+        disk_id: row.disk_id,
         answer,
     }))
 }
@@ -127,25 +125,23 @@ pub(super) async fn key_holder(
 #[tracing::instrument(name = "audit.insert_outcome", skip_all, fields(call_id = %outcome.call_id, outcome = outcome.answer.kind.label()))]
 pub(super) async fn insert_outcome(
     db: &mut PgConnection,
-    outcome: &Outcome,
+    outcome: &OutcomeRecord,
 ) -> Result<(), sqlx::Error> {
     let answer = &outcome.answer;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO audit.release_outcomes (
             call_id, completed_at, outcome, grpc_code, error_reason, zenlayer_code,
             zenlayer_request_id, http_status, error_message, recorded_by)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'call')
          ON CONFLICT DO NOTHING",
-    )
-    .bind(outcome.call_id)
-    .bind(outcome.completed_at)
-    .bind(answer.kind.label())
-    .bind(&answer.grpc_code)
-    .bind(answer.error_reason.as_deref())
-    .bind(answer.zenlayer_code.as_deref())
-    .bind(answer.zenlayer_request_id.as_deref())
-    .bind(answer.http_status.map(i32::from))
-    .bind(
+        outcome.call_id,
+        outcome.completed_at,
+        answer.kind.label(),
+        answer.grpc_code,
+        answer.error_reason.as_deref(),
+        answer.zenlayer_code.as_deref(),
+        answer.zenlayer_request_id.as_deref(),
+        answer.http_status.map(i32::from),
         answer
             .error_message
             .as_deref()
@@ -159,8 +155,7 @@ pub(super) async fn insert_outcome(
 /// Frees the idempotency key `call_id` claimed, if any.
 #[tracing::instrument(name = "idempotency.free_key", skip_all, fields(call_id = %call_id))]
 pub(super) async fn free_key(db: &mut PgConnection, call_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM idempotency.keys WHERE call_id = $1")
-        .bind(call_id)
+    sqlx::query!("DELETE FROM idempotency.keys WHERE call_id = $1", call_id)
         .execute(db)
         .await?;
     Ok(())
@@ -172,9 +167,11 @@ pub(super) async fn purge_keys(
     db: &mut PgConnection,
     retention: Duration,
 ) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query("DELETE FROM idempotency.keys WHERE claimed_at < clock_timestamp() - make_interval(secs => $1)")
-        .bind(retention.as_secs_f64())
-        .execute(db)
+    let result = sqlx::query!(
+        "DELETE FROM idempotency.keys WHERE claimed_at < clock_timestamp() - make_interval(secs => $1)",
+        retention.as_secs_f64(),
+    )
+    .execute(db)
         .await?;
     Ok(result.rows_affected())
 }
@@ -187,7 +184,7 @@ pub(super) async fn mark_abandoned_unknown(
     db: &mut PgConnection,
     older_than: Duration,
 ) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "INSERT INTO audit.release_outcomes (
             call_id, completed_at, outcome, grpc_code, error_reason, error_message, recorded_by)
          SELECT a.call_id, clock_timestamp(), 'unknown', 'UNKNOWN', 'OUTCOME_UNKNOWN',
@@ -199,9 +196,9 @@ pub(super) async fn mark_abandoned_unknown(
            AND a.received_at > clock_timestamp() - make_interval(days => $2)
            AND NOT EXISTS (SELECT 1 FROM audit.release_outcomes o WHERE o.call_id = a.call_id)
          ON CONFLICT DO NOTHING",
+        older_than.as_secs_f64(),
+        SWEEP_WINDOW_DAYS,
     )
-    .bind(older_than.as_secs_f64())
-    .bind(SWEEP_WINDOW_DAYS)
     .execute(db)
     .await?;
     Ok(result.rows_affected())

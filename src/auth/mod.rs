@@ -7,14 +7,12 @@ pub mod dev_keys;
 mod error;
 mod key_source;
 mod keys;
-mod layer;
 mod principal;
 mod token;
 
 pub use error::{AuthError, Verdict};
 pub use key_source::{JwksCache, KeySource};
 pub use keys::KeySet;
-pub use layer::AuthLayer;
 pub use principal::{Authorized, Principal};
 pub use token::{MAX_TOKEN_BYTES, TokenPolicy};
 
@@ -31,17 +29,6 @@ pub struct Authentication {
     /// The verified caller, even when the role was missing.
     pub principal: Option<Principal>,
     pub result: Result<Authorized, AuthError>,
-}
-
-impl Authentication {
-    /// The call's authentication; a call that bypassed the layer is denied.
-    pub fn of<T>(request: &tonic::Request<T>) -> Self {
-        request.extensions().get::<Self>().cloned().unwrap_or(Self {
-            token_fingerprint: None,
-            principal: None,
-            result: Err(AuthError::MissingToken),
-        })
-    }
 }
 
 /// Verifies tokens and checks the release role.

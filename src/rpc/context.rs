@@ -4,7 +4,7 @@
 //! every log line of the call carries the request id, and echoes the id in
 //! the response metadata.
 
-use crate::zenlayer::CallerDeadline;
+use crate::deadline::Deadline;
 use http::{HeaderValue, Request, Response};
 use opentelemetry::trace::TraceContextExt as _;
 use std::future::Future;
@@ -28,7 +28,7 @@ pub struct CallContext {
     pub user_agent: Option<String>,
     pub received_at: Instant,
     pub received_wall: chrono::DateTime<chrono::Utc>,
-    pub deadline: CallerDeadline,
+    pub deadline: Deadline,
 }
 
 impl CallContext {
@@ -45,7 +45,7 @@ impl CallContext {
             user_agent: text("user-agent").map(|ua| ua.chars().take(256).collect()),
             received_at,
             received_wall: chrono::Utc::now(),
-            deadline: CallerDeadline::from_grpc_timeout(text("grpc-timeout"), received_at),
+            deadline: Deadline::from_grpc_timeout(text("grpc-timeout"), received_at),
         }
     }
 

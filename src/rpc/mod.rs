@@ -1,17 +1,21 @@
 //! The gRPC face of the gateway: the `DiskService` handler, the per-call
-//! context layer in front of it, and how failures become statuses.
+//! context layer in front of it, the path a release takes, and how its
+//! outcome is decided once and rendered as a status, audit records, metrics
+//! and a log line.
 
+mod alerts;
 mod attempt;
 pub mod codes;
-mod conclusion;
 pub mod context;
 mod disk_service;
-pub mod error;
-mod forward;
-mod refusal;
-mod upstream_status;
+mod explain;
+mod outcome;
+mod received;
+mod release;
+mod render;
 
 pub use context::{CallContext, CallContextLayer};
 pub use disk_service::DiskApi;
-pub use error::CallError;
-pub use forward::Forwarder;
+pub use outcome::{Audited, Outcome, Upstream};
+pub use release::ReleasePath;
+pub use render::{ERROR_DOMAIN, Reply};

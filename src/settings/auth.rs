@@ -2,7 +2,7 @@
 //! from and what a token must say.
 
 use super::reader::Reader;
-use super::upstream_url;
+use super::url::upstream_url;
 use crate::auth::{Authenticator, JwksCache, KeySet, KeySource, TokenPolicy};
 use crate::metrics::Metrics;
 use anyhow::Context as _;

@@ -1,5 +1,6 @@
 use super::*;
 use std::collections::HashMap;
+use std::time::Duration;
 
 fn source(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs

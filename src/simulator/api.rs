@@ -10,7 +10,8 @@ use super::auth::header;
 use super::describe::DiskQuery;
 use super::params::Params;
 use super::reply::{self, ApiError, Reply};
-use super::state::{Shared, lock};
+use super::state::Shared;
+use super::sync::lock;
 
 /// The actions the simulator implements; any other name is refused the way
 /// Zenlayer refuses an action the key may not call.

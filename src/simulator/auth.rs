@@ -2,10 +2,11 @@
 //! looks at a request's action: the `Authorization` form, the signature
 //! method, the five-minute timestamp window and the signature itself.
 //!
-//! Signatures are checked with the same `signing` module the gateway signs
-//! with, over the request's actual `Content-Type`, actual `Host` and exact
-//! body bytes, so anything the gateway changes after signing is caught here
-//! the way Zenlayer would catch it.
+//! Signatures are checked by the simulator's own verifier (`signature`),
+//! written from Zenlayer's documentation and not shared with the gateway's
+//! signer, over the request's actual `Content-Type`, actual `Host` and exact
+//! body bytes, so anything the gateway changes after signing, or signs
+//! differently from Zenlayer, is caught here the way Zenlayer would catch it.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -13,8 +14,8 @@ use std::fmt;
 use http::HeaderMap;
 
 use super::reply::ApiError;
-use crate::zenlayer::signing::{
-    ALGORITHM, ParsedAuthorization, SIGNED_HEADERS, SignedParts, parse_authorization,
+use super::signature::{
+    ALGORITHM, Arrived, ParsedAuthorization, SIGNED_HEADERS, parse_authorization, verifies,
 };
 
 const INVALID_AUTHORIZATION: &str = "AUTHFAILURE_INVALID_AUTHORIZATION";
@@ -135,13 +136,14 @@ impl Credentials {
             .ok_or_else(|| {
                 ApiError::unauthorized(SIGNATURE_FAILURE, "the access key id is not valid")
             })?;
-        let parts = SignedParts {
+        let timestamp = timestamp.to_string();
+        let arrived = Arrived {
             content_type: header(headers, "content-type").unwrap_or(""),
             host: header(headers, "host").unwrap_or(""),
             body,
-            timestamp,
+            timestamp: &timestamp,
         };
-        if parts.verify(password.as_bytes(), parsed.signature) {
+        if verifies(&arrived, password.as_bytes(), parsed.signature) {
             Ok(())
         } else {
             Err(ApiError::unauthorized(

@@ -22,7 +22,8 @@ use super::describe::disk_entry;
 use super::disk::Disk;
 use super::faults::Fault;
 use super::reply::{self, Reply};
-use super::state::{Shared, lock};
+use super::state::Shared;
+use super::sync::lock;
 use super::traffic::ReceivedRequest;
 
 pub(crate) const PREFIX: &str = "/_simulator/";

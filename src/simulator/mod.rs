@@ -20,7 +20,9 @@ mod inventory;
 mod params;
 mod reply;
 mod server;
+mod signature;
 mod state;
+mod sync;
 mod traffic;
 
 #[cfg(test)]
@@ -40,7 +42,8 @@ pub use traffic::ReceivedRequest;
 use auth::Credentials;
 use faults::FaultQueue;
 use inventory::Inventory;
-use state::{Shared, lock};
+use state::Shared;
+use sync::lock;
 use traffic::Traffic;
 
 /// Who may call the simulator and which disks it starts with.

@@ -21,7 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::faults::{self, Outcome};
 use super::reply::{self, AnsweredRequestId, ApiError, Reply};
-use super::state::{Shared, lock};
+use super::state::Shared;
+use super::sync::lock;
 use super::traffic::ReceivedRequest;
 use super::{api, control};
 

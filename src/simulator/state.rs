@@ -1,10 +1,11 @@
 //! The state every connection task and every `SimulatorHandle` clone shares.
 //!
-//! Locks are `std::sync::Mutex`, held only for a lookup or an update and
-//! never across an `.await`; the futures that hyper runs must be `Send`,
-//! so the compiler enforces the second half of that rule.
+//! Locks are `std::sync::Mutex` (taken through `sync::lock`), held only for
+//! a lookup or an update and never across an `.await`; the futures that
+//! hyper runs must be `Send`, so the compiler enforces the second half of
+//! that rule.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 
 use tokio_util::sync::CancellationToken;
 
@@ -23,10 +24,4 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Cancelled once the accept loop has ended and the listener is closed.
     pub stopped: CancellationToken,
-}
-
-/// Locks `mutex`, ignoring poisoning: a test that panicked while holding a
-/// lock should fail on its own, not take every later request down with it.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 
-use super::state::lock;
+use super::sync::lock;
 
 /// The log keeps only the most recent requests, so a long-running staging
 /// simulator does not grow without bound; tests stay far below this.

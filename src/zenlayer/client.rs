@@ -5,16 +5,17 @@
 //! not be made. Anything sent without an answer is reported as an unknown
 //! outcome, never silently resent.
 
-use super::answer::{MAX_ANSWER_BYTES, interpret};
+use super::UpstreamError;
+use super::answer::{Accepted, MAX_ANSWER_BYTES, interpret};
+use super::config::{Credential, ZenlayerSettings};
 use super::signing::{ALGORITHM, SignedParts, authorization_header};
-use super::{CallerDeadline, UpstreamError};
 use crate::auth::Authorized;
+use crate::deadline::{Deadline, UpstreamBudget};
 use crate::domain::DiskId;
-use crate::settings::ZenlayerSettings;
 use anyhow::Context as _;
 use http::{HeaderMap, HeaderValue};
 use reqwest::Url;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use std::time::Duration;
 use tracing::{Instrument as _, Span, field::Empty, instrument};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -27,21 +28,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The longest `Retry-After` the gateway waits out itself.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(10);
-
-/// The gateway's own Zenlayer credential.
-#[derive(Debug, Clone)]
-pub enum Credential {
-    /// ZC2-HMAC-SHA256 with an AccessKeyId and AccessKeyPassword.
-    AccessKey { id: String, password: SecretString },
-    /// A personal access token, sent as `Authorization: Bearer`.
-    Token(SecretString),
-}
-
-/// Zenlayer accepted the call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
-    pub request_id: String,
-}
 
 /// A client for Zenlayer's VM API (`<base>/api/v2/vm`).
 #[derive(Debug, Clone)]
@@ -114,7 +100,7 @@ impl ZenlayerClient {
         &self,
         _caller: &Authorized,
         disk_id: &DiskId,
-        deadline: CallerDeadline,
+        deadline: Deadline,
     ) -> Result<Accepted, UpstreamError> {
         let body = serde_json::json!({ "diskId": disk_id.as_str() }).to_string();
         let result = self
@@ -128,13 +114,13 @@ impl ZenlayerClient {
         &self,
         action: &str,
         body: &[u8],
-        deadline: CallerDeadline,
+        deadline: Deadline,
     ) -> Result<Accepted, UpstreamError> {
         let mut retries = 0;
         loop {
             Span::current().record("attempts", retries + 1);
-            let (timeout, caller_bound) = deadline.budget(self.timeout)?;
-            let error = match self.send_once(action, body, timeout, caller_bound).await {
+            let budget = deadline.upstream_budget(self.timeout)?;
+            let error = match self.send_once(action, body, budget).await {
                 Ok(accepted) => return Ok(accepted),
                 Err(error) => error,
             };
@@ -179,8 +165,7 @@ impl ZenlayerClient {
         &self,
         action: &str,
         body: &[u8],
-        timeout: Duration,
-        caller_bound: bool,
+        budget: UpstreamBudget,
     ) -> Result<Accepted, UpstreamError> {
         let span = tracing::info_span!(
             "POST",
@@ -202,7 +187,7 @@ impl ZenlayerClient {
             )
         });
         let result = self
-            .exchange(headers, body, timeout, caller_bound)
+            .exchange(headers, body, budget)
             .instrument(span.clone())
             .await;
         let _entered = span.enter();
@@ -214,15 +199,15 @@ impl ZenlayerClient {
         &self,
         headers: HeaderMap,
         body: &[u8],
-        timeout: Duration,
-        caller_bound: bool,
+        budget: UpstreamBudget,
     ) -> Result<Accepted, UpstreamError> {
+        let caller_bound = budget.caller_bound;
         let response = self
             .http
             .post(self.endpoint.clone())
             .headers(headers)
             .body(body.to_vec())
-            .timeout(timeout)
+            .timeout(budget.timeout)
             .send()
             .await
             .map_err(|e| sent_error(e, caller_bound))?;

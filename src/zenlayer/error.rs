@@ -2,6 +2,8 @@
 //! audit trail) must know: did Zenlayer answer, with which code, and could
 //! the disk have been released anyway.
 
+use super::Fate;
+use crate::deadline::TooShort;
 use std::time::Duration;
 
 /// Why a release did not come back as accepted.
@@ -89,42 +91,152 @@ impl UpstreamError {
         }
     }
 
-    /// Whether Zenlayer may have acted on the request without the gateway
-    /// learning of it: no answer, an unreadable success, or a server-side
-    /// failure after the request arrived (a timeout or fault inside
-    /// Zenlayer, a proxy's bad-gateway or gateway-timeout).
-    pub fn outcome_unknown(&self) -> bool {
+    /// What the gateway knows about the disk's fate after this error: the
+    /// one place that decides it.
+    pub fn fate(&self) -> Fate {
         match self {
-            Self::OutcomeUnknown { .. } => true,
-            Self::Unreadable { http_status, .. } => {
-                matches!(http_status, 200 | 500..=502 | 504..=599)
-            }
-            Self::Api {
-                http_status, code, ..
-            } => *http_status >= 500 && code != "SERVICE_TEMPORARY_UNAVAILABLE",
-            _ => false,
-        }
-    }
-
-    /// Whether Zenlayer certainly did not act on the request: it never
-    /// arrived, or was turned away before the API ran it.
-    pub fn zenlayer_did_not_act(&self) -> bool {
-        match self {
+            // Never arrived, or turned away before the API ran it.
             Self::NotSent(_)
             | Self::DeadlineTooShort { .. }
             | Self::RateLimited { .. }
             | Self::SecurityChallenge
-            | Self::RequestBlocked
-            | Self::Unreadable {
-                http_status: 503, ..
-            } => true,
-            Self::Api { code, .. } => code == "SERVICE_TEMPORARY_UNAVAILABLE",
-            _ => false,
+            | Self::RequestBlocked => Fate::NotActed,
+            // Zenlayer says it is unavailable: it did nothing.
+            Self::Api { code, .. } if code == "SERVICE_TEMPORARY_UNAVAILABLE" => Fate::NotActed,
+            // A timeout or fault inside Zenlayer after the request arrived.
+            Self::Api { http_status, .. } if *http_status >= 500 => Fate::MayHaveActed,
+            Self::Api { .. } => Fate::Answered,
+            Self::Unreadable { http_status, .. } => match http_status {
+                // A proxy's "unavailable": the request was not passed on.
+                503 => Fate::NotActed,
+                // A success without its requestId, or a proxy's bad gateway
+                // or gateway timeout: Zenlayer may have run it.
+                200 | 500..=599 => Fate::MayHaveActed,
+                _ => Fate::Answered,
+            },
+            Self::OutcomeUnknown { .. } => Fate::MayHaveActed,
         }
     }
 
     /// Whether a retry is safe: the request was refused or never arrived.
     pub(super) fn retryable(&self) -> bool {
         matches!(self, Self::RateLimited { .. } | Self::NotSent(_))
+    }
+}
+
+impl From<TooShort> for UpstreamError {
+    fn from(short: TooShort) -> Self {
+        Self::DeadlineTooShort {
+            remaining: short.remaining,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(http_status: u16, code: &str) -> UpstreamError {
+        UpstreamError::Api {
+            http_status,
+            code: code.to_owned(),
+            message: String::new(),
+            request_id: Some("T1".to_owned()),
+        }
+    }
+
+    fn unreadable(http_status: u16) -> UpstreamError {
+        UpstreamError::Unreadable {
+            http_status,
+            detail: String::new(),
+        }
+    }
+
+    /// A transport error of each kind, from a real client against a port
+    /// nobody listens on (connect) and a server that hangs up (sent).
+    async fn transport_errors() -> (reqwest::Error, reqwest::Error) {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused_url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let connect = reqwest::get(&refused_url).await.unwrap_err();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            drop(socket);
+        });
+        let dropped = reqwest::get(&url).await.unwrap_err();
+        (connect, dropped)
+    }
+
+    #[tokio::test]
+    async fn every_upstream_error_and_documented_code_has_its_fate() {
+        use Fate::{Answered, MayHaveActed, NotActed};
+        let (connect, dropped) = transport_errors().await;
+        let mut cases = vec![
+            (UpstreamError::NotSent(connect), NotActed),
+            (
+                UpstreamError::OutcomeUnknown {
+                    caller_deadline: true,
+                    source: dropped,
+                },
+                MayHaveActed,
+            ),
+            (
+                UpstreamError::DeadlineTooShort {
+                    remaining: Duration::from_millis(5),
+                },
+                NotActed,
+            ),
+            (
+                UpstreamError::RateLimited {
+                    http_status: 429,
+                    request_id: None,
+                    retry_after: None,
+                },
+                NotActed,
+            ),
+            (UpstreamError::SecurityChallenge, NotActed),
+            (UpstreamError::RequestBlocked, NotActed),
+            (unreadable(200), MayHaveActed),
+            (unreadable(500), MayHaveActed),
+            (unreadable(502), MayHaveActed),
+            (unreadable(503), NotActed),
+            (unreadable(504), MayHaveActed),
+            (unreadable(404), Answered),
+            (unreadable(400), Answered),
+        ];
+        let documented = [
+            (404, "INVALID_DISK_NOT_FOUND", Answered),
+            (
+                400,
+                "UNSUPPORTED_OPERATION_DISK_NOT_BEING_RECYCLE",
+                Answered,
+            ),
+            (400, "UNSUPPORTED_OPERATION_DISK_SYSTEM_TYPE", Answered),
+            (400, "UNSUPPORTED_OPERATION_RECYCLE_STATUS", Answered),
+            (500, "INTERNAL_SERVER_ERROR", MayHaveActed),
+            (503, "SERVICE_TEMPORARY_UNAVAILABLE", NotActed),
+            (504, "REQUEST_TIMED_OUT", MayHaveActed),
+            (401, "AUTHFAILURE_INVALID_AUTHORIZATION", Answered),
+            (401, "AUTHFAILURE_SIGNATURE_FAILURE", Answered),
+            (401, "AUTHFAILURE_SIGNATURE_EXPIRED", Answered),
+            (403, "AUTHFAILURE_UNAUTHORIZED_OPERATION", Answered),
+            (400, "MISSING_PARAMETER", Answered),
+            (400, "INVALID_PARAMETER_VALUE", Answered),
+            (400, "INVALID_PARAMETER_EXCEED_LENGTH", Answered),
+            (400, "OPERATION_FAILED_FOR_RECYCLE_RESOURCE", Answered),
+            (404, "OPERATION_FAILED_RESOURCE_NOT_FOUND", Answered),
+            (400, "SOMETHING_NEW", Answered),
+            (500, "SOMETHING_NEW", MayHaveActed),
+        ];
+        cases.extend(
+            documented
+                .into_iter()
+                .map(|(status, code, fate)| (api(status, code), fate)),
+        );
+        for (error, fate) in cases {
+            assert_eq!(error.fate(), fate, "{error:?}");
+        }
     }
 }

@@ -1,12 +1,16 @@
 //! Everything that speaks Zenlayer's Cloud API 2.0: the request signature,
-//! the upstream client, and how Zenlayer's answers are read.
+//! the upstream client, how Zenlayer's answers are read, and what they say
+//! about the disk's fate.
 
 mod answer;
-mod budget;
 mod client;
+mod config;
 mod error;
+mod fate;
 pub mod signing;
 
-pub use budget::CallerDeadline;
-pub use client::{Accepted, Credential, ZenlayerClient};
+pub use answer::Accepted;
+pub use client::ZenlayerClient;
+pub use config::{Credential, ZenlayerSettings};
 pub use error::UpstreamError;
+pub use fate::Fate;

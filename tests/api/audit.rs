@@ -2,9 +2,10 @@
 //! `audit.release_disk_calls`, over a real PostgreSQL connection.
 
 use crate::helpers::{
-    ACCESS_KEY_PASSWORD, AppOptions, OwnPostgres, TestApp, captured_logs, spawn_app, spawn_app_with,
+    ACCESS_KEY_PASSWORD, AppOptions, OwnPostgres, TestApp, captured_logs, eventually, spawn_app,
+    spawn_app_with, spawn_app_with_settings, until_zenlayer_is_called,
 };
-use crate::release::{assert_error, request, unauthenticated_request};
+use crate::helpers::{assert_error, request, unauthenticated_request};
 use crate::tokens::{self, RSA, bearer, good_claims, now};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -29,18 +30,11 @@ async fn call_row(app: &TestApp, call_id: &str) -> Value {
 
 /// Waits (polling the table, bounded) until the call's outcome is `wanted`.
 async fn outcome_becomes(app: &TestApp, call_id: &str, wanted: &str) -> Value {
-    let poll = async {
-        loop {
-            let row = call_row(app, call_id).await;
-            if row["outcome"] == wanted {
-                return row;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), poll)
-        .await
-        .unwrap_or_else(|_| panic!("outcome never became {wanted}"))
+    let what = format!("the outcome to become {wanted}");
+    eventually(Duration::from_secs(30), &what, || async {
+        Some(call_row(app, call_id).await).filter(|row| row["outcome"] == wanted)
+    })
+    .await
 }
 
 /// The `audit_id` an error status carries in its ErrorInfo.
@@ -183,11 +177,7 @@ async fn a_zenlayer_error_is_recorded_as_failed_with_its_code_status_and_request
 
 #[tokio::test]
 async fn an_unanswered_call_is_recorded_as_unknown() {
-    let app = spawn_app_with(AppOptions {
-        settings: [("ZENLAYER_TIMEOUT_MS".to_owned(), "300".to_owned())].into(),
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with_settings(&[("ZENLAYER_TIMEOUT_MS", "300")]).await;
     app.simulator.inject(Fault::Hang, 1);
     let status = app
         .release(request("disk-recycled-data"))
@@ -239,9 +229,7 @@ async fn a_caller_that_cancels_still_leaves_a_completed_record() {
     call.metadata_mut()
         .insert("x-request-id", "cancelled-call".parse().unwrap());
     let in_flight = tokio::spawn(async move { disks.release_disk(call).await });
-    while app.simulator.requests_received() == 0 {
-        tokio::task::yield_now().await;
-    }
+    until_zenlayer_is_called(&app).await;
     in_flight.abort();
     let call_id: Uuid = sqlx::query_scalar(
         "SELECT call_id FROM audit.release_disk_calls WHERE x_request_id = 'cancelled-call'",
@@ -343,11 +331,7 @@ async fn a_call_left_pending_by_a_stopped_gateway_is_marked_unknown_after_a_rest
 
 #[tokio::test]
 async fn a_recent_pending_call_is_left_alone_by_the_recovery_sweep() {
-    let app = spawn_app_with(AppOptions {
-        settings: [("GATEWAY_RECOVERY_INTERVAL_MS".to_owned(), "20".to_owned())].into(),
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with_settings(&[("GATEWAY_RECOVERY_INTERVAL_MS", "20")]).await;
     let recent = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO audit.release_attempts (call_id, received_at, x_request_id, trace_id, disk_id, decision)

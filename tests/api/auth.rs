@@ -1,8 +1,8 @@
 //! Caller authorization: every way a token can be wrong is refused with the
 //! right code, and none of them reaches Zenlayer.
 
-use crate::helpers::{AppOptions, TestApp, spawn_app, spawn_app_with};
-use crate::release::{assert_error, unauthenticated_request};
+use crate::helpers::{AppOptions, TestApp, spawn_app, spawn_app_with, spawn_app_with_settings};
+use crate::helpers::{assert_error, unauthenticated_request};
 use crate::tokens::{
     self, EC, ED, RSA, RSA_NEXT, RSA_PUBLIC_PEM, UNRELATED, bearer, good_claims, now,
 };
@@ -289,11 +289,7 @@ async fn rsa_ec_and_ed25519_tokens_are_accepted_and_the_scheme_is_case_insensiti
 
 #[tokio::test]
 async fn a_rotated_key_is_accepted_without_a_restart() {
-    let app = spawn_app_with(AppOptions {
-        settings: HashMap::from([("JWT_JWKS_REFETCH_COOLDOWN_MS".into(), "0".into())]),
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with_settings(&[("JWT_JWKS_REFETCH_COOLDOWN_MS", "0")]).await;
     let rotated = RSA_NEXT.sign(&good_claims());
     let before = call_with(&app, &rotated).await.unwrap_err();
     assert_error(&before, Code::Unauthenticated, "TOKEN_KEY_UNKNOWN");
@@ -325,11 +321,7 @@ async fn a_flood_of_unknown_key_ids_fetches_the_key_set_at_most_once_per_cooldow
 
 #[tokio::test]
 async fn cached_keys_keep_working_while_the_key_server_fails() {
-    let app = spawn_app_with(AppOptions {
-        settings: HashMap::from([("JWT_JWKS_REFETCH_COOLDOWN_MS".into(), "0".into())]),
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with_settings(&[("JWT_JWKS_REFETCH_COOLDOWN_MS", "0")]).await;
     call_with(&app, &tokens::good_token()).await.unwrap();
     app.key_server.set_failing(true);
     // An unknown kid forces a refresh attempt, which fails.
@@ -378,11 +370,7 @@ async fn an_unreachable_key_source_is_unavailable_not_unauthenticated() {
 
 #[tokio::test]
 async fn keycloak_style_nested_roles_are_read_from_the_configured_path() {
-    let app = spawn_app_with(AppOptions {
-        settings: HashMap::from([("JWT_ROLES_CLAIM".into(), "realm_access.roles".into())]),
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with_settings(&[("JWT_ROLES_CLAIM", "realm_access.roles")]).await;
     let flat = call_with(&app, &tokens::good_token()).await.unwrap_err();
     assert_error(&flat, Code::PermissionDenied, "ROLE_MISSING");
     let nested = RSA.sign(&claims_with(|c| {

@@ -1,8 +1,11 @@
 //! Health follows the database, and turns NOT_SERVING on shutdown; in-flight
 //! calls finish during the drain.
 
-use crate::helpers::{AppOptions, OwnPostgres, TestApp, spawn_app, spawn_app_with};
-use crate::release::request;
+use crate::helpers::request;
+use crate::helpers::{
+    AppOptions, OwnPostgres, TestApp, spawn_app, spawn_app_with, spawn_app_with_settings,
+    until_zenlayer_is_called,
+};
 use std::time::Duration;
 use tokio_stream::StreamExt as _;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -125,9 +128,7 @@ async fn shutdown_reports_not_serving_and_lets_in_flight_calls_finish() {
     let in_flight =
         tokio::spawn(async move { disks.release_disk(request("disk-recycled-data")).await });
     // The call is in flight once the simulator has it.
-    while app.simulator.requests_received() == 0 {
-        tokio::task::yield_now().await;
-    }
+    until_zenlayer_is_called(&app).await;
     app.begin_shutdown();
     watch_until(&mut stream, ServingStatus::NotServing).await;
     drop(stream);
@@ -167,9 +168,7 @@ async fn the_binary_drains_an_in_flight_call_and_exits_cleanly_on_sigterm() {
     let mut disks = zenlayer_gateway::pb::disk_service_client::DiskServiceClient::new(channel);
     let in_flight =
         tokio::spawn(async move { disks.release_disk(request("disk-recycled-data")).await });
-    while app.simulator.requests_received() == 0 {
-        tokio::task::yield_now().await;
-    }
+    until_zenlayer_is_called(&app).await;
     let status = gateway.terminate().await;
     assert!(status.success(), "exit status {status}");
     let response = in_flight
@@ -181,11 +180,7 @@ async fn the_binary_drains_an_in_flight_call_and_exits_cleanly_on_sigterm() {
 
 #[tokio::test]
 async fn during_the_shutdown_delay_health_says_not_serving_yet_calls_are_still_served() {
-    let mut app = spawn_app_with(AppOptions {
-        settings: [("GATEWAY_SHUTDOWN_DELAY_MS".to_owned(), "3000".to_owned())].into(),
-        ..Default::default()
-    })
-    .await;
+    let mut app = spawn_app_with_settings(&[("GATEWAY_SHUTDOWN_DELAY_MS", "3000")]).await;
     let channel = app.channel().await;
     let mut health = HealthClient::new(channel.clone());
     let mut stream = watch_serving(&mut health, DISK_SERVICE).await;

@@ -4,6 +4,7 @@
 use crate::tokens::{self, KeyServer};
 use sqlx::{Connection as _, Executor as _, PgConnection, PgPool};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Mutex, Once};
 use std::time::Duration;
@@ -11,7 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
 use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt as _;
 use zenlayer_gateway::ephemeral_postgres::EphemeralPostgres;
 use zenlayer_gateway::pb::disk_service_client::DiskServiceClient;
 use zenlayer_gateway::pb::{ReleaseDiskRequest, ReleaseDiskResponse};
@@ -331,4 +334,75 @@ impl OwnPostgres {
             .unwrap();
         self.0 = Some(server.expect("the throwaway PostgreSQL obeys"));
     }
+}
+
+/// A release request from an authorized caller.
+pub fn request(disk_id: &str) -> Request<ReleaseDiskRequest> {
+    let mut request = unauthenticated_request(disk_id);
+    request
+        .metadata_mut()
+        .insert("authorization", tokens::bearer(&tokens::good_token()));
+    request
+}
+
+pub fn unauthenticated_request(disk_id: &str) -> Request<ReleaseDiskRequest> {
+    Request::new(ReleaseDiskRequest {
+        disk_id: disk_id.to_owned(),
+        idempotency_key: String::new(),
+        reason: "CHG-1234 remove leftover volume".to_owned(),
+    })
+}
+
+/// Asserts code and `ErrorInfo.reason`, and returns the ErrorInfo metadata.
+pub fn assert_error(status: &Status, code: Code, reason: &str) -> HashMap<String, String> {
+    assert_eq!(status.code(), code, "{status:?}");
+    let info = status
+        .get_details_error_info()
+        .expect("an ErrorInfo detail");
+    assert_eq!(info.reason, reason, "{status:?}");
+    assert_eq!(info.domain, "zenlayer-gateway");
+    info.metadata
+}
+
+/// Waits until `probe` yields a value, probing every 10 ms, and returns it;
+/// fails the test, naming `what`, if none comes within `timeout`. Every wait
+/// in the tests goes through here, so none can hang instead of failing.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the simulator has received at least one request.
+pub async fn until_zenlayer_is_called(app: &TestApp) {
+    eventually(
+        Duration::from_secs(10),
+        "a request to reach Zenlayer",
+        || async { (app.simulator.requests_received() > 0).then_some(()) },
+    )
+    .await;
+}
+
+/// A gateway whose settings differ from the test defaults by `changed`.
+pub async fn spawn_app_with_settings(changed: &[(&str, &str)]) -> TestApp {
+    spawn_app_with(AppOptions {
+        settings: changed
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Default::default()
+    })
+    .await
 }

@@ -1,8 +1,11 @@
 //! Idempotent releases: a retried call never reaches Zenlayer twice, within
 //! one gateway or across replicas.
 
-use crate::helpers::{AppOptions, TestApp, as_gateway, spawn_app, spawn_app_with, test_settings};
-use crate::release::{assert_error, request, unauthenticated_request};
+use crate::helpers::{
+    TestApp, as_gateway, eventually, spawn_app, spawn_app_with_settings, test_settings,
+    until_zenlayer_is_called,
+};
+use crate::helpers::{assert_error, request, unauthenticated_request};
 use crate::tokens::{self, RSA, bearer, good_claims};
 use serde_json::json;
 use std::collections::HashMap;
@@ -11,7 +14,7 @@ use tonic::{Code, Request, Status};
 use tonic_types::StatusExt as _;
 use uuid::Uuid;
 use zenlayer_gateway::pb::{ReleaseDiskRequest, ReleaseDiskResponse};
-use zenlayer_gateway::simulator::Fault;
+use zenlayer_gateway::simulator::{Disk, DiskStatus, DiskType, Fault};
 
 fn keyed(disk_id: &str, key: &str) -> Request<ReleaseDiskRequest> {
     let mut call = request(disk_id);
@@ -32,6 +35,20 @@ async fn replay_of(app: &TestApp, call_id: &str) -> Option<Uuid> {
         .fetch_one(&app.db)
         .await
         .unwrap()
+}
+
+/// Waits until no call holds `key` any more.
+async fn key_is_freed(app: &TestApp, key: &str) {
+    eventually(Duration::from_secs(10), "the key to be freed", || async {
+        let held: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM idempotency.keys WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        (held == 0).then_some(())
+    })
+    .await;
 }
 
 fn error_metadata(status: &Status) -> HashMap<String, String> {
@@ -158,9 +175,7 @@ async fn a_retry_while_the_first_call_is_in_flight_is_aborted_not_resent() {
             .release_disk(keyed("disk-recycled-data", "retry-4"))
             .await
     });
-    while app.simulator.requests_received() == 0 {
-        tokio::task::yield_now().await;
-    }
+    until_zenlayer_is_called(&app).await;
     let status = release(&app, keyed("disk-recycled-data", "retry-4"))
         .await
         .unwrap_err();
@@ -175,11 +190,7 @@ async fn a_retry_while_the_first_call_is_in_flight_is_aborted_not_resent() {
 
 #[tokio::test]
 async fn a_retry_after_an_unknown_outcome_repeats_it_instead_of_resending() {
-    let app = spawn_app_with(AppOptions {
-        settings: HashMap::from([("ZENLAYER_TIMEOUT_MS".into(), "300".into())]),
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with_settings(&[("ZENLAYER_TIMEOUT_MS", "300")]).await;
     app.simulator.inject(Fault::Hang, 1);
     let first = release(&app, keyed("disk-recycled-data", "retry-5"))
         .await
@@ -201,22 +212,8 @@ async fn a_key_is_freed_when_zenlayer_certainly_did_not_act() {
         .await
         .unwrap_err();
     assert_error(&limited, Code::ResourceExhausted, "REQUEST_LIMIT_EXCEEDED");
-    let mut freed = false;
     // The key is freed with the outcome write, just after the answer.
-    for _ in 0..200 {
-        let held: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM idempotency.keys WHERE idempotency_key = 'retry-6'",
-        )
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-        if held == 0 {
-            freed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(freed, "the key was not freed");
+    key_is_freed(&app, "retry-6").await;
     let retried = release(&app, keyed("disk-recycled-data", "retry-6"))
         .await
         .unwrap();
@@ -226,11 +223,7 @@ async fn a_key_is_freed_when_zenlayer_certainly_did_not_act() {
 
 #[tokio::test]
 async fn keys_are_purged_after_the_retention_period_and_their_calls_stay_audited() {
-    let app = spawn_app_with(AppOptions {
-        settings: HashMap::from([("GATEWAY_RECOVERY_INTERVAL_MS".into(), "20".into())]),
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with_settings(&[("GATEWAY_RECOVERY_INTERVAL_MS", "20")]).await;
     let old = release(&app, keyed("disk-recycled-data", "old-key"))
         .await
         .unwrap();
@@ -242,22 +235,19 @@ async fn keys_are_purged_after_the_retention_period_and_their_calls_stay_audited
         .execute(&app.db)
         .await
         .unwrap();
-    let purge = async {
-        loop {
+    let left = eventually(
+        Duration::from_secs(30),
+        "the old key to be purged",
+        || async {
             let left: Vec<String> =
                 sqlx::query_scalar("SELECT idempotency_key FROM idempotency.keys")
                     .fetch_all(&app.db)
                     .await
                     .unwrap();
-            if !left.contains(&"old-key".to_owned()) {
-                return left;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let left = tokio::time::timeout(Duration::from_secs(30), purge)
-        .await
-        .expect("the old key is purged");
+            Some(left).filter(|left| !left.contains(&"old-key".to_owned()))
+        },
+    )
+    .await;
     assert_eq!(
         left,
         ["recent-key"],
@@ -350,6 +340,69 @@ async fn a_temporary_unavailability_frees_the_key_for_a_real_retry() {
         .unwrap_err();
     assert_error(&first, Code::Unavailable, "SERVICE_TEMPORARY_UNAVAILABLE");
     let retried = release(&app, keyed("disk-recycled-data", "retry-7"))
+        .await
+        .unwrap();
+    assert!(!retried.replayed);
+    assert_eq!(app.simulator.release_disk_requests(), 2);
+}
+
+#[tokio::test]
+async fn a_key_is_freed_after_an_edge_challenge_or_block_and_the_retry_releases() {
+    let app = spawn_app().await;
+    let cases = [
+        (Fault::SecurityChallenge, "SECURITY_CHALLENGE", "edge-1"),
+        (Fault::Blocked, "REQUEST_BLOCKED", "edge-2"),
+    ];
+    for (fault, reason, key) in cases {
+        let disk = format!("disk-{key}");
+        app.simulator
+            .put_disk(Disk::new(&disk, DiskType::Data, DiskStatus::Recycled));
+        app.simulator.inject(fault, 1);
+        let refused = release(&app, keyed(&disk, key)).await.unwrap_err();
+        assert_error(&refused, Code::Unavailable, reason);
+        key_is_freed(&app, key).await;
+        let retried = release(&app, keyed(&disk, key)).await.unwrap();
+        assert!(
+            !retried.replayed,
+            "{reason}: the retry really went to Zenlayer"
+        );
+        assert!(app.simulator.disk(&disk).is_none(), "{reason}: released");
+    }
+}
+
+#[tokio::test]
+async fn a_key_is_freed_when_nothing_could_be_sent() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let app = spawn_app_with_settings(&[("ZENLAYER_BASE_URL", &url)]).await;
+    let first = release(&app, keyed("disk-recycled-data", "unsent-1"))
+        .await
+        .unwrap_err();
+    assert_error(&first, Code::Unavailable, "UPSTREAM_UNREACHABLE");
+    key_is_freed(&app, "unsent-1").await;
+    let second = release(&app, keyed("disk-recycled-data", "unsent-1"))
+        .await
+        .unwrap_err();
+    assert_error(&second, Code::Unavailable, "UPSTREAM_UNREACHABLE");
+    assert!(
+        !error_metadata(&second).contains_key("replayed"),
+        "the retry tried again rather than repeating the first answer"
+    );
+}
+
+#[tokio::test]
+async fn a_key_is_freed_when_too_little_deadline_was_left_and_the_retry_releases() {
+    let app = spawn_app().await;
+    app.release(request("disk-does-not-exist"))
+        .await
+        .unwrap_err();
+    let mut hurried = keyed("disk-recycled-data", "hurried-1");
+    hurried.set_timeout(Duration::from_millis(290));
+    let refused = release(&app, hurried).await.unwrap_err();
+    assert_error(&refused, Code::DeadlineExceeded, "DEADLINE_TOO_SHORT");
+    key_is_freed(&app, "hurried-1").await;
+    let retried = release(&app, keyed("disk-recycled-data", "hurried-1"))
         .await
         .unwrap();
     assert!(!retried.replayed);

@@ -2,9 +2,9 @@
 //! and a trace that runs from the caller through the gateway to Zenlayer.
 
 use crate::helpers::{TestApp, as_gateway, captured_logs, spawn_app, test_settings};
+use crate::helpers::{request, unauthenticated_request};
 use crate::otlp::{Collector, attribute};
 use crate::processes::GatewayProcess;
-use crate::release::{request, unauthenticated_request};
 use crate::tokens;
 use serde_json::Value;
 use uuid::Uuid;

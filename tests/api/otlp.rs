@@ -54,18 +54,12 @@ impl Collector {
 
     /// Waits (bounded) until a span named `name` has arrived; returns all.
     pub async fn spans_once_seen(&self, name: &str) -> Vec<Span> {
-        let wait = async {
-            loop {
-                let spans = self.spans.lock().unwrap().clone();
-                if spans.iter().any(|s| s.name == name) {
-                    return spans;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), wait)
-            .await
-            .unwrap_or_else(|_| panic!("no span {name} was exported"))
+        let what = format!("a span named {name} to be exported");
+        crate::helpers::eventually(Duration::from_secs(30), &what, || async {
+            let spans = self.spans.lock().unwrap().clone();
+            spans.iter().any(|s| s.name == name).then_some(spans)
+        })
+        .await
     }
 }
 

@@ -1,42 +1,14 @@
 //! ReleaseDisk end to end: what the caller gets for each thing Zenlayer can
 //! answer, and what reaches Zenlayer.
 
-use crate::helpers::{AppOptions, spawn_app, spawn_app_with};
-use crate::tokens;
+use crate::helpers::{
+    AppOptions, assert_error, request, spawn_app, spawn_app_with, spawn_app_with_settings,
+};
 use std::collections::HashMap;
 use std::time::Duration;
-use tonic::{Code, Request, Status};
+use tonic::Code;
 use tonic_types::StatusExt as _;
-use zenlayer_gateway::pb::ReleaseDiskRequest;
 use zenlayer_gateway::simulator::Fault;
-
-/// A release request from an authorized caller.
-pub fn request(disk_id: &str) -> Request<ReleaseDiskRequest> {
-    let mut request = unauthenticated_request(disk_id);
-    request
-        .metadata_mut()
-        .insert("authorization", tokens::bearer(&tokens::good_token()));
-    request
-}
-
-pub fn unauthenticated_request(disk_id: &str) -> Request<ReleaseDiskRequest> {
-    Request::new(ReleaseDiskRequest {
-        disk_id: disk_id.to_owned(),
-        idempotency_key: String::new(),
-        reason: "CHG-1234 remove leftover volume".to_owned(),
-    })
-}
-
-/// Asserts code and `ErrorInfo.reason`, and returns the ErrorInfo metadata.
-pub fn assert_error(status: &Status, code: Code, reason: &str) -> HashMap<String, String> {
-    assert_eq!(status.code(), code, "{status:?}");
-    let info = status
-        .get_details_error_info()
-        .expect("an ErrorInfo detail");
-    assert_eq!(info.reason, reason, "{status:?}");
-    assert_eq!(info.domain, "zenlayer-gateway");
-    info.metadata
-}
 
 #[tokio::test]
 async fn release_of_a_recycled_data_disk_returns_zenlayers_request_id() {
@@ -141,14 +113,7 @@ async fn zenlayer_error_codes_map_to_the_documented_grpc_codes() {
 
 #[tokio::test]
 async fn a_rejected_gateway_credential_is_an_internal_error_not_the_callers_fault() {
-    let app = spawn_app_with(AppOptions {
-        settings: HashMap::from([(
-            "ZENLAYER_ACCESS_KEY_PASSWORD".into(),
-            "wrong-password".into(),
-        )]),
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with_settings(&[("ZENLAYER_ACCESS_KEY_PASSWORD", "wrong-password")]).await;
     let status = app
         .release(request("disk-recycled-data"))
         .await
@@ -164,14 +129,11 @@ async fn a_rejected_gateway_credential_is_an_internal_error_not_the_callers_faul
 
 #[tokio::test]
 async fn a_bearer_token_credential_is_accepted_upstream() {
-    let app = spawn_app_with(AppOptions {
-        settings: HashMap::from([
-            ("ZENLAYER_ACCESS_KEY_ID".into(), String::new()),
-            ("ZENLAYER_ACCESS_KEY_PASSWORD".into(), String::new()),
-            ("ZENLAYER_ACCESS_TOKEN".into(), "test-bearer-token".into()),
-        ]),
-        ..Default::default()
-    })
+    let app = spawn_app_with_settings(&[
+        ("ZENLAYER_ACCESS_KEY_ID", ""),
+        ("ZENLAYER_ACCESS_KEY_PASSWORD", ""),
+        ("ZENLAYER_ACCESS_TOKEN", "test-bearer-token"),
+    ])
     .await;
     app.release(request("disk-recycled-data")).await.unwrap();
     let headers = &app.simulator.received()[0].headers;
@@ -209,11 +171,7 @@ async fn persistent_rate_limits_are_resource_exhausted_with_retry_info() {
 
 #[tokio::test]
 async fn a_hung_upstream_is_an_unknown_outcome_and_is_not_retried() {
-    let app = spawn_app_with(AppOptions {
-        settings: HashMap::from([("ZENLAYER_TIMEOUT_MS".into(), "300".into())]),
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with_settings(&[("ZENLAYER_TIMEOUT_MS", "300")]).await;
     app.simulator.inject(Fault::Hang, 10);
     let status = app
         .release(request("disk-recycled-data"))
@@ -242,11 +200,7 @@ async fn a_connection_dropped_after_sending_is_an_unknown_outcome_and_is_not_ret
 
 #[tokio::test]
 async fn the_callers_deadline_shortens_the_upstream_timeout() {
-    let app = spawn_app_with(AppOptions {
-        settings: HashMap::from([("ZENLAYER_TIMEOUT_MS".into(), "60000".into())]),
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with_settings(&[("ZENLAYER_TIMEOUT_MS", "60000")]).await;
     app.simulator.inject(Fault::Hang, 1);
     let mut call = request("disk-recycled-data");
     call.set_timeout(Duration::from_millis(1500));
@@ -261,13 +215,24 @@ async fn the_callers_deadline_shortens_the_upstream_timeout() {
 #[tokio::test]
 async fn a_deadline_too_short_to_call_zenlayer_sends_nothing() {
     let app = spawn_app().await;
+    // A first call warms the key cache and the connections, so that the
+    // refusal below is quick to decide and to arrive.
+    app.release(request("disk-does-not-exist"))
+        .await
+        .unwrap_err();
+    let before = app.simulator.requests_received();
     let mut call = request("disk-recycled-data");
     // Under 300 ms (200 ms minimum budget plus 100 ms to answer) is refused
-    // up front; 240 ms leaves the refusal time to arrive on a busy machine.
-    call.set_timeout(Duration::from_millis(240));
+    // up front, however quickly it is decided; 290 ms leaves the refusal as
+    // long as possible to arrive on a busy machine.
+    call.set_timeout(Duration::from_millis(290));
     let status = app.release(call).await.unwrap_err();
     assert_error(&status, Code::DeadlineExceeded, "DEADLINE_TOO_SHORT");
-    assert_eq!(app.simulator.requests_received(), 0);
+    assert_eq!(
+        app.simulator.requests_received(),
+        before,
+        "nothing was sent"
+    );
 }
 
 #[tokio::test]
@@ -372,4 +337,28 @@ async fn every_request_zenlayer_receives_is_signed_over_the_exact_body() {
         received.headers.get("x-zc-signature-method").unwrap(),
         "ZC2-HMAC-SHA256"
     );
+}
+
+#[tokio::test]
+async fn the_authorization_zenlayer_receives_is_exactly_the_documented_signature() {
+    let app = spawn_app().await;
+    app.release(request("disk-recycled-data")).await.unwrap();
+    let received = &app.simulator.received()[0];
+    let timestamp = received.header("x-zc-timestamp").expect("a timestamp");
+    let host = app
+        .simulator
+        .base_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    assert_eq!(received.header("host"), Some(host.as_str()));
+    let expected = crate::zc2::authorization(
+        crate::helpers::ACCESS_KEY_ID,
+        crate::helpers::ACCESS_KEY_PASSWORD,
+        timestamp,
+        "application/json",
+        &host,
+        &received.body,
+    );
+    assert_eq!(received.header("authorization"), Some(expected.as_str()));
 }

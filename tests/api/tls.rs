@@ -3,8 +3,10 @@
 //! while serving, and no plaintext where other machines can reach it.
 //! Certificates are made here, per test, by throwaway CAs.
 
-use crate::helpers::{AppOptions, TestApp, captured_logs, spawn_app_with};
-use crate::release::request;
+use crate::helpers::request;
+use crate::helpers::{
+    AppOptions, TestApp, captured_logs, eventually, spawn_app_with, spawn_app_with_settings,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
@@ -326,17 +328,12 @@ async fn certificates_replaced_on_disk_are_served_to_new_connections_without_a_r
 
     files.rotate_to(&new_ca);
 
-    let rotated = async {
-        loop {
-            if connect_and_check(&app, new_client()).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(RELOAD_DEADLINE, rotated)
-        .await
-        .expect("the new certificate and client CA are served within the deadline");
+    eventually(
+        RELOAD_DEADLINE,
+        "the new certificate and client CA to be served",
+        || async { connect_and_check(&app, new_client()).await.ok() },
+    )
+    .await;
 
     let response = release_over(&app, new_client())
         .await
@@ -365,21 +362,17 @@ async fn a_replacement_certificate_that_cannot_be_loaded_is_logged_and_the_curre
     );
 
     let cert_path = path_string(&files.cert);
-    let logged = async {
-        loop {
+    eventually(
+        RELOAD_DEADLINE,
+        "the broken file to be reported, naming its variable and path",
+        || async {
             let logs = captured_logs();
-            if logs
-                .lines()
+            logs.lines()
                 .any(|line| line.contains("cannot be loaded") && line.contains(&cert_path))
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(RELOAD_DEADLINE, logged)
-        .await
-        .expect("the broken file is reported, naming its variable and path");
+                .then_some(())
+        },
+    )
+    .await;
 
     connect_and_check(&app, ca.trusted_by_client())
         .await
@@ -392,13 +385,10 @@ async fn connect_and_check(app: &TestApp, tls: ClientTlsConfig) -> Result<(), St
 
 #[tokio::test]
 async fn plaintext_on_a_non_loopback_address_when_allowed_is_served_with_a_warning() {
-    let app = spawn_app_with(AppOptions {
-        settings: HashMap::from([
-            ("GATEWAY_LISTEN_ADDR".to_owned(), "0.0.0.0:0".to_owned()),
-            ("GATEWAY_ALLOW_PLAINTEXT".to_owned(), "true".to_owned()),
-        ]),
-        ..Default::default()
-    })
+    let app = spawn_app_with_settings(&[
+        ("GATEWAY_LISTEN_ADDR", "0.0.0.0:0"),
+        ("GATEWAY_ALLOW_PLAINTEXT", "true"),
+    ])
     .await;
     let channel = Channel::from_shared(format!("http://127.0.0.1:{}", app.addr.port()))
         .expect("a valid endpoint")

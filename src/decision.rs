@@ -1,0 +1,99 @@
+//! What the gateway decided about a call, before anything is sent: allowed,
+//! or refused and why. Refusals are their own type, separate from the
+//! failures of allowed calls, and each refusal's stable reason is decided
+//! here and nowhere else.
+
+use crate::auth::AuthError;
+use crate::domain::FieldViolation;
+
+/// How the gateway decided on a call, as the audit trail, metrics and logs
+/// label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Authorized and valid: forwarded (or answered from an earlier call
+    /// with the same idempotency key).
+    Allowed,
+    /// Refused for the caller's identity or role (or no way to check it).
+    Denied,
+    /// Refused for the request's content.
+    Invalid,
+}
+
+impl Decision {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// Why a call was refused; nothing was sent to Zenlayer for it.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// One or more request fields are invalid (never empty).
+    Invalid(Vec<FieldViolation>),
+    /// The caller's token, or its role, did not pass.
+    Denied(AuthError),
+    /// The idempotency key was first used for another disk.
+    KeyReused { key_disk: String },
+}
+
+impl Refusal {
+    /// The decision this refusal is recorded under.
+    pub fn decision(&self) -> Decision {
+        match self {
+            Self::Denied(_) => Decision::Denied,
+            Self::Invalid(_) | Self::KeyReused { .. } => Decision::Invalid,
+        }
+    }
+
+    /// The stable code the audit trail records as `decision_reason`.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Invalid(violations) => violations.first().map_or_else(
+                || "INVALID_ARGUMENT".to_owned(),
+                |v| format!("INVALID_{}", v.field.to_ascii_uppercase()),
+            ),
+            Self::Denied(error) => error.reason().to_owned(),
+            Self::KeyReused { .. } => "IDEMPOTENCY_KEY_REUSED".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_has_its_decision_and_reason() {
+        let violation = FieldViolation {
+            field: "disk_id",
+            description: String::new(),
+        };
+        let cases = [
+            (
+                Refusal::Invalid(vec![violation]),
+                Decision::Invalid,
+                "INVALID_DISK_ID",
+            ),
+            (
+                Refusal::Denied(AuthError::MissingToken),
+                Decision::Denied,
+                "TOKEN_MISSING",
+            ),
+            (
+                Refusal::KeyReused {
+                    key_disk: "disk-a".into(),
+                },
+                Decision::Invalid,
+                "IDEMPOTENCY_KEY_REUSED",
+            ),
+        ];
+        for (refusal, decision, reason) in cases {
+            assert_eq!(refusal.decision(), decision, "{refusal:?}");
+            assert_eq!(refusal.reason(), reason);
+        }
+    }
+}

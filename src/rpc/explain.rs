@@ -1,0 +1,301 @@
+//! What a caller is told, decided once per kind of ending: the gRPC code, a
+//! reason to branch on, and a message that says whether the disk may have
+//! been released and what to do next. Each function builds an [`Outcome`].
+
+use super::codes::code_from_name;
+use super::outcome::{Audited, Outcome, Upstream};
+use crate::audit::{Answer, OutcomeKind};
+use crate::auth::Verdict;
+use crate::decision::Refusal;
+use crate::domain::DiskId;
+use crate::zenlayer::{Accepted, Fate, UpstreamError};
+use std::time::Duration;
+use tonic::Code;
+use uuid::Uuid;
+
+/// Zenlayer accepted the release.
+pub(super) fn accepted(accepted: Accepted) -> Outcome {
+    Outcome {
+        reason: None,
+        upstream: Upstream {
+            request_id: Some(accepted.request_id),
+            http_status: Some(200),
+            zenlayer_code: None,
+        },
+        ..Outcome::failure(Code::Ok, "", String::new(), Fate::Answered)
+    }
+}
+
+/// A refused call: nothing was sent.
+pub(super) fn refused(refusal: &Refusal) -> Outcome {
+    let (code, reason, message) = match refusal {
+        Refusal::Invalid(violations) => (
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+            violations
+                .iter()
+                .map(|v| v.description.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        Refusal::Denied(error) => {
+            let code = match error.verdict() {
+                Verdict::Unauthenticated => Code::Unauthenticated,
+                Verdict::PermissionDenied => Code::PermissionDenied,
+                Verdict::Unavailable => Code::Unavailable,
+            };
+            (code, error.reason(), error.to_string())
+        }
+        Refusal::KeyReused { key_disk } => (
+            Code::FailedPrecondition,
+            "IDEMPOTENCY_KEY_REUSED",
+            format!(
+                "this idempotency_key was already used to release disk {key_disk}; use a new key for another disk"
+            ),
+        ),
+    };
+    let violations = match refusal {
+        Refusal::Invalid(violations) => violations.clone(),
+        Refusal::Denied(_) | Refusal::KeyReused { .. } => Vec::new(),
+    };
+    Outcome {
+        decision: refusal.decision(),
+        violations,
+        refusal_reason: Some(refusal.reason()),
+        ..Outcome::failure(code, reason, message, Fate::NotActed)
+    }
+}
+
+/// The attempt could not be recorded, so nothing was sent.
+pub(super) fn audit_unavailable(disk_id: &DiskId) -> Outcome {
+    Outcome {
+        audited: Audited::No,
+        ..Outcome::failure(
+            Code::Unavailable,
+            "AUDIT_UNAVAILABLE",
+            format!(
+                "the audit trail cannot be written right now, so nothing was sent to Zenlayer and disk {disk_id} was not released; retry later"
+            ),
+            Fate::NotActed,
+        )
+    }
+}
+
+/// Another call holding the same key has not ended yet.
+pub(super) fn key_in_flight() -> Outcome {
+    Outcome::failure(
+        Code::Aborted,
+        "IDEMPOTENCY_KEY_IN_FLIGHT",
+        "a call with this idempotency_key is still in progress; retry in a few seconds with the same key to get its answer (Zenlayer is not called twice)".to_owned(),
+        Fate::NotActed,
+    )
+}
+
+/// The answer an earlier call with the same key ended with, told again:
+/// same code, message and reason.
+pub(super) fn replayed(answer: &Answer, original: Uuid) -> Outcome {
+    let fate = match answer.kind {
+        OutcomeKind::Unknown => Fate::MayHaveActed,
+        OutcomeKind::Succeeded | OutcomeKind::Failed => Fate::Answered,
+    };
+    let code = code_from_name(&answer.grpc_code);
+    let reason = match code {
+        Code::Ok => None,
+        _ => Some(
+            answer
+                .error_reason
+                .clone()
+                .or_else(|| answer.zenlayer_code.clone())
+                .unwrap_or_else(|| "REPLAYED".to_owned()),
+        ),
+    };
+    Outcome {
+        reason,
+        upstream: Upstream {
+            request_id: answer.zenlayer_request_id.clone(),
+            http_status: answer.http_status,
+            zenlayer_code: answer.zenlayer_code.clone(),
+        },
+        replay_of: Some(original),
+        ..Outcome::failure(
+            code,
+            "",
+            answer.error_message.clone().unwrap_or_default(),
+            fate,
+        )
+    }
+}
+
+/// Zenlayer did not release the disk, or the gateway cannot tell.
+pub(super) fn upstream_failed(disk_id: &DiskId, error: &UpstreamError) -> Outcome {
+    let fate = error.fate();
+    let explained = explain(disk_id, error, fate);
+    Outcome {
+        retry_after: explained.retry_after,
+        upstream: Upstream {
+            request_id: error.upstream_request_id().map(str::to_owned),
+            http_status: error.http_status(),
+            zenlayer_code: error.zenlayer_code().map(str::to_owned),
+        },
+        ..Outcome::failure(explained.code, &explained.reason, explained.message, fate)
+    }
+}
+
+struct Explained {
+    code: Code,
+    reason: String,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+fn ours(code: Code, reason: &str, message: String) -> Explained {
+    Explained {
+        code,
+        reason: reason.to_owned(),
+        message,
+        retry_after: None,
+    }
+}
+
+fn explain(disk_id: &DiskId, error: &UpstreamError, fate: Fate) -> Explained {
+    match error {
+        UpstreamError::Api {
+            http_status,
+            code,
+            message,
+            ..
+        } => explain_api_code(disk_id, *http_status, code, message, fate),
+        UpstreamError::RateLimited { retry_after, .. } => Explained {
+            retry_after: Some(retry_after.unwrap_or(Duration::from_secs(1))),
+            ..ours(
+                Code::ResourceExhausted,
+                "REQUEST_LIMIT_EXCEEDED",
+                format!(
+                    "Zenlayer is rate limiting releases and disk {disk_id} was not released; retry after a pause"
+                ),
+            )
+        },
+        UpstreamError::SecurityChallenge => ours(
+            Code::Unavailable,
+            "SECURITY_CHALLENGE",
+            format!(
+                "Zenlayer's network edge answered with a security challenge; disk {disk_id} was not released. Operators: check the gateway's egress address with Zenlayer"
+            ),
+        ),
+        UpstreamError::RequestBlocked => ours(
+            Code::Unavailable,
+            "REQUEST_BLOCKED",
+            format!(
+                "Zenlayer's security policy blocked the request (HTTP 451); disk {disk_id} was not released. Operators: contact Zenlayer support"
+            ),
+        ),
+        UpstreamError::Unreadable { http_status, .. } => {
+            explain_unreadable(disk_id, *http_status, fate)
+        }
+        UpstreamError::NotSent(_) => ours(
+            Code::Unavailable,
+            "UPSTREAM_UNREACHABLE",
+            format!(
+                "could not connect to Zenlayer; nothing was sent and disk {disk_id} was not released. Retry later"
+            ),
+        ),
+        UpstreamError::OutcomeUnknown {
+            caller_deadline, ..
+        } => ours(
+            if *caller_deadline {
+                Code::DeadlineExceeded
+            } else {
+                Code::Unavailable
+            },
+            "OUTCOME_UNKNOWN",
+            format!(
+                "the release of disk {disk_id} was sent to Zenlayer but no answer came in time: the disk may or may not have been released. Retry with the same idempotency_key, or check DescribeDisks, before assuming either"
+            ),
+        ),
+        UpstreamError::DeadlineTooShort { remaining } => ours(
+            Code::DeadlineExceeded,
+            "DEADLINE_TOO_SHORT",
+            format!(
+                "only {}ms of your deadline were left, too little to call Zenlayer; nothing was sent. Allow a few seconds",
+                remaining.as_millis()
+            ),
+        ),
+    }
+}
+
+/// An answer that is not Zenlayer's API JSON: what it means for the disk
+/// is the fate's to say.
+fn explain_unreadable(disk_id: &DiskId, http_status: u16, fate: Fate) -> Explained {
+    match (http_status, fate) {
+        (200, _) => ours(
+            Code::Unknown,
+            "OUTCOME_UNKNOWN",
+            format!(
+                "Zenlayer answered HTTP 200 but without a readable requestId: disk {disk_id} was probably released. Check DescribeDisks before retrying"
+            ),
+        ),
+        (_, Fate::NotActed) => ours(
+            Code::Unavailable,
+            "UPSTREAM_UNAVAILABLE",
+            format!(
+                "Zenlayer (or a proxy in front of it) is unavailable (HTTP {http_status}); disk {disk_id} was not released. Retry later"
+            ),
+        ),
+        (_, Fate::MayHaveActed) => ours(
+            Code::Unavailable,
+            "UPSTREAM_UNAVAILABLE",
+            format!(
+                "Zenlayer (or a proxy in front of it) failed with HTTP {http_status} while handling the release: disk {disk_id} may or may not have been released. Check DescribeDisks before retrying"
+            ),
+        ),
+        (_, Fate::Answered) => ours(
+            Code::Unknown,
+            "UPSTREAM_UNREADABLE",
+            format!(
+                "Zenlayer answered HTTP {http_status} with a body that is not its API's; disk {disk_id} was most likely not released"
+            ),
+        ),
+    }
+}
+
+fn explain_api_code(
+    disk_id: &DiskId,
+    http_status: u16,
+    code: &str,
+    message: &str,
+    fate: Fate,
+) -> Explained {
+    let (code_for_caller, hint) = match code {
+        "INVALID_DISK_NOT_FOUND" | "OPERATION_FAILED_RESOURCE_NOT_FOUND" => (
+            Code::NotFound,
+            format!("Zenlayer has no disk {disk_id} (it may already have been released)"),
+        ),
+        c if c.starts_with("UNSUPPORTED_OPERATION_") || c == "OPERATION_FAILED_FOR_RECYCLE_RESOURCE" => (
+            Code::FailedPrecondition,
+            format!("Zenlayer will not release disk {disk_id} in its current state: only data disks in the recycle bin (RECYCLED) can be released"),
+        ),
+        c if c == "MISSING_PARAMETER" || c.starts_with("INVALID_PARAMETER") => (
+            Code::InvalidArgument,
+            format!("Zenlayer rejected the parameters for disk {disk_id}"),
+        ),
+        c if c.starts_with("AUTHFAILURE_") => (
+            Code::Internal,
+            "the gateway is misconfigured: Zenlayer rejected the gateway's own credential or clock. This is not a problem with your token; operators must fix the gateway".to_owned(),
+        ),
+        "SERVICE_TEMPORARY_UNAVAILABLE" => (
+            Code::Unavailable,
+            format!("Zenlayer is temporarily unavailable and did not release disk {disk_id}; retry later"),
+        ),
+        _ if fate == Fate::MayHaveActed => (
+            Code::Unavailable,
+            format!("Zenlayer failed while handling the release: disk {disk_id} may or may not have been released. Check DescribeDisks before retrying"),
+        ),
+        _ => (Code::Unknown, format!("Zenlayer did not release disk {disk_id}")),
+    };
+    Explained {
+        code: code_for_caller,
+        reason: code.to_owned(),
+        message: format!("{hint} (Zenlayer: {code}, HTTP {http_status}: {message})"),
+        retry_after: None,
+    }
+}
