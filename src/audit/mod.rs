@@ -7,10 +7,12 @@
 //! implementation can gather many concurrent records into one commit
 //! without changing them.
 
+mod error;
 mod record;
 mod store;
 mod upkeep;
 
+pub use error::AuditError;
 pub use record::{
     Answer, Attempt, Caller, Claim, OutcomeKind, OutcomeRecord, PriorCall, Recorded, RefusalRecord,
 };
@@ -22,18 +24,6 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
-
-/// The audit database could not store a record. Its message carries the
-/// database's reason, so every log line that quotes it says why.
-#[derive(Debug, thiserror::Error)]
-#[error("the audit trail could not be written: {0}")]
-pub struct AuditError(sqlx::Error);
-
-impl From<sqlx::Error> for AuditError {
-    fn from(error: sqlx::Error) -> Self {
-        Self(error)
-    }
-}
 
 /// Backoff for outcome writes: a database blip of up to about half a
 /// minute is ridden out.

@@ -7,7 +7,8 @@
 //! - idempotency keys older than the retention period are purged (the calls
 //!   they point to stay in the audit trail).
 
-use super::{AuditError, store};
+use super::error::AuditError;
+use super::store;
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

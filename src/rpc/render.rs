@@ -113,7 +113,9 @@ impl Outcome {
     }
 
     /// The one line each call leaves in the log; the call's span adds the
-    /// request id, call id and trace id.
+    /// request id, call id and trace id. The status message goes in
+    /// `error_message`: a field named `message` would collide with the
+    /// event's own message and leave JSON logs with a duplicate key.
     pub fn log(&self, principal: Option<&str>, disk_id: &str, elapsed: Duration) {
         let duration_ms = elapsed.as_millis() as u64;
         let disk_id = disk_id.chars().take(80).collect::<String>();
@@ -142,7 +144,7 @@ impl Outcome {
                 reason = self.reason.as_deref().unwrap_or_default(),
                 zenlayer.request_id = request_id,
                 duration_ms,
-                message = self.message,
+                error_message = self.message,
                 "ReleaseDisk did not release"
             ),
         }

@@ -29,6 +29,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest `Retry-After` the gateway waits out itself.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(10);
 
+impl ZenlayerSettings {
+    /// The upstream client these settings describe.
+    pub fn client(&self) -> anyhow::Result<ZenlayerClient> {
+        ZenlayerClient::new(self)
+    }
+}
+
 /// A client for Zenlayer's VM API (`<base>/api/v2/vm`).
 #[derive(Debug, Clone)]
 pub struct ZenlayerClient {

@@ -2,7 +2,6 @@
 //! `settings`, so that `settings` depends on `zenlayer` and not the other
 //! way round; `settings` reads it from the environment.
 
-use super::ZenlayerClient;
 use reqwest::Url;
 use secrecy::SecretString;
 use std::time::Duration;
@@ -32,11 +31,4 @@ pub struct ZenlayerSettings {
     pub rate_limit_retries: u32,
     /// `ZENLAYER_RETRY_BACKOFF_MS`: first backoff; it doubles on each retry.
     pub retry_backoff: Duration,
-}
-
-impl ZenlayerSettings {
-    /// The upstream client these settings describe.
-    pub fn client(&self) -> anyhow::Result<ZenlayerClient> {
-        ZenlayerClient::new(self)
-    }
 }
