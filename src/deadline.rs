@@ -105,6 +105,15 @@ impl Deadline {
         })
     }
 
+    /// The part of the deadline a read before the release may use: half of
+    /// what is left, so that the release keeps the other half.
+    pub fn first_half(self) -> Self {
+        match self.remaining() {
+            Some(left) => Self::at(Instant::now() + left / 2),
+            None => Self::NONE,
+        }
+    }
+
     /// How long the answer may wait now for its outcome to be recorded.
     pub fn outcome_wait(self) -> Duration {
         self.remaining().map_or(OUTCOME_BEFORE_ANSWER, |left| {
@@ -186,6 +195,14 @@ mod tests {
         assert!(near.outcome_wait() <= Duration::from_millis(300) - ANSWER_TRAVEL);
         let past = Deadline::at(Instant::now());
         assert_eq!(past.outcome_wait(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_read_before_the_release_gets_half_of_what_is_left() {
+        assert_eq!(Deadline::NONE.first_half(), Deadline::NONE);
+        let deadline = Deadline::at(Instant::now() + Duration::from_secs(10));
+        let half = deadline.first_half().remaining().unwrap();
+        assert!(half <= Duration::from_secs(5) && half > Duration::from_millis(4900));
     }
 
     #[test]

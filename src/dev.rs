@@ -98,6 +98,7 @@ async fn start_simulator() -> anyhow::Result<(SimulatorHandle, String, String)> 
             password: password.clone(),
         }],
         disks: simulator::sample_disks(),
+        ..Default::default()
     };
     let handle = simulator::spawn(config, listener)
         .await

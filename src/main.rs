@@ -164,6 +164,7 @@ async fn run_simulator(source: &dyn Source, listen: std::net::SocketAddr) -> any
         SimulatorConfig {
             credentials,
             disks: simulator::sample_disks(),
+            ..Default::default()
         },
         listener,
     )

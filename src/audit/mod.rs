@@ -55,14 +55,23 @@ impl AuditLog {
             .await
     }
 
-    /// Stores a call that ended without being forwarded (a replay) together
-    /// with its outcome, atomically.
+    /// The call holding `claim`'s key, if any, with its best-known outcome.
+    pub async fn key_holder(&self, claim: &Claim) -> Result<Option<PriorCall>, AuditError> {
+        let mut db = self.pool.acquire().await?;
+        Ok(store::key_holder(&mut db, claim).await?)
+    }
+
+    /// Stores a call that ended without being forwarded together with its
+    /// outcome, atomically; `record` names it in the metrics: `replay` (a
+    /// key's earlier answer told again) or `preflight` (decided by the look
+    /// at the disk).
     pub async fn record_concluded(
         &self,
+        record: &'static str,
         attempt: &Attempt,
         outcome: &OutcomeRecord,
     ) -> Result<(), AuditError> {
-        self.measured("replay", self.insert_concluded(attempt, outcome))
+        self.measured(record, self.insert_concluded(attempt, outcome))
             .await
     }
 

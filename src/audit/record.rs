@@ -3,6 +3,7 @@
 //! it gets here.
 
 use crate::decision::Decision;
+use crate::zenlayer::DiskSnapshot;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -60,6 +61,8 @@ pub struct Attempt {
     pub refusal: Option<RefusalRecord>,
     /// The earlier call whose answer this one repeated (same idempotency key).
     pub replay_of: Option<Uuid>,
+    /// The disk as the pre-flight `DescribeDisks` listed it, when it did.
+    pub disk: Option<DiskSnapshot>,
 }
 
 /// How an allowed call ended.
@@ -93,6 +96,8 @@ pub struct Answer {
     pub zenlayer_code: Option<String>,
     pub zenlayer_request_id: Option<String>,
     pub http_status: Option<u16>,
+    /// The Zenlayer action the request id and HTTP status belong to.
+    pub zenlayer_action: Option<String>,
 }
 
 /// A caller's claim on an idempotency key, for one disk.

@@ -1,6 +1,7 @@
 //! The audit trail's SQL, one small function per statement.
 
 use super::record::{Answer, Attempt, Claim, OutcomeKind, OutcomeRecord, PriorCall, storable};
+use crate::zenlayer::DiskSnapshot;
 use sqlx::PgConnection;
 use std::time::Duration;
 use uuid::Uuid;
@@ -17,12 +18,18 @@ pub(super) async fn insert_attempt(
     let refusal = attempt.refusal.as_ref();
     let text = |value: &str| storable(value, MAX_FIELD_CHARS);
     let roles = caller.roles.iter().map(|r| text(r)).collect::<Vec<_>>();
+    let disk = attempt.disk.as_ref();
+    let disk_text = |field: fn(&DiskSnapshot) -> &Option<String>| {
+        disk.and_then(|d| field(d).as_deref()).map(text)
+    };
     sqlx::query!(
         "INSERT INTO audit.release_attempts (
             call_id, received_at, principal, issuer, client_id, token_jti, token_fingerprint, roles,
             peer_addr, user_agent, x_request_id, trace_id, disk_id, reason, idempotency_key,
-            decision, decision_reason, refusal_grpc_code, refusal_message, replay_of, peer_identity)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+            decision, decision_reason, refusal_grpc_code, refusal_message, replay_of, peer_identity,
+            disk_snapshot, disk_name, zone_id, disk_size_gib, disk_type, disk_status_before, disk_tags)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                 $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
         attempt.call_id,
         attempt.received_at,
         caller.principal.as_deref().map(text),
@@ -44,6 +51,13 @@ pub(super) async fn insert_attempt(
         refusal.map(|r| text(&r.message)),
         attempt.replay_of,
         attempt.peer_identity.as_deref().map(text),
+        disk.map(|d| &d.entry),
+        disk_text(|d| &d.disk_name),
+        disk_text(|d| &d.zone_id),
+        disk.and_then(|d| d.disk_size_gib),
+        disk_text(|d| &d.disk_type),
+        disk_text(|d| &d.disk_status),
+        disk.map(|d| serde_json::Value::Object(d.tags.clone())),
     )
     .execute(db)
     .await?;
@@ -82,7 +96,8 @@ pub(super) async fn key_holder(
 ) -> Result<Option<PriorCall>, sqlx::Error> {
     let row = sqlx::query!(
         r#"SELECT k.call_id, k.disk_id, o.outcome AS "outcome?", o.grpc_code AS "grpc_code?",
-                o.error_reason, o.error_message, o.zenlayer_code, o.zenlayer_request_id, o.http_status
+                o.error_reason, o.error_message, o.zenlayer_code, o.zenlayer_request_id, o.http_status,
+                o.zenlayer_action
          FROM idempotency.keys k
          LEFT JOIN LATERAL (
              SELECT * FROM audit.release_outcomes o
@@ -110,6 +125,7 @@ pub(super) async fn key_holder(
             zenlayer_code: row.zenlayer_code,
             zenlayer_request_id: row.zenlayer_request_id,
             http_status: row.http_status.and_then(|s| u16::try_from(s).ok()),
+            zenlayer_action: row.zenlayer_action,
         }),
         _ => None,
     };
@@ -131,8 +147,8 @@ pub(super) async fn insert_outcome(
     sqlx::query!(
         "INSERT INTO audit.release_outcomes (
             call_id, completed_at, outcome, grpc_code, error_reason, zenlayer_code,
-            zenlayer_request_id, http_status, error_message, recorded_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'call')
+            zenlayer_request_id, http_status, error_message, zenlayer_action, recorded_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'call')
          ON CONFLICT DO NOTHING",
         outcome.call_id,
         outcome.completed_at,
@@ -146,6 +162,7 @@ pub(super) async fn insert_outcome(
             .error_message
             .as_deref()
             .map(|m| storable(m, MAX_FIELD_CHARS)),
+        answer.zenlayer_action.as_deref(),
     )
     .execute(db)
     .await?;

@@ -50,5 +50,6 @@ pub fn received(
         idempotency_key: idempotency_key.map(str::to_owned),
         refusal: None,
         replay_of: None,
+        disk: None,
     }
 }

@@ -3,12 +3,12 @@
 //! been released and what to do next. Each function builds an [`Outcome`].
 
 use super::codes::code_from_name;
-use super::outcome::{Audited, Outcome, Upstream};
+use super::outcome::{Audited, DESCRIBE_DISKS, Outcome, RELEASE_DISK, Upstream};
 use crate::audit::{Answer, OutcomeKind};
 use crate::auth::Verdict;
 use crate::decision::Refusal;
 use crate::domain::DiskId;
-use crate::zenlayer::{Accepted, Fate, UpstreamError};
+use crate::zenlayer::{Accepted, DiskSnapshot, Fate, UpstreamError};
 use std::time::Duration;
 use tonic::Code;
 use uuid::Uuid;
@@ -18,6 +18,7 @@ pub(super) fn accepted(accepted: Accepted) -> Outcome {
     Outcome {
         reason: None,
         upstream: Upstream {
+            action: Some(RELEASE_DISK.to_owned()),
             request_id: Some(accepted.request_id),
             http_status: Some(200),
             zenlayer_code: None,
@@ -74,7 +75,7 @@ pub(super) fn audit_unavailable(disk_id: &DiskId) -> Outcome {
             Code::Unavailable,
             "AUDIT_UNAVAILABLE",
             format!(
-                "the audit trail cannot be written right now, so nothing was sent to Zenlayer and disk {disk_id} was not released; retry later"
+                "the audit trail cannot be written right now, so the release was not sent to Zenlayer and disk {disk_id} was not released; retry later"
             ),
             Fate::NotActed,
         )
@@ -112,6 +113,7 @@ pub(super) fn replayed(answer: &Answer, original: Uuid) -> Outcome {
     Outcome {
         reason,
         upstream: Upstream {
+            action: answer.zenlayer_action.clone(),
             request_id: answer.zenlayer_request_id.clone(),
             http_status: answer.http_status,
             zenlayer_code: answer.zenlayer_code.clone(),
@@ -132,12 +134,131 @@ pub(super) fn upstream_failed(disk_id: &DiskId, error: &UpstreamError) -> Outcom
     let explained = explain(disk_id, error, fate);
     Outcome {
         retry_after: explained.retry_after,
-        upstream: Upstream {
-            request_id: error.upstream_request_id().map(str::to_owned),
-            http_status: error.http_status(),
-            zenlayer_code: error.zenlayer_code().map(str::to_owned),
-        },
+        upstream: upstream_of(RELEASE_DISK, error),
         ..Outcome::failure(explained.code, &explained.reason, explained.message, fate)
+    }
+}
+
+fn upstream_of(action: &str, error: &UpstreamError) -> Upstream {
+    Upstream {
+        action: Some(action.to_owned()),
+        request_id: error.upstream_request_id().map(str::to_owned),
+        http_status: error.http_status(),
+        zenlayer_code: error.zenlayer_code().map(str::to_owned),
+    }
+}
+
+/// What the pre-flight found made the release pointless or wrong; nothing
+/// was released. `None` for a disk that was not listed.
+pub(super) fn preflight_refused(
+    disk_id: &DiskId,
+    disk: Option<&DiskSnapshot>,
+    describe_request_id: &str,
+) -> Outcome {
+    let (code, reason, message) = match disk {
+        None => (
+            Code::NotFound,
+            "INVALID_DISK_NOT_FOUND",
+            format!(
+                "Zenlayer has no disk {disk_id}: DescribeDisks does not list it (it may already have been released); nothing was released"
+            ),
+        ),
+        Some(disk) => not_releasable(disk_id, disk),
+    };
+    Outcome {
+        upstream: Upstream {
+            action: Some(DESCRIBE_DISKS.to_owned()),
+            request_id: Some(describe_request_id.to_owned()),
+            http_status: None,
+            zenlayer_code: None,
+        },
+        ..Outcome::failure(code, reason, message, Fate::NotActed)
+    }
+}
+
+/// Why a listed disk cannot be released, with what to do about it; the
+/// reasons are the codes Zenlayer's `ReleaseDisk` would answer with.
+fn not_releasable(disk_id: &DiskId, disk: &DiskSnapshot) -> (Code, &'static str, String) {
+    let status = disk.disk_status.as_deref().unwrap_or("of unknown status");
+    if disk.is_system() {
+        return (
+            Code::FailedPrecondition,
+            "UNSUPPORTED_OPERATION_DISK_SYSTEM_TYPE",
+            format!(
+                "disk {disk_id} is a system disk ({status}); system disks cannot be released, they go with their instance. Nothing was released"
+            ),
+        );
+    }
+    let (reason, what_to_do) = match status {
+        "RECYCLING" => (
+            "UNSUPPORTED_OPERATION_RECYCLE_STATUS",
+            "it is still being moved into the recycle bin; retry once DescribeDisks shows it RECYCLED".to_owned(),
+        ),
+        "DELETING" => (
+            "UNSUPPORTED_OPERATION_DISK_NOT_BEING_RECYCLE",
+            "it is already being deleted: it was released before".to_owned(),
+        ),
+        _ => (
+            "UNSUPPORTED_OPERATION_DISK_NOT_BEING_RECYCLE",
+            match (&disk.instance_id, &disk.instance_name) {
+                (Some(id), Some(name)) if name != id => format!(
+                    "it is attached to instance {id} ({name}): detach it and TerminateDisk it into the recycle bin first"
+                ),
+                (Some(id), _) => format!(
+                    "it is attached to instance {id}: detach it and TerminateDisk it into the recycle bin first"
+                ),
+                (None, _) => "TerminateDisk it into the recycle bin first".to_owned(),
+            },
+        ),
+    };
+    (
+        Code::FailedPrecondition,
+        reason,
+        format!(
+            "disk {disk_id} is {status}, not in the recycle bin (RECYCLED): {what_to_do}. Nothing was released"
+        ),
+    )
+}
+
+/// `DescribeDisks` failed, so the disk was not looked at and not released.
+/// Too little deadline and no connection are told as for the release
+/// itself: the caller's remedy is the same whichever call met them.
+pub(super) fn preflight_unavailable(disk_id: &DiskId, error: &UpstreamError) -> Outcome {
+    if let UpstreamError::DeadlineTooShort { .. } | UpstreamError::NotSent(_) = error {
+        let explained = explain(disk_id, error, Fate::NotActed);
+        return Outcome {
+            upstream: upstream_of(DESCRIBE_DISKS, error),
+            ..Outcome::failure(
+                explained.code,
+                &explained.reason,
+                explained.message,
+                Fate::NotActed,
+            )
+        };
+    }
+    let operator = error
+        .zenlayer_code()
+        .is_some_and(|code| code.starts_with("AUTHFAILURE_"));
+    let (code, reason, message) = if operator {
+        (
+            Code::Internal,
+            error.zenlayer_code().unwrap_or_default().to_owned(),
+            format!(
+                "the gateway is misconfigured: Zenlayer refused its DescribeDisks ({error}), so disk {disk_id} could not be looked at and was not released. Operators: fix the gateway's Zenlayer key, or set ZENLAYER_PREFLIGHT=false for a key that may not describe disks"
+            ),
+        )
+    } else {
+        (
+            Code::Unavailable,
+            "PREFLIGHT_UNAVAILABLE".to_owned(),
+            format!(
+                "could not look at disk {disk_id} before releasing it (DescribeDisks: {error}); nothing was released. Retry later"
+            ),
+        )
+    };
+    Outcome {
+        upstream: upstream_of(DESCRIBE_DISKS, error),
+        ..Outcome::failure(code, &reason, message, Fate::NotActed)
     }
 }
 

@@ -13,6 +13,10 @@ use std::time::Duration;
 use tonic::Code;
 use uuid::Uuid;
 
+/// The Zenlayer actions an outcome can be about.
+pub const RELEASE_DISK: &str = "ReleaseDisk";
+pub const DESCRIBE_DISKS: &str = "DescribeDisks";
+
 /// Whether the call's audit record was stored, so that its id may be quoted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Audited {
@@ -23,6 +27,9 @@ pub enum Audited {
 /// What Zenlayer said about a call, when it said anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Upstream {
+    /// The action the rest is about: `ReleaseDisk`, or `DescribeDisks`
+    /// when the pre-flight decided the call.
+    pub action: Option<String>,
     pub request_id: Option<String>,
     pub http_status: Option<u16>,
     /// Zenlayer's own error code.

@@ -1,7 +1,9 @@
 //! The path of one release, as steps over values: authenticate, validate,
-//! decide; then either record the refusal, or record the attempt (claiming
-//! its idempotency key) and call Zenlayer; then answer and record the
-//! outcome. The whole path runs in a task of its own, so a caller who
+//! decide; then either record the refusal, or look at the disk
+//! (`DescribeDisks`, a read), record the attempt with what was seen
+//! (claiming its idempotency key) and call Zenlayer's `ReleaseDisk`; then
+//! answer and record the outcome. Nothing is released before the attempt is
+//! durably recorded. The whole path runs in a task of its own, so a caller who
 //! cancels, or whose deadline expires, cannot cut it short: every call the
 //! gateway received leaves its record, and a recorded attempt always gets
 //! its outcome. The caller's deadline still bounds the upstream call.
@@ -21,7 +23,7 @@ use crate::auth::{AuthError, Authenticator, Authorized};
 use crate::decision::Refusal;
 use crate::domain::ReleaseRequest;
 use crate::metrics::Metrics;
-use crate::zenlayer::ZenlayerClient;
+use crate::zenlayer::{DiskSnapshot, ZenlayerClient};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -119,11 +121,13 @@ impl ReleasePath {
         outcome
     }
 
-    /// Records the attempt, claiming its key, then calls Zenlayer.
+    /// Answers from the call already holding the key, if any; looks at the
+    /// disk; records the attempt (with what it saw), claiming the key; then
+    /// calls Zenlayer.
     async fn forward(
         &self,
         call: &CallContext,
-        attempt: Attempt,
+        mut attempt: Attempt,
         caller: &Authorized,
         request: &ReleaseRequest,
     ) -> Concluded {
@@ -133,6 +137,30 @@ impl ReleasePath {
             key: key.as_str().to_owned(),
             disk_id: request.disk_id.as_str().to_owned(),
         });
+        // Before the pre-flight: a retry after a success must get the same
+        // answer, not NOT_FOUND for the disk its first call released.
+        if let Some(claim) = &claim {
+            match self.audit.key_holder(claim).await {
+                Ok(None) => {}
+                Ok(Some(holder)) => {
+                    return Concluded::answered(self.replay(call, attempt, holder, request).await);
+                }
+                Err(error) => {
+                    alerts::audit_unavailable(&error);
+                    return Concluded::answered(explain::audit_unavailable(&request.disk_id));
+                }
+            }
+        }
+        if self.zenlayer.preflight() {
+            match self.preflight(call, &mut attempt, request).await {
+                Ok(()) => {}
+                Err(outcome) => {
+                    return Concluded::answered(
+                        self.conclude("preflight", call, attempt, outcome).await,
+                    );
+                }
+            }
+        }
         match self.audit.record_attempt(&attempt, claim.as_ref()).await {
             Ok(Recorded::Stored) => {}
             Ok(Recorded::KeyTaken(holder)) => {
@@ -163,6 +191,52 @@ impl ReleasePath {
         }
     }
 
+    /// Looks at the disk before releasing it: keeps what Zenlayer listed in
+    /// the attempt, and refuses (with nothing released) a disk that is not
+    /// listed, cannot be released, or could not be looked at. Zenlayer's
+    /// answer to the release still decides: the disk can change meanwhile.
+    async fn preflight(
+        &self,
+        call: &CallContext,
+        attempt: &mut Attempt,
+        request: &ReleaseRequest,
+    ) -> Result<(), Outcome> {
+        let looked = self
+            .zenlayer
+            .describe_disk(&request.disk_id, call.deadline.first_half())
+            .await;
+        let described = looked.map_err(|error| {
+            alerts::upstream(&error);
+            explain::preflight_unavailable(&request.disk_id, &error)
+        })?;
+        attempt.disk = described.disk;
+        match &attempt.disk {
+            Some(disk) if releasable(disk) => Ok(()),
+            disk => Err(explain::preflight_refused(
+                &request.disk_id,
+                disk.as_ref(),
+                &described.request_id,
+            )),
+        }
+    }
+
+    /// Records a call that ended before its release was sent, with its
+    /// outcome, in one transaction; `kind` names the write in the metrics.
+    async fn conclude(
+        &self,
+        kind: &'static str,
+        call: &CallContext,
+        attempt: Attempt,
+        mut outcome: Outcome,
+    ) -> Outcome {
+        let record = outcome.record(call, false);
+        if let Err(error) = self.audit.record_concluded(kind, &attempt, &record).await {
+            tracing::error!(error = %error, attempt = ?attempt, outcome = ?record, "a call could not be recorded in the audit trail; this log line is its record");
+            outcome.audited = Audited::No;
+        }
+        outcome
+    }
+
     /// Answers a call whose key another call holds, and records it (with
     /// its outcome, atomically) as a replay of that call.
     async fn replay(
@@ -179,16 +253,11 @@ impl ReleasePath {
             };
             return self.refuse(attempt, &refusal).await;
         }
-        let mut outcome = match holder.answer.filter(replayable) {
+        let outcome = match holder.answer.filter(replayable) {
             Some(answer) => explain::replayed(&answer, holder.call_id),
             None => explain::key_in_flight(),
         };
-        let record = outcome.record(call, false);
-        if let Err(error) = self.audit.record_concluded(&attempt, &record).await {
-            tracing::error!(error = %error, attempt = ?attempt, outcome = ?record, "a replayed call could not be recorded in the audit trail; this log line is its record");
-            outcome.audited = Audited::No;
-        }
-        outcome
+        self.conclude("replay", call, attempt, outcome).await
     }
 }
 
@@ -202,6 +271,11 @@ fn decide(
     let request = parsed.map_err(Refusal::Invalid)?;
     let caller = authorized.map_err(Refusal::Denied)?;
     Ok((request, caller))
+}
+
+/// Only a data disk in the recycle bin can be released.
+fn releasable(disk: &DiskSnapshot) -> bool {
+    !disk.is_system() && disk.disk_status.as_deref() == Some("RECYCLED")
 }
 
 /// A held key's answer is repeated only if the call ended in a way a retry

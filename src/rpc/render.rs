@@ -5,7 +5,7 @@
 
 use super::CallContext;
 use super::codes::code_name;
-use super::outcome::{Audited, Outcome};
+use super::outcome::{Audited, Outcome, RELEASE_DISK};
 use crate::audit::{Answer, OutcomeRecord, RefusalRecord};
 use crate::decision::Decision;
 use crate::metrics::Metrics;
@@ -59,6 +59,15 @@ impl Outcome {
         if let Some(status) = self.upstream.http_status {
             put("http_status", status.to_string());
         }
+        // Most outcomes are about the release; only another action is named.
+        if let Some(action) = self
+            .upstream
+            .action
+            .as_deref()
+            .filter(|a| *a != RELEASE_DISK)
+        {
+            put("zenlayer_action", action.to_owned());
+        }
         if let Some(original) = self.replay_of {
             put("replayed", "true".to_owned());
             put("original_audit_id", original.to_string());
@@ -76,6 +85,7 @@ impl Outcome {
             zenlayer_code: self.upstream.zenlayer_code.clone(),
             zenlayer_request_id: self.upstream.request_id.clone(),
             http_status: self.upstream.http_status,
+            zenlayer_action: self.upstream.action.clone(),
         }
     }
 

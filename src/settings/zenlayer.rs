@@ -19,6 +19,7 @@ pub(super) fn read(r: &mut Reader) -> ZenlayerSettings {
         timeout: r.millis("ZENLAYER_TIMEOUT_MS", 10_000, (100, 600_000)),
         rate_limit_retries: r.or("ZENLAYER_RATE_LIMIT_RETRIES", "a whole number", 3),
         retry_backoff: r.millis("ZENLAYER_RETRY_BACKOFF_MS", 1_000, (1, 60_000)),
+        preflight: r.or("ZENLAYER_PREFLIGHT", "true or false", true),
     }
 }
 

@@ -54,20 +54,22 @@ fn run(
         .check(headers, body, chrono::Utc::now().timestamp())?;
     let action = Action::from_headers(headers)?;
     let params = Params::parse(body)?;
+    let mut inventory = lock(&shared.inventory);
+    inventory.settle();
     match action {
         Action::ReleaseDisk => {
             let disk_id = params.required_str("diskId")?;
-            lock(&shared.inventory).release(disk_id)?;
+            inventory.release(disk_id)?;
             Ok(Map::new())
         }
         Action::TerminateDisk => {
             let disk_id = params.required_str("diskId")?;
-            lock(&shared.inventory).terminate(disk_id)?;
+            inventory.terminate(disk_id)?;
             Ok(Map::new())
         }
         Action::DescribeDisks => {
             let query = DiskQuery::from_params(&params)?;
-            Ok(query.run(&lock(&shared.inventory)))
+            Ok(query.run(&inventory))
         }
     }
 }

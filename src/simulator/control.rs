@@ -6,7 +6,8 @@
 //! - `GET /_simulator/disks`: every disk, in `DescribeDisks` entry form
 //! - `POST /_simulator/disks`: add or replace one disk (a `Disk` as JSON)
 //! - `GET /_simulator/requests`: the request log
-//! - `POST /_simulator/faults`: `{"fault": {"type": "rateLimited"}, "times": 2}`
+//! - `POST /_simulator/faults`: `{"fault": {"type": "rateLimited"}, "times": 2}`,
+//!   with `"action": "DescribeDisks"` to fail only requests of that action
 //! - `DELETE /_simulator/faults`: drop every pending fault
 //!
 //! They need no credentials (the simulator guards nothing real) and are
@@ -46,6 +47,8 @@ enum FaultSpec {
     EmptyBody { http_status: u16 },
     DropConnection,
     Hang,
+    ActThenDrop,
+    ActThenFail,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +56,9 @@ struct InjectRequest {
     fault: FaultSpec,
     #[serde(default = "one")]
     times: usize,
+    /// Only requests naming this `X-ZC-Action`; every request when absent.
+    #[serde(default)]
+    action: Option<String>,
 }
 
 fn one() -> usize {
@@ -91,9 +97,9 @@ fn stats(shared: &Shared) -> Reply {
 
 fn pending_faults(shared: &Shared) -> Value {
     let faults = lock(&shared.faults);
-    let pending = faults
-        .iter()
-        .map(|(fault, times)| json!({ "fault": FaultSpec::from(fault), "times": times }));
+    let pending = faults.iter().map(
+        |p| json!({ "fault": FaultSpec::from(&p.fault), "times": p.remaining, "action": p.action }),
+    );
     Value::Array(pending.collect())
 }
 
@@ -155,7 +161,11 @@ fn inject(shared: &Shared, body: &[u8]) -> Reply {
             "httpStatus must be within 200..=599",
         );
     }
-    lock(&shared.faults).push(request.fault.into(), request.times);
+    lock(&shared.faults).push_for(
+        request.action.as_deref(),
+        request.fault.into(),
+        request.times,
+    );
     reply::json_reply(
         StatusCode::OK,
         &json!({ "pendingFaults": pending_faults(shared) }),
@@ -178,6 +188,8 @@ impl From<FaultSpec> for Fault {
             FaultSpec::EmptyBody { http_status } => Fault::EmptyBody(http_status),
             FaultSpec::DropConnection => Fault::DropConnection,
             FaultSpec::Hang => Fault::Hang,
+            FaultSpec::ActThenDrop => Fault::ActThenDrop,
+            FaultSpec::ActThenFail => Fault::ActThenFail,
         }
     }
 }
@@ -196,6 +208,8 @@ impl From<&Fault> for FaultSpec {
             Fault::EmptyBody(http_status) => FaultSpec::EmptyBody { http_status },
             Fault::DropConnection => FaultSpec::DropConnection,
             Fault::Hang => FaultSpec::Hang,
+            Fault::ActThenDrop => FaultSpec::ActThenDrop,
+            Fault::ActThenFail => FaultSpec::ActThenFail,
         }
     }
 }

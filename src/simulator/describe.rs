@@ -115,7 +115,10 @@ pub(crate) fn disk_entry(stored: &StoredDisk) -> Value {
         "expiredTime": null,
         "period": null,
         "autoRenew": false,
-        "tags": null,
+        // As the official SDKs model it: an object holding a list of pairs.
+        "tags": {
+            "tags": disk.tags.iter().map(|(key, value)| json!({"key": key, "value": value})).collect::<Vec<_>>()
+        },
     })
 }
 

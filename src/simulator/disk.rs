@@ -6,6 +6,7 @@
 //! the control endpoints and for `DescribeDisks`.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The instance the sample disks are attached to. Nothing checks that it
 /// exists: the simulator models disks, not instances.
@@ -23,6 +24,9 @@ pub struct Disk {
     pub charge_type: ChargeType,
     pub disk_size: u32,
     pub instance_id: Option<String>,
+    /// Zenlayer's tags, key to value.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -74,7 +78,14 @@ impl Disk {
             charge_type: ChargeType::Postpaid,
             disk_size: 20,
             instance_id: attached.then(|| SAMPLE_INSTANCE_ID.to_owned()),
+            tags: BTreeMap::new(),
         }
+    }
+
+    /// The same disk with one more tag.
+    pub fn tagged(mut self, key: &str, value: &str) -> Disk {
+        self.tags.insert(key.to_owned(), value.to_owned());
+        self
     }
 
     fn with_charge_type(mut self, charge_type: ChargeType) -> Disk {

@@ -42,6 +42,12 @@ pub enum Fault {
     /// Never answers; the connection stays open until the client gives up
     /// (or the simulator shuts down).
     Hang,
+    /// Carries the request out, then closes the connection without an
+    /// answer: the client cannot know that it acted.
+    ActThenDrop,
+    /// Carries the request out, then answers 500 `INTERNAL_SERVER_ERROR`,
+    /// as a Zenlayer that failed after acting would.
+    ActThenFail,
 }
 
 /// What the request handler does after consulting a fault.
@@ -53,29 +59,55 @@ pub(crate) enum Outcome {
     Answer(Reply),
     /// Close the connection without answering.
     Drop,
+    /// Carry the request out, then send this instead of its answer (or, for
+    /// `None`, close the connection).
+    ActThen(Option<Reply>),
 }
 
-/// Pending faults in the order they will be applied, each with how many more
-/// requests it applies to.
+/// One queued fault: what, for how many more requests, and for which
+/// action (`None`: whatever the action).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pending {
+    pub fault: Fault,
+    pub remaining: usize,
+    pub action: Option<String>,
+}
+
+/// Pending faults in the order they will be applied.
 #[derive(Debug, Default)]
 pub(crate) struct FaultQueue {
-    pending: VecDeque<(Fault, usize)>,
+    pending: VecDeque<Pending>,
 }
 
 impl FaultQueue {
     pub fn push(&mut self, fault: Fault, times: usize) {
+        self.push_for(None, fault, times);
+    }
+
+    /// Queues `fault` for the next `times` requests naming `action` (all
+    /// requests, for `None`).
+    pub fn push_for(&mut self, action: Option<&str>, fault: Fault, times: usize) {
         if times > 0 {
-            self.pending.push_back((fault, times));
+            self.pending.push_back(Pending {
+                fault,
+                remaining: times,
+                action: action.map(str::to_owned),
+            });
         }
     }
 
-    /// The fault for the next request, if any.
-    pub fn take(&mut self) -> Option<Fault> {
-        let (fault, remaining) = self.pending.front_mut()?;
-        *remaining -= 1;
-        let fault = fault.clone();
-        if *remaining == 0 {
-            self.pending.pop_front();
+    /// The fault for the next request, which names `action`, if any: the
+    /// oldest queued one that applies to it.
+    pub fn take(&mut self, action: Option<&str>) -> Option<Fault> {
+        let index = self
+            .pending
+            .iter()
+            .position(|p| p.action.is_none() || p.action.as_deref() == action)?;
+        let pending = &mut self.pending[index];
+        pending.remaining -= 1;
+        let fault = pending.fault.clone();
+        if pending.remaining == 0 {
+            self.pending.remove(index);
         }
         Some(fault)
     }
@@ -84,7 +116,7 @@ impl FaultQueue {
         self.pending.clear();
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &(Fault, usize)> {
+    pub fn iter(&self) -> impl Iterator<Item = &Pending> {
         self.pending.iter()
     }
 }
@@ -105,6 +137,14 @@ pub(crate) async fn apply(fault: Fault, shutdown: &CancellationToken) -> Outcome
             return Outcome::Drop;
         }
         Fault::DropConnection => return Outcome::Drop,
+        Fault::ActThenDrop => return Outcome::ActThen(None),
+        Fault::ActThenFail => {
+            return Outcome::ActThen(Some(reply::error(&ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_SERVER_ERROR",
+                "an internal error occurred after the request was carried out",
+            ))));
+        }
         Fault::Status { http_status, code } => reply::error(&ApiError::new(
             status_or_500(http_status),
             &code,
@@ -164,10 +204,20 @@ mod tests {
         queue.push(Fault::RateLimited, 2);
         queue.push(Fault::Hang, 0);
         queue.push(Fault::Blocked, 1);
-        assert_eq!(queue.take(), Some(Fault::RateLimited));
-        assert_eq!(queue.take(), Some(Fault::RateLimited));
-        assert_eq!(queue.take(), Some(Fault::Blocked));
-        assert_eq!(queue.take(), None);
+        assert_eq!(queue.take(None), Some(Fault::RateLimited));
+        assert_eq!(queue.take(Some("ReleaseDisk")), Some(Fault::RateLimited));
+        assert_eq!(queue.take(None), Some(Fault::Blocked));
+        assert_eq!(queue.take(None), None);
+    }
+
+    #[test]
+    fn a_fault_for_one_action_leaves_the_others_alone() {
+        let mut queue = FaultQueue::default();
+        queue.push_for(Some("DescribeDisks"), Fault::Hang, 1);
+        queue.push_for(Some("ReleaseDisk"), Fault::ProxyHtml, 1);
+        assert_eq!(queue.take(Some("ReleaseDisk")), Some(Fault::ProxyHtml));
+        assert_eq!(queue.take(Some("ReleaseDisk")), None);
+        assert_eq!(queue.take(Some("DescribeDisks")), Some(Fault::Hang));
     }
 
     #[test]

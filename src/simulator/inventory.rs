@@ -3,14 +3,17 @@
 //! `ReleaseDisk` destroys a disk from the bin. Each refusal uses the code
 //! Zenlayer uses for it, because the gateway decides by code.
 //!
-//! Upstream both actions finish asynchronously; here they take effect before
-//! the answer is sent, which is the outcome a client sees once Zenlayer is
-//! done and keeps tests deterministic.
+//! Upstream a release finishes asynchronously: the disk shows `DELETING`
+//! for a while, then is no longer listed. With a release time of zero (the
+//! default) it is gone before the answer is sent, which keeps most tests
+//! deterministic; a release time above zero imitates Zenlayer's delay.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use http::StatusCode;
+use std::time::Duration;
+use tokio::time::Instant;
 
 use super::disk::{ChargeType, Disk, DiskStatus, DiskType};
 use super::reply::ApiError;
@@ -20,12 +23,16 @@ use super::reply::ApiError;
 pub(crate) struct StoredDisk {
     pub disk: Disk,
     pub create_time: DateTime<Utc>,
+    /// For a disk being released: when it stops being listed.
+    gone_at: Option<Instant>,
 }
 
 /// All disks, ordered by id so listings are stable.
 #[derive(Debug, Default)]
 pub(crate) struct Inventory {
     disks: BTreeMap<String, StoredDisk>,
+    /// How long a released disk stays `DELETING` before it is gone.
+    release_takes: Duration,
 }
 
 impl Inventory {
@@ -37,6 +44,20 @@ impl Inventory {
         inventory
     }
 
+    /// Releases take `release_takes` to finish.
+    pub fn with_release_time(mut self, release_takes: Duration) -> Inventory {
+        self.release_takes = release_takes;
+        self
+    }
+
+    /// Forgets the disks whose release has finished by now; every request
+    /// and every look from a handle calls this first.
+    pub fn settle(&mut self) {
+        let now = Instant::now();
+        self.disks
+            .retain(|_, stored| stored.gone_at.is_none_or(|gone| gone > now));
+    }
+
     /// Adds or replaces a disk. A replaced disk keeps its creation time, as
     /// it would upstream when only its state changes.
     pub fn put(&mut self, disk: Disk) {
@@ -44,8 +65,12 @@ impl Inventory {
             .disks
             .get(&disk.disk_id)
             .map_or_else(Utc::now, |stored| stored.create_time);
-        self.disks
-            .insert(disk.disk_id.clone(), StoredDisk { disk, create_time });
+        let stored = StoredDisk {
+            disk,
+            create_time,
+            gone_at: None,
+        };
+        self.disks.insert(stored.disk.disk_id.clone(), stored);
     }
 
     pub fn get(&self, disk_id: &str) -> Option<&Disk> {
@@ -78,7 +103,12 @@ impl Inventory {
                 ));
             }
         }
-        self.disks.remove(disk_id);
+        if self.release_takes.is_zero() {
+            self.disks.remove(disk_id);
+        } else if let Some(stored) = self.disks.get_mut(disk_id) {
+            stored.disk.disk_status = DiskStatus::Deleting;
+            stored.gone_at = Some(Instant::now() + self.release_takes);
+        }
         Ok(())
     }
 
@@ -200,6 +230,25 @@ mod tests {
             code(inventory.terminate("disk-available")),
             "UNSUPPORTED_OPERATION_DISK_BEING_RECYCLE"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_release_shows_deleting_then_the_disk_is_gone() {
+        let mut inventory =
+            Inventory::new(sample_disks()).with_release_time(Duration::from_secs(5));
+        assert_eq!(inventory.release("disk-recycled-data"), Ok(()));
+        inventory.settle();
+        assert_eq!(
+            inventory.get("disk-recycled-data").unwrap().disk_status,
+            DiskStatus::Deleting
+        );
+        assert_eq!(
+            code(inventory.release("disk-recycled-data")),
+            "UNSUPPORTED_OPERATION_DISK_NOT_BEING_RECYCLE"
+        );
+        tokio::time::advance(Duration::from_secs(6)).await;
+        inventory.settle();
+        assert!(inventory.get("disk-recycled-data").is_none());
     }
 
     #[test]

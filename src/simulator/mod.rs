@@ -30,6 +30,7 @@ mod tests;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +52,9 @@ use traffic::Traffic;
 pub struct SimulatorConfig {
     pub credentials: Vec<Credential>,
     pub disks: Vec<Disk>,
+    /// How long a released disk shows `DELETING` before it stops being
+    /// listed; zero (the default) releases at once.
+    pub release_takes: Duration,
 }
 
 /// Starts serving on `listener` in a background task and returns at once.
@@ -62,7 +66,7 @@ pub async fn spawn(
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
         credentials: Credentials::new(&config.credentials),
-        inventory: Mutex::new(Inventory::new(config.disks)),
+        inventory: Mutex::new(Inventory::new(config.disks).with_release_time(config.release_takes)),
         faults: Mutex::new(FaultQueue::default()),
         traffic: Traffic::default(),
         shutdown: CancellationToken::new(),
@@ -123,13 +127,38 @@ impl SimulatorHandle {
         lock(&self.shared.faults).push(fault, times);
     }
 
+    /// Makes the next `times` requests naming `action` fail as `fault`;
+    /// requests of other actions are left alone.
+    pub fn inject_for(&self, action: &str, fault: Fault, times: usize) {
+        lock(&self.shared.faults).push_for(Some(action), fault, times);
+    }
+
+    /// `inject_for("ReleaseDisk", …)`.
+    pub fn fail_release(&self, fault: Fault, times: usize) {
+        self.inject_for("ReleaseDisk", fault, times);
+    }
+
+    /// `inject_for("DescribeDisks", …)`.
+    pub fn fail_describe(&self, fault: Fault, times: usize) {
+        self.inject_for("DescribeDisks", fault, times);
+    }
+
+    /// The requests received so far that named `action`, oldest first.
+    pub fn received_for(&self, action: &str) -> Vec<ReceivedRequest> {
+        let mut log = self.shared.traffic.log();
+        log.retain(|r| r.action.as_deref() == Some(action));
+        log
+    }
+
     /// Forgets every pending fault. Requests already hanging keep hanging.
     pub fn clear_faults(&self) {
         lock(&self.shared.faults).clear();
     }
 
     pub fn disk(&self, disk_id: &str) -> Option<Disk> {
-        lock(&self.shared.inventory).get(disk_id).cloned()
+        let mut inventory = lock(&self.shared.inventory);
+        inventory.settle();
+        inventory.get(disk_id).cloned()
     }
 
     /// Adds a disk, or replaces the one with the same id.

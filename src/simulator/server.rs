@@ -111,12 +111,17 @@ async fn answer_api(
     if let Some(reply) = misrouted(&parts.method, path) {
         return Ok(reply);
     }
-    let fault = lock(&shared.faults).take();
+    let action = super::auth::header(&parts.headers, "x-zc-action");
+    let fault = lock(&shared.faults).take(action);
     if let Some(fault) = fault {
         match faults::apply(fault, &shared.shutdown).await {
             Outcome::Proceed => {}
             Outcome::Answer(reply) => return Ok(reply),
             Outcome::Drop => return Err(NoAnswer),
+            Outcome::ActThen(instead) => {
+                let _acted = api::answer(shared, &parts.headers, body);
+                return instead.ok_or(NoAnswer);
+            }
         }
     }
     Ok(api::answer(shared, &parts.headers, body))

@@ -14,19 +14,16 @@ pub(super) const MAX_ANSWER_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
     pub request_id: String,
+    /// The answer's `response` object (what a read asked for).
+    pub response: serde_json::Value,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Success {
     request_id: Option<String>,
-    response: Option<SuccessInner>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SuccessInner {
-    request_id: Option<String>,
+    #[serde(default)]
+    response: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -81,12 +78,18 @@ pub(super) fn interpret(
 }
 
 fn accepted(body: &[u8]) -> Result<Accepted, UpstreamError> {
-    let request_id = serde_json::from_slice::<Success>(body)
-        .ok()
-        .and_then(|s| s.request_id.or(s.response.and_then(|r| r.request_id)))
-        .filter(|id| !id.is_empty());
-    match request_id {
-        Some(request_id) => Ok(Accepted { request_id }),
+    let success = serde_json::from_slice::<Success>(body).ok();
+    let accepted = success.and_then(|s| {
+        let inner = s.response.get("requestId").and_then(|id| id.as_str());
+        let request_id = s.request_id.or(inner.map(str::to_owned));
+        let request_id = request_id.filter(|id| !id.is_empty())?;
+        Some(Accepted {
+            request_id,
+            response: s.response,
+        })
+    });
+    match accepted {
+        Some(accepted) => Ok(accepted),
         None => Err(UpstreamError::Unreadable {
             http_status: 200,
             detail: "HTTP 200 without a requestId".to_owned(),

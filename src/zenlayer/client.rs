@@ -5,10 +5,11 @@
 //! not be made. Anything sent without an answer is reported as an unknown
 //! outcome, never silently resent.
 
-use super::UpstreamError;
 use super::answer::{Accepted, MAX_ANSWER_BYTES, interpret};
 use super::config::{Credential, ZenlayerSettings};
+use super::disk::{DiskSnapshot, find_in};
 use super::signing::{ALGORITHM, SignedParts, authorization_header};
+use super::{Fate, UpstreamError};
 use crate::auth::Authorized;
 use crate::deadline::{Deadline, UpstreamBudget};
 use crate::domain::DiskId;
@@ -36,6 +37,25 @@ impl ZenlayerSettings {
     }
 }
 
+/// What may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// A call that must not run twice: retried only when Zenlayer
+    /// certainly did not act (rate limited, or never connected).
+    OnlyUnacted,
+    /// A read: also retried when Zenlayer failed or did not answer.
+    Transient,
+}
+
+/// What `DescribeDisks` said about one disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Described {
+    /// Its entry, or `None` if Zenlayer did not list it.
+    pub disk: Option<DiskSnapshot>,
+    /// The describe's own requestId.
+    pub request_id: String,
+}
+
 /// A client for Zenlayer's VM API (`<base>/api/v2/vm`).
 #[derive(Debug, Clone)]
 pub struct ZenlayerClient {
@@ -48,6 +68,7 @@ pub struct ZenlayerClient {
     timeout: Duration,
     rate_limit_retries: u32,
     retry_backoff: Duration,
+    preflight: bool,
 }
 
 impl ZenlayerClient {
@@ -78,6 +99,7 @@ impl ZenlayerClient {
             timeout: settings.timeout,
             rate_limit_retries: settings.rate_limit_retries,
             retry_backoff: settings.retry_backoff,
+            preflight: settings.preflight,
         })
     }
 
@@ -89,6 +111,11 @@ impl ZenlayerClient {
             .map(|retry| self.backoff(retry).max(RETRY_AFTER_CAP))
             .sum::<Duration>();
         self.timeout.saturating_mul(attempts) + pauses
+    }
+
+    /// Whether each disk is to be looked at before it is released.
+    pub fn preflight(&self) -> bool {
+        self.preflight
     }
 
     fn backoff(&self, retries: u32) -> Duration {
@@ -111,10 +138,36 @@ impl ZenlayerClient {
     ) -> Result<Accepted, UpstreamError> {
         let body = serde_json::json!({ "diskId": disk_id.as_str() }).to_string();
         let result = self
-            .call_with_retries("ReleaseDisk", body.as_bytes(), deadline)
+            .call_with_retries("ReleaseDisk", body.as_bytes(), deadline, Retry::OnlyUnacted)
             .await;
         record_result(&result);
         result
+    }
+
+    /// Asks Zenlayer what it knows of `disk_id` (`DescribeDisks` with
+    /// `diskIds: [id]`): its entry, or `None` when it is not listed. A read,
+    /// so unlike a release it is retried on 5xx answers and timeouts too,
+    /// within the deadline.
+    #[instrument(name = "zenlayer.describe_disks", skip_all, fields(
+        disk_id = %disk_id,
+        zenlayer.request_id = Empty,
+        zenlayer.code = Empty,
+        attempts = Empty,
+    ))]
+    pub async fn describe_disk(
+        &self,
+        disk_id: &DiskId,
+        deadline: Deadline,
+    ) -> Result<Described, UpstreamError> {
+        let body = serde_json::json!({ "diskIds": [disk_id.as_str()] }).to_string();
+        let result = self
+            .call_with_retries("DescribeDisks", body.as_bytes(), deadline, Retry::Transient)
+            .await;
+        record_result(&result);
+        result.map(|accepted| Described {
+            disk: find_in(&accepted.response, disk_id.as_str()),
+            request_id: accepted.request_id,
+        })
     }
 
     async fn call_with_retries(
@@ -122,6 +175,7 @@ impl ZenlayerClient {
         action: &str,
         body: &[u8],
         deadline: Deadline,
+        retry: Retry,
     ) -> Result<Accepted, UpstreamError> {
         let mut retries = 0;
         loop {
@@ -131,10 +185,10 @@ impl ZenlayerClient {
                 Ok(accepted) => return Ok(accepted),
                 Err(error) => error,
             };
-            let pause = self.pause_before_retry(&error, retries);
+            let pause = self.pause_before_retry(&error, retries, retry);
             match pause {
                 Some(pause) if deadline.allows_pause(pause) => {
-                    tracing::warn!(error = %error, retry_in_ms = pause.as_millis() as u64, "retrying a call Zenlayer never acted on");
+                    tracing::warn!(error = %error, action, retry_in_ms = pause.as_millis() as u64, "retrying a call that is safe to retry");
                     tokio::time::sleep(pause).await;
                     retries += 1;
                 }
@@ -145,8 +199,17 @@ impl ZenlayerClient {
 
     /// Exponential backoff (1 s, 2 s, 4 s by default, as Zenlayer's SDKs do),
     /// or `None` when the error must not or need not be retried.
-    fn pause_before_retry(&self, error: &UpstreamError, retries: u32) -> Option<Duration> {
-        if !error.retryable() || retries >= self.rate_limit_retries {
+    fn pause_before_retry(
+        &self,
+        error: &UpstreamError,
+        retries: u32,
+        retry: Retry,
+    ) -> Option<Duration> {
+        let safe = match retry {
+            Retry::OnlyUnacted => error.retryable(),
+            Retry::Transient => error.retryable() || error.fate() == Fate::MayHaveActed,
+        };
+        if !safe || retries >= self.rate_limit_retries {
             return None;
         }
         let backoff = self.backoff(retries);

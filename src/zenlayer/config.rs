@@ -31,4 +31,7 @@ pub struct ZenlayerSettings {
     pub rate_limit_retries: u32,
     /// `ZENLAYER_RETRY_BACKOFF_MS`: first backoff; it doubles on each retry.
     pub retry_backoff: Duration,
+    /// `ZENLAYER_PREFLIGHT`: look at each disk with `DescribeDisks` before
+    /// releasing it (off only for keys that may not describe disks).
+    pub preflight: bool,
 }

@@ -5,12 +5,14 @@
 mod answer;
 mod client;
 mod config;
+mod disk;
 mod error;
 mod fate;
 pub mod signing;
 
 pub use answer::Accepted;
-pub use client::ZenlayerClient;
+pub use client::{Described, ZenlayerClient};
 pub use config::{Credential, ZenlayerSettings};
+pub use disk::DiskSnapshot;
 pub use error::UpstreamError;
 pub use fate::Fate;

@@ -3,7 +3,7 @@
 
 use crate::helpers::{
     ACCESS_KEY_PASSWORD, AppOptions, OwnPostgres, TestApp, captured_logs, eventually, spawn_app,
-    spawn_app_with, spawn_app_with_settings, until_zenlayer_is_called,
+    spawn_app_with, spawn_app_with_settings, until_the_release_is_sent,
 };
 use crate::helpers::{assert_error, request, unauthenticated_request};
 use crate::tokens::{self, RSA, bearer, good_claims, now};
@@ -162,7 +162,17 @@ async fn every_kind_of_refusal_is_recorded_with_its_reason_and_never_forwarded()
 #[tokio::test]
 async fn a_zenlayer_error_is_recorded_as_failed_with_its_code_status_and_request_id() {
     let app = spawn_app().await;
-    let status = app.release(request("disk-unknown")).await.unwrap_err();
+    app.simulator.fail_release(
+        Fault::Status {
+            http_status: 404,
+            code: "INVALID_DISK_NOT_FOUND".into(),
+        },
+        1,
+    );
+    let status = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap_err();
     let row = outcome_becomes(&app, &audit_id(&status), "failed").await;
     assert_eq!(row["decision"], "allowed");
     assert_eq!(row["zenlayer_code"], "INVALID_DISK_NOT_FOUND");
@@ -170,7 +180,9 @@ async fn a_zenlayer_error_is_recorded_as_failed_with_its_code_status_and_request
     assert_eq!(row["grpc_code"], "NOT_FOUND");
     assert_eq!(
         row["zenlayer_request_id"].as_str(),
-        app.simulator.received()[0].answered_request_id.as_deref()
+        app.simulator.received_for("ReleaseDisk")[0]
+            .answered_request_id
+            .as_deref()
     );
     assert_eq!(row["error_message"], status.message());
 }
@@ -178,7 +190,7 @@ async fn a_zenlayer_error_is_recorded_as_failed_with_its_code_status_and_request
 #[tokio::test]
 async fn an_unanswered_call_is_recorded_as_unknown() {
     let app = spawn_app_with_settings(&[("ZENLAYER_TIMEOUT_MS", "300")]).await;
-    app.simulator.inject(Fault::Hang, 1);
+    app.simulator.fail_release(Fault::Hang, 1);
     let status = app
         .release(request("disk-recycled-data"))
         .await
@@ -204,11 +216,13 @@ async fn without_its_database_the_gateway_refuses_to_forward_and_recovers_when_i
         .unwrap_err();
     assert_error(&status, Code::Unavailable, "AUDIT_UNAVAILABLE");
     assert!(
-        status.message().contains("nothing was sent to Zenlayer"),
+        status
+            .message()
+            .contains("the release was not sent to Zenlayer"),
         "{}",
         status.message()
     );
-    assert_eq!(app.simulator.requests_received(), 0);
+    assert_eq!(app.simulator.release_disk_requests(), 0);
 
     postgres.start_again().await;
     let response = app
@@ -223,13 +237,13 @@ async fn without_its_database_the_gateway_refuses_to_forward_and_recovers_when_i
 async fn a_caller_that_cancels_still_leaves_a_completed_record() {
     let app = spawn_app().await;
     app.simulator
-        .inject(Fault::Latency(Duration::from_millis(500)), 1);
+        .fail_release(Fault::Latency(Duration::from_millis(500)), 1);
     let mut disks = app.disks().await;
     let mut call = request("disk-recycled-data");
     call.metadata_mut()
         .insert("x-request-id", "cancelled-call".parse().unwrap());
     let in_flight = tokio::spawn(async move { disks.release_disk(call).await });
-    until_zenlayer_is_called(&app).await;
+    until_the_release_is_sent(&app).await;
     in_flight.abort();
     let call_id: Uuid = sqlx::query_scalar(
         "SELECT call_id FROM audit.release_disk_calls WHERE x_request_id = 'cancelled-call'",
@@ -240,7 +254,9 @@ async fn a_caller_that_cancels_still_leaves_a_completed_record() {
     let row = outcome_becomes(&app, &call_id.to_string(), "succeeded").await;
     assert_eq!(
         row["zenlayer_request_id"].as_str(),
-        app.simulator.received()[0].answered_request_id.as_deref()
+        app.simulator.received_for("ReleaseDisk")[0]
+            .answered_request_id
+            .as_deref()
     );
 }
 
@@ -408,7 +424,7 @@ async fn neither_tokens_nor_the_zenlayer_secret_reach_the_audit_tables_or_the_lo
 async fn a_server_side_failure_at_zenlayer_is_recorded_as_unknown_not_failed() {
     let app = spawn_app().await;
     for code in ["INTERNAL_SERVER_ERROR", "REQUEST_TIMED_OUT"] {
-        app.simulator.inject(
+        app.simulator.fail_release(
             Fault::Status {
                 http_status: 500,
                 code: code.to_owned(),
@@ -428,7 +444,7 @@ async fn a_server_side_failure_at_zenlayer_is_recorded_as_unknown_not_failed() {
         let row = outcome_becomes(&app, &audit_id(&status), "unknown").await;
         assert_eq!(row["zenlayer_code"], code);
     }
-    app.simulator.inject(
+    app.simulator.fail_release(
         Fault::Status {
             http_status: 503,
             code: "SERVICE_TEMPORARY_UNAVAILABLE".to_owned(),

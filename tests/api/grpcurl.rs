@@ -83,7 +83,7 @@ async fn grpcurl_releases_a_disk_through_reflection() {
     .await;
     let printed: serde_json::Value =
         serde_json::from_str(&stdout(&output)).expect("grpcurl prints JSON");
-    let answered = app.simulator.received()[0]
+    let answered = app.simulator.received_for("ReleaseDisk")[0]
         .answered_request_id
         .clone()
         .unwrap();

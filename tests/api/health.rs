@@ -4,7 +4,7 @@
 use crate::helpers::request;
 use crate::helpers::{
     AppOptions, OwnPostgres, TestApp, spawn_app, spawn_app_with, spawn_app_with_settings,
-    until_zenlayer_is_called,
+    until_the_release_is_sent,
 };
 use std::time::Duration;
 use tokio_stream::StreamExt as _;
@@ -123,12 +123,12 @@ async fn shutdown_reports_not_serving_and_lets_in_flight_calls_finish() {
     let mut stream = watch_serving(&mut health, DISK_SERVICE).await;
 
     app.simulator
-        .inject(Fault::Latency(Duration::from_millis(700)), 1);
+        .fail_release(Fault::Latency(Duration::from_millis(700)), 1);
     let mut disks = app.disks().await;
     let in_flight =
         tokio::spawn(async move { disks.release_disk(request("disk-recycled-data")).await });
     // The call is in flight once the simulator has it.
-    until_zenlayer_is_called(&app).await;
+    until_the_release_is_sent(&app).await;
     app.begin_shutdown();
     watch_until(&mut stream, ServingStatus::NotServing).await;
     drop(stream);
@@ -159,7 +159,7 @@ async fn the_binary_drains_an_in_flight_call_and_exits_cleanly_on_sigterm() {
     env.insert("GATEWAY_LOG_FORMAT".into(), "json".into());
     let gateway = crate::processes::GatewayProcess::spawn(&env).await;
     app.simulator
-        .inject(Fault::Latency(Duration::from_millis(700)), 1);
+        .fail_release(Fault::Latency(Duration::from_millis(700)), 1);
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr))
         .unwrap()
         .connect()
@@ -168,7 +168,7 @@ async fn the_binary_drains_an_in_flight_call_and_exits_cleanly_on_sigterm() {
     let mut disks = zenlayer_gateway::pb::disk_service_client::DiskServiceClient::new(channel);
     let in_flight =
         tokio::spawn(async move { disks.release_disk(request("disk-recycled-data")).await });
-    until_zenlayer_is_called(&app).await;
+    until_the_release_is_sent(&app).await;
     let status = gateway.terminate().await;
     assert!(status.success(), "exit status {status}");
     let response = in_flight

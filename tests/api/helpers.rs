@@ -223,6 +223,7 @@ pub async fn spawn_simulator() -> SimulatorHandle {
             simulator::Credential::Token("test-bearer-token".to_owned()),
         ],
         disks: simulator::sample_disks(),
+        ..Default::default()
     };
     simulator::spawn(config, listener)
         .await
@@ -385,12 +386,13 @@ where
     }
 }
 
-/// Waits until the simulator has received at least one request.
-pub async fn until_zenlayer_is_called(app: &TestApp) {
+/// Waits until a `ReleaseDisk` has reached the simulator (by then its
+/// attempt is recorded and its idempotency key claimed).
+pub async fn until_the_release_is_sent(app: &TestApp) {
     eventually(
         Duration::from_secs(10),
-        "a request to reach Zenlayer",
-        || async { (app.simulator.requests_received() > 0).then_some(()) },
+        "a ReleaseDisk to reach Zenlayer",
+        || async { (app.simulator.release_disk_requests() > 0).then_some(()) },
     )
     .await;
 }

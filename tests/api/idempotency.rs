@@ -3,7 +3,7 @@
 
 use crate::helpers::{
     TestApp, as_gateway, eventually, spawn_app, spawn_app_with_settings, test_settings,
-    until_zenlayer_is_called,
+    until_the_release_is_sent,
 };
 use crate::helpers::{assert_error, request, unauthenticated_request};
 use crate::tokens::{self, RSA, bearer, good_claims};
@@ -90,16 +90,24 @@ async fn a_retry_after_success_replays_the_answer_without_calling_zenlayer() {
 #[tokio::test]
 async fn a_retry_after_a_zenlayer_error_replays_the_same_status() {
     let app = spawn_app().await;
-    let first = release(&app, keyed("disk-in-use", "retry-2"))
+    // The disk looks releasable to the pre-flight; Zenlayer's release says no.
+    app.simulator.fail_release(
+        Fault::Status {
+            http_status: 400,
+            code: "UNSUPPORTED_OPERATION_RECYCLE_STATUS".into(),
+        },
+        1,
+    );
+    let first = release(&app, keyed("disk-recycled-data", "retry-2"))
         .await
         .unwrap_err();
-    let second = release(&app, keyed("disk-in-use", "retry-2"))
+    let second = release(&app, keyed("disk-recycled-data", "retry-2"))
         .await
         .unwrap_err();
     assert_error(
         &second,
         Code::FailedPrecondition,
-        "UNSUPPORTED_OPERATION_DISK_NOT_BEING_RECYCLE",
+        "UNSUPPORTED_OPERATION_RECYCLE_STATUS",
     );
     assert_eq!(second.message(), first.message());
     let (first_meta, second_meta) = (error_metadata(&first), error_metadata(&second));
@@ -145,9 +153,12 @@ async fn the_same_key_from_two_principals_is_two_independent_calls() {
         .metadata_mut()
         .insert("authorization", bearer(&RSA.sign(&claims)));
     let status = release(&app, other).await.unwrap_err();
-    // Forwarded, not replayed: the disk is gone by now, and Zenlayer says so.
+    // Looked at afresh, not replayed: the disk is gone by now, and
+    // Zenlayer's DescribeDisks says so.
     assert_error(&status, Code::NotFound, "INVALID_DISK_NOT_FOUND");
-    assert_eq!(app.simulator.release_disk_requests(), 2);
+    assert!(!error_metadata(&status).contains_key("replayed"));
+    assert_eq!(app.simulator.action_requests("DescribeDisks"), 2);
+    assert_eq!(app.simulator.release_disk_requests(), 1);
 }
 
 #[tokio::test]
@@ -168,14 +179,14 @@ async fn invalid_keys_are_refused_before_anything_is_sent() {
 async fn a_retry_while_the_first_call_is_in_flight_is_aborted_not_resent() {
     let app = spawn_app().await;
     app.simulator
-        .inject(Fault::Latency(Duration::from_millis(800)), 1);
+        .fail_release(Fault::Latency(Duration::from_millis(800)), 1);
     let mut disks = app.disks().await;
     let first = tokio::spawn(async move {
         disks
             .release_disk(keyed("disk-recycled-data", "retry-4"))
             .await
     });
-    until_zenlayer_is_called(&app).await;
+    until_the_release_is_sent(&app).await;
     let status = release(&app, keyed("disk-recycled-data", "retry-4"))
         .await
         .unwrap_err();
@@ -191,7 +202,7 @@ async fn a_retry_while_the_first_call_is_in_flight_is_aborted_not_resent() {
 #[tokio::test]
 async fn a_retry_after_an_unknown_outcome_repeats_it_instead_of_resending() {
     let app = spawn_app_with_settings(&[("ZENLAYER_TIMEOUT_MS", "300")]).await;
-    app.simulator.inject(Fault::Hang, 1);
+    app.simulator.fail_release(Fault::Hang, 1);
     let first = release(&app, keyed("disk-recycled-data", "retry-5"))
         .await
         .unwrap_err();
@@ -207,7 +218,7 @@ async fn a_retry_after_an_unknown_outcome_repeats_it_instead_of_resending() {
 #[tokio::test]
 async fn a_key_is_freed_when_zenlayer_certainly_did_not_act() {
     let app = spawn_app().await;
-    app.simulator.inject(Fault::RateLimited, 4);
+    app.simulator.fail_release(Fault::RateLimited, 4);
     let limited = release(&app, keyed("disk-recycled-data", "retry-6"))
         .await
         .unwrap_err();
@@ -227,9 +238,14 @@ async fn keys_are_purged_after_the_retention_period_and_their_calls_stay_audited
     let old = release(&app, keyed("disk-recycled-data", "old-key"))
         .await
         .unwrap();
-    release(&app, keyed("disk-in-use", "recent-key"))
+    app.simulator.put_disk(Disk::new(
+        "disk-recent",
+        DiskType::Data,
+        DiskStatus::Recycled,
+    ));
+    release(&app, keyed("disk-recent", "recent-key"))
         .await
-        .unwrap_err();
+        .unwrap();
     // Age one key past the 24-hour retention (keys are not audit rows).
     sqlx::query("UPDATE idempotency.keys SET claimed_at = now() - interval '25 hours' WHERE idempotency_key = 'old-key'")
         .execute(&app.db)
@@ -266,7 +282,7 @@ async fn keys_are_purged_after_the_retention_period_and_their_calls_stay_audited
 async fn fifty_identical_calls_across_three_gateway_processes_release_once() {
     let app = spawn_app().await;
     app.simulator
-        .inject(Fault::Latency(Duration::from_millis(300)), 1);
+        .fail_release(Fault::Latency(Duration::from_millis(300)), 1);
     let mut env = test_settings(
         &as_gateway(&app.database_url),
         &app.simulator,
@@ -310,7 +326,7 @@ async fn fifty_identical_calls_across_three_gateway_processes_release_once() {
         1,
         "exactly one upstream ReleaseDisk"
     );
-    let upstream_id = app.simulator.received()[0]
+    let upstream_id = app.simulator.received_for("ReleaseDisk")[0]
         .answered_request_id
         .clone()
         .unwrap();
@@ -328,7 +344,7 @@ async fn fifty_identical_calls_across_three_gateway_processes_release_once() {
 #[tokio::test]
 async fn a_temporary_unavailability_frees_the_key_for_a_real_retry() {
     let app = spawn_app().await;
-    app.simulator.inject(
+    app.simulator.fail_release(
         Fault::Status {
             http_status: 503,
             code: "SERVICE_TEMPORARY_UNAVAILABLE".to_owned(),
@@ -357,7 +373,7 @@ async fn a_key_is_freed_after_an_edge_challenge_or_block_and_the_retry_releases(
         let disk = format!("disk-{key}");
         app.simulator
             .put_disk(Disk::new(&disk, DiskType::Data, DiskStatus::Recycled));
-        app.simulator.inject(fault, 1);
+        app.simulator.fail_release(fault, 1);
         let refused = release(&app, keyed(&disk, key)).await.unwrap_err();
         assert_error(&refused, Code::Unavailable, reason);
         key_is_freed(&app, key).await;
@@ -375,7 +391,11 @@ async fn a_key_is_freed_when_nothing_could_be_sent() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let app = spawn_app_with_settings(&[("ZENLAYER_BASE_URL", &url)]).await;
+    // Without the pre-flight, the key is claimed before the release fails to
+    // connect (with it, the DescribeDisks fails first and nothing is claimed).
+    let app =
+        spawn_app_with_settings(&[("ZENLAYER_BASE_URL", &url), ("ZENLAYER_PREFLIGHT", "false")])
+            .await;
     let first = release(&app, keyed("disk-recycled-data", "unsent-1"))
         .await
         .unwrap_err();
@@ -393,7 +413,9 @@ async fn a_key_is_freed_when_nothing_could_be_sent() {
 
 #[tokio::test]
 async fn a_key_is_freed_when_too_little_deadline_was_left_and_the_retry_releases() {
-    let app = spawn_app().await;
+    // Without the pre-flight the key is claimed before the release finds too
+    // little deadline left (with it, the DescribeDisks refuses first).
+    let app = spawn_app_with_settings(&[("ZENLAYER_PREFLIGHT", "false")]).await;
     app.release(request("disk-does-not-exist"))
         .await
         .unwrap_err();
@@ -407,4 +429,30 @@ async fn a_key_is_freed_when_too_little_deadline_was_left_and_the_retry_releases
         .unwrap();
     assert!(!retried.replayed);
     assert_eq!(app.simulator.release_disk_requests(), 2);
+}
+
+#[tokio::test]
+async fn a_call_the_pre_flight_refused_leaves_its_key_free_so_a_retry_looks_again() {
+    let app = spawn_app().await;
+    app.simulator
+        .put_disk(Disk::new("disk-later", DiskType::Data, DiskStatus::InUse));
+    let refused = release(&app, keyed("disk-later", "look-again"))
+        .await
+        .unwrap_err();
+    assert_error(
+        &refused,
+        Code::FailedPrecondition,
+        "UNSUPPORTED_OPERATION_DISK_NOT_BEING_RECYCLE",
+    );
+    // Detached and terminated meanwhile: now it can go.
+    app.simulator.put_disk(Disk::new(
+        "disk-later",
+        DiskType::Data,
+        DiskStatus::Recycled,
+    ));
+    let released = release(&app, keyed("disk-later", "look-again"))
+        .await
+        .unwrap();
+    assert!(!released.replayed);
+    assert_eq!(app.simulator.release_disk_requests(), 1);
 }

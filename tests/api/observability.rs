@@ -53,8 +53,8 @@ async fn metrics_count_calls_by_code_and_decision_and_time_zenlayer() {
         r#"zenlayer_gateway_release_calls_total{grpc_code="NOT_FOUND",decision="allowed"} 1"#,
         "zenlayer_gateway_release_call_duration_seconds_count 3",
         r#"zenlayer_gateway_upstream_request_duration_seconds_count{outcome="succeeded",zenlayer_code=""} 1"#,
-        r#"zenlayer_gateway_upstream_request_duration_seconds_count{outcome="failed",zenlayer_code="INVALID_DISK_NOT_FOUND"} 1"#,
-        r#"zenlayer_gateway_audit_write_duration_seconds_count{record="attempt"} 3"#,
+        r#"zenlayer_gateway_audit_write_duration_seconds_count{record="attempt"} 2"#,
+        r#"zenlayer_gateway_audit_write_duration_seconds_count{record="preflight"} 1"#,
         "zenlayer_gateway_release_calls_in_flight 0",
         "zenlayer_gateway_jwks_refresh_failures_total 0",
     ] {
@@ -115,7 +115,7 @@ async fn the_callers_trace_reaches_zenlayer_and_the_audit_row() {
         .await
         .unwrap()
         .into_inner();
-    let received = &app.simulator.received()[0];
+    let received = &app.simulator.received_for("ReleaseDisk")[0];
     let traceparent = received
         .header("traceparent")
         .expect("Zenlayer is sent a traceparent");
@@ -206,7 +206,14 @@ async fn spans_are_exported_over_otlp_parented_to_the_caller() {
     for child in ["authorize", "audit.insert_attempt", "zenlayer.release_disk"] {
         assert_eq!(in_trace(child).trace_id, server.trace_id);
     }
-    let client = in_trace("POST");
+    let client = spans
+        .iter()
+        .find(|s| {
+            s.name == "POST"
+                && hex(&s.trace_id) == TRACE_ID
+                && attribute(s, "zenlayer.action").as_deref() == Some("ReleaseDisk")
+        })
+        .expect("a client span for the release");
     assert_eq!(client.kind, 3, "CLIENT");
     assert_eq!(
         attribute(client, "http.request.method").as_deref(),
@@ -224,7 +231,7 @@ async fn spans_are_exported_over_otlp_parented_to_the_caller() {
         attribute(client, "zenlayer.request_id"),
         Some(response.request_id.clone())
     );
-    let sent = app.simulator.received()[0]
+    let sent = app.simulator.received_for("ReleaseDisk")[0]
         .header("traceparent")
         .unwrap()
         .to_owned();

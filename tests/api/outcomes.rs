@@ -97,7 +97,7 @@ async fn log_line_audit_view_and_metric_agree_on_every_fate() {
     for (i, (fault, zenlayer_code, code, outcome)) in cases.into_iter().enumerate() {
         let before = upstream_count(app.admin_addr, outcome, zenlayer_code).await;
         if let Some(fault) = fault {
-            app.simulator.inject(fault, 1);
+            app.simulator.fail_release(fault, 1);
         }
         let request_id = format!("fate-{i}-{}", Uuid::new_v4().simple());
         // Succeeds only for the fault-free case; each needs a releasable disk.

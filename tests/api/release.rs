@@ -15,7 +15,7 @@ async fn release_of_a_recycled_data_disk_returns_zenlayers_request_id() {
     let app = spawn_app().await;
     let response = app.release(request("disk-recycled-data")).await.unwrap();
     let request_id = &response.get_ref().request_id;
-    let answered = app.simulator.received();
+    let answered = app.simulator.received_for("ReleaseDisk");
     assert_eq!(answered.len(), 1);
     assert_eq!(
         Some(request_id.as_str()),
@@ -29,21 +29,57 @@ async fn release_of_a_recycled_data_disk_returns_zenlayers_request_id() {
 }
 
 #[tokio::test]
-async fn an_unknown_disk_is_not_found_with_zenlayers_code_and_request_id() {
+async fn an_unknown_disk_is_not_found_by_the_pre_flight_and_never_released() {
     let app = spawn_app().await;
     let status = app
         .release(request("disk-does-not-exist"))
         .await
         .unwrap_err();
     let metadata = assert_error(&status, Code::NotFound, "INVALID_DISK_NOT_FOUND");
-    assert_eq!(metadata["http_status"], "404");
-    let answered = app.simulator.received()[0].answered_request_id.clone();
-    assert_eq!(Some(&metadata["upstream_request_id"]), answered.as_ref());
+    assert_eq!(metadata["zenlayer_action"], "DescribeDisks");
+    let described = app.simulator.received_for("DescribeDisks");
+    assert_eq!(described.len(), 1);
+    assert_eq!(
+        Some(&metadata["upstream_request_id"]),
+        described[0].answered_request_id.as_ref()
+    );
+    assert_eq!(
+        &described[0].body[..],
+        br#"{"diskIds":["disk-does-not-exist"]}"#
+    );
     assert!(
-        status.message().contains("disk-does-not-exist"),
+        status.message().contains("disk-does-not-exist")
+            && status.message().contains("DescribeDisks does not list it"),
         "{}",
         status.message()
     );
+    assert_eq!(app.simulator.release_disk_requests(), 0);
+}
+
+#[tokio::test]
+async fn a_disk_gone_between_the_look_and_the_release_is_not_found_by_zenlayer() {
+    let app = spawn_app().await;
+    app.simulator.fail_release(
+        Fault::Status {
+            http_status: 404,
+            code: "INVALID_DISK_NOT_FOUND".into(),
+        },
+        1,
+    );
+    let status = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap_err();
+    let metadata = assert_error(&status, Code::NotFound, "INVALID_DISK_NOT_FOUND");
+    assert_eq!(metadata["http_status"], "404");
+    assert!(
+        !metadata.contains_key("zenlayer_action"),
+        "the release's own answer"
+    );
+    let answered = app.simulator.received_for("ReleaseDisk")[0]
+        .answered_request_id
+        .clone();
+    assert_eq!(Some(&metadata["upstream_request_id"]), answered.as_ref());
 }
 
 #[tokio::test]
@@ -59,6 +95,11 @@ async fn disks_zenlayer_will_not_release_fail_their_precondition() {
         Code::FailedPrecondition,
         "UNSUPPORTED_OPERATION_DISK_NOT_BEING_RECYCLE",
     );
+    assert!(
+        in_use.message().contains("IN_USE") && in_use.message().contains("instance-sample"),
+        "names the state and the instance: {}",
+        in_use.message()
+    );
     let system = disks
         .release_disk(request("disk-system"))
         .await
@@ -68,7 +109,21 @@ async fn disks_zenlayer_will_not_release_fail_their_precondition() {
         Code::FailedPrecondition,
         "UNSUPPORTED_OPERATION_DISK_SYSTEM_TYPE",
     );
+    let recycling = disks
+        .release_disk(request("disk-recycling"))
+        .await
+        .unwrap_err();
+    assert_error(
+        &recycling,
+        Code::FailedPrecondition,
+        "UNSUPPORTED_OPERATION_RECYCLE_STATUS",
+    );
     assert!(app.simulator.disk("disk-in-use").is_some());
+    assert_eq!(
+        app.simulator.release_disk_requests(),
+        0,
+        "the pre-flight decided; ReleaseDisk was never sent"
+    );
 }
 
 #[tokio::test]
@@ -89,7 +144,7 @@ async fn zenlayer_error_codes_map_to_the_documented_grpc_codes() {
         (400, "SOMETHING_NEW", Code::Unknown),
     ];
     for (http_status, code, expected) in cases {
-        app.simulator.inject(
+        app.simulator.fail_release(
             Fault::Status {
                 http_status,
                 code: code.to_owned(),
@@ -136,7 +191,7 @@ async fn a_bearer_token_credential_is_accepted_upstream() {
     ])
     .await;
     app.release(request("disk-recycled-data")).await.unwrap();
-    let headers = &app.simulator.received()[0].headers;
+    let headers = &app.simulator.received_for("ReleaseDisk")[0].headers;
     assert_eq!(
         headers.get("authorization").unwrap(),
         "Bearer test-bearer-token"
@@ -147,7 +202,7 @@ async fn a_bearer_token_credential_is_accepted_upstream() {
 #[tokio::test]
 async fn rate_limits_are_retried_with_backoff_until_zenlayer_accepts() {
     let app = spawn_app().await;
-    app.simulator.inject(Fault::RateLimited, 2);
+    app.simulator.fail_release(Fault::RateLimited, 2);
     app.release(request("disk-recycled-data")).await.unwrap();
     assert_eq!(app.simulator.release_disk_requests(), 3);
 }
@@ -155,7 +210,7 @@ async fn rate_limits_are_retried_with_backoff_until_zenlayer_accepts() {
 #[tokio::test]
 async fn persistent_rate_limits_are_resource_exhausted_with_retry_info() {
     let app = spawn_app().await;
-    app.simulator.inject(Fault::RateLimited, 10);
+    app.simulator.fail_release(Fault::RateLimited, 10);
     let status = app
         .release(request("disk-recycled-data"))
         .await
@@ -172,7 +227,7 @@ async fn persistent_rate_limits_are_resource_exhausted_with_retry_info() {
 #[tokio::test]
 async fn a_hung_upstream_is_an_unknown_outcome_and_is_not_retried() {
     let app = spawn_app_with_settings(&[("ZENLAYER_TIMEOUT_MS", "300")]).await;
-    app.simulator.inject(Fault::Hang, 10);
+    app.simulator.fail_release(Fault::Hang, 10);
     let status = app
         .release(request("disk-recycled-data"))
         .await
@@ -189,7 +244,7 @@ async fn a_hung_upstream_is_an_unknown_outcome_and_is_not_retried() {
 #[tokio::test]
 async fn a_connection_dropped_after_sending_is_an_unknown_outcome_and_is_not_retried() {
     let app = spawn_app().await;
-    app.simulator.inject(Fault::DropConnection, 10);
+    app.simulator.fail_release(Fault::DropConnection, 10);
     let status = app
         .release(request("disk-recycled-data"))
         .await
@@ -201,7 +256,7 @@ async fn a_connection_dropped_after_sending_is_an_unknown_outcome_and_is_not_ret
 #[tokio::test]
 async fn the_callers_deadline_shortens_the_upstream_timeout() {
     let app = spawn_app_with_settings(&[("ZENLAYER_TIMEOUT_MS", "60000")]).await;
-    app.simulator.inject(Fault::Hang, 1);
+    app.simulator.fail_release(Fault::Hang, 1);
     let mut call = request("disk-recycled-data");
     call.set_timeout(Duration::from_millis(1500));
     let started = std::time::Instant::now();
@@ -246,7 +301,7 @@ async fn edge_answers_are_unavailable_with_their_own_reasons() {
         (Fault::EmptyBody(503), "UPSTREAM_UNAVAILABLE"),
     ];
     for (fault, reason) in cases {
-        app.simulator.inject(fault, 1);
+        app.simulator.fail_release(fault, 1);
         let status = disks
             .release_disk(request("disk-recycled-data"))
             .await
@@ -329,7 +384,7 @@ async fn the_callers_request_id_is_echoed_and_a_missing_one_is_minted() {
 async fn every_request_zenlayer_receives_is_signed_over_the_exact_body() {
     let app = spawn_app().await;
     app.release(request("disk-recycled-data")).await.unwrap();
-    let received = &app.simulator.received()[0];
+    let received = &app.simulator.received_for("ReleaseDisk")[0];
     assert_eq!(&received.body[..], br#"{"diskId":"disk-recycled-data"}"#);
     assert_eq!(received.headers.get("x-zc-action").unwrap(), "ReleaseDisk");
     assert_eq!(received.headers.get("x-zc-version").unwrap(), "2023-03-13");
@@ -343,7 +398,7 @@ async fn every_request_zenlayer_receives_is_signed_over_the_exact_body() {
 async fn the_authorization_zenlayer_receives_is_exactly_the_documented_signature() {
     let app = spawn_app().await;
     app.release(request("disk-recycled-data")).await.unwrap();
-    let received = &app.simulator.received()[0];
+    let received = &app.simulator.received_for("ReleaseDisk")[0];
     let timestamp = received.header("x-zc-timestamp").expect("a timestamp");
     let host = app
         .simulator

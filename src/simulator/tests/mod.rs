@@ -31,6 +31,7 @@ pub(super) async fn start() -> SimulatorHandle {
             Credential::Token(TOKEN.into()),
         ],
         disks: sample_disks(),
+        ..Default::default()
     };
     spawn(config, listener).await.unwrap()
 }
