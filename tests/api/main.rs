@@ -11,6 +11,7 @@ mod idempotency;
 mod observability;
 mod otlp;
 mod outcomes;
+mod preflight;
 mod processes;
 mod release;
 mod tls;
