@@ -28,6 +28,16 @@ struct AuditLabels {
     record: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConfirmationLabels {
+    confirmation: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// 5 ms to about 40 s: a release is a database write and one HTTPS call.
@@ -45,6 +55,8 @@ struct Inner {
     audit_duration: Histograms<AuditLabels>,
     audit_failures: Family<AuditLabels, Counter>,
     jwks_refresh_failures: Counter,
+    confirmations: Family<ConfirmationLabels, Counter>,
+    reconciliations: Family<OutcomeLabels, Counter>,
 }
 
 /// The gateway's metrics; cheap to clone.
@@ -106,6 +118,18 @@ impl Metrics {
             "JWKS fetches that failed (cached keys stay in use)",
             jwks_refresh_failures.clone(),
         );
+        let confirmations = Family::<ConfirmationLabels, Counter>::default();
+        registry.register(
+            "release_confirmations",
+            "Accepted releases seen through (confirmed) or still listed when the gateway stopped looking (not_confirmed)",
+            confirmations.clone(),
+        );
+        let reconciliations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "reconciliations",
+            "Unknown outcomes resolved from DescribeDisks, by the outcome found (succeeded, failed)",
+            reconciliations.clone(),
+        );
         Self(Arc::new(Inner {
             registry,
             calls,
@@ -115,6 +139,8 @@ impl Metrics {
             audit_duration,
             audit_failures,
             jwks_refresh_failures,
+            confirmations,
+            reconciliations,
         }))
     }
 
@@ -168,6 +194,22 @@ impl Metrics {
 
     pub fn jwks_refresh_failed(&self) {
         self.0.jwks_refresh_failures.inc();
+    }
+
+    /// `confirmation` is `confirmed` or `not_confirmed`.
+    pub fn release_confirmed(&self, confirmation: &str) {
+        let labels = ConfirmationLabels {
+            confirmation: confirmation.to_owned(),
+        };
+        self.0.confirmations.get_or_create(&labels).inc();
+    }
+
+    /// `outcome` is what reconciliation found: `succeeded` or `failed`.
+    pub fn release_reconciled(&self, outcome: &str) {
+        let labels = OutcomeLabels {
+            outcome: outcome.to_owned(),
+        };
+        self.0.reconciliations.get_or_create(&labels).inc();
     }
 }
 

@@ -2,13 +2,14 @@
 //! runs until told to stop, then drains within the grace period.
 
 use crate::admin;
-use crate::audit::{self, AuditLog, Upkeep};
+use crate::audit::{self, AuditLog, FollowUpTiming, Upkeep};
 use crate::health::{self, HealthState};
 use crate::metrics::Metrics;
 use crate::pb::{self, disk_service_server::DiskServiceServer};
 use crate::rpc::{CallContextLayer, DiskApi, ReleasePath};
 use crate::settings::{ServerSettings, Settings};
 use crate::tls::ServerTls;
+use crate::zenlayer::ZenlayerClient;
 use anyhow::Context as _;
 use sqlx::PgPool;
 use std::future::Future;
@@ -37,6 +38,8 @@ pub struct Application {
     pool: PgPool,
     api: DiskApi,
     metrics: Metrics,
+    /// For confirmations and reconciliations.
+    zenlayer: ZenlayerClient,
     /// How long a call can stay in flight; older pending calls were abandoned.
     longest_call: Duration,
     /// Releases in flight, which shutdown lets finish.
@@ -56,7 +59,7 @@ impl Application {
         let zenlayer = settings.zenlayer.client()?;
         let longest_call = zenlayer.longest_call();
         let authenticator = settings.auth.authenticator(&stop, &metrics)?;
-        let path = ReleasePath::new(authenticator, audit, zenlayer, metrics.clone());
+        let path = ReleasePath::new(authenticator, audit, zenlayer.clone(), metrics.clone());
         let api = DiskApi::new(path, releases.clone());
         // Before binding: a certificate file that cannot be used stops
         // start-up without ever opening the port.
@@ -80,6 +83,7 @@ impl Application {
             pool,
             api,
             metrics,
+            zenlayer,
             longest_call,
             releases,
             stop,
@@ -108,7 +112,7 @@ impl Application {
         let admin = admin::spawn(
             self.admin_listener,
             health.readiness(),
-            self.metrics,
+            self.metrics.clone(),
             health_service.clone(),
         );
         let monitor = tokio::spawn(health::monitor(
@@ -124,10 +128,22 @@ impl Application {
         // gateway that stopped; the margin covers clock skew between replicas.
         let upkeep = Upkeep {
             interval: self.settings.server.recovery_interval,
-            abandoned_after: self.longest_call + ABANDONED_MARGIN,
+            abandoned_after: self.longest_call + self.settings.server.abandoned_margin,
             key_retention: self.settings.server.idempotency_retention,
         };
         audit::spawn_upkeep(self.pool.clone(), upkeep, stop.clone());
+        let timing = FollowUpTiming {
+            interval: self.settings.server.follow_up_interval,
+            confirm_within: self.settings.server.confirm_within,
+            settle: self.settings.server.reconcile_after,
+        };
+        audit::spawn_follow_up(
+            self.pool.clone(),
+            self.zenlayer,
+            self.metrics.clone(),
+            timing,
+            stop.clone(),
+        );
         let router = Server::builder()
             .layer(CallContextLayer)
             .add_service(health_service)
@@ -189,10 +205,6 @@ fn announce_transport(addr: SocketAddr, tls: Option<&ServerTls>, server: &Server
         }
     }
 }
-
-/// Added to the longest possible call before a pending one counts as
-/// abandoned.
-const ABANDONED_MARGIN: Duration = Duration::from_secs(30);
 
 /// Serving, then draining within the grace period.
 struct Drain<'a> {

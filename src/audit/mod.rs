@@ -8,11 +8,13 @@
 //! without changing them.
 
 mod error;
+mod follow_up;
 mod record;
 mod store;
 mod upkeep;
 
 pub use error::AuditError;
+pub use follow_up::{FollowUpTiming, spawn_follow_up};
 pub use record::{
     Answer, Attempt, Caller, Claim, OutcomeKind, OutcomeRecord, PriorCall, Recorded, RefusalRecord,
 };

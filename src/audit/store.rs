@@ -225,3 +225,170 @@ pub(super) async fn mark_abandoned_unknown(
 /// must not scan the whole history. A call is abandoned within minutes of
 /// its gateway stopping; only a fleet down for this long misses the sweep.
 const SWEEP_WINDOW_DAYS: i32 = 7;
+
+/// A call still to follow up: its id, its disk, and when its last outcome
+/// was recorded.
+#[derive(Debug, Clone)]
+pub(super) struct FollowUp {
+    pub call_id: Uuid,
+    pub disk_id: String,
+    pub completed_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Accepted releases (not replays) of the last week with no confirmation
+/// yet, oldest first.
+#[tracing::instrument(name = "audit.unconfirmed_releases", skip_all)]
+pub(super) async fn unconfirmed(
+    db: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<FollowUp>, sqlx::Error> {
+    sqlx::query_as!(
+        FollowUp,
+        "SELECT a.call_id, a.disk_id, o.completed_at
+         FROM audit.release_outcomes o
+         JOIN audit.release_attempts a ON a.call_id = o.call_id
+         WHERE o.outcome = 'succeeded' AND a.replay_of IS NULL
+           AND o.completed_at > clock_timestamp() - make_interval(days => $1)
+           AND NOT EXISTS (SELECT 1 FROM audit.release_confirmations c WHERE c.call_id = o.call_id)
+         ORDER BY o.completed_at
+         LIMIT $2",
+        SWEEP_WINDOW_DAYS,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Calls of the last week whose only outcome is `unknown`, recorded longer
+/// ago than `settle`, oldest first.
+#[tracing::instrument(name = "audit.unknown_outcomes", skip_all)]
+pub(super) async fn unresolved(
+    db: &mut PgConnection,
+    settle: Duration,
+    limit: i64,
+) -> Result<Vec<FollowUp>, sqlx::Error> {
+    sqlx::query_as!(
+        FollowUp,
+        "SELECT a.call_id, a.disk_id, u.completed_at
+         FROM audit.release_outcomes u
+         JOIN audit.release_attempts a ON a.call_id = u.call_id
+         WHERE u.outcome = 'unknown'
+           AND u.completed_at < clock_timestamp() - make_interval(secs => $1)
+           AND u.completed_at > clock_timestamp() - make_interval(days => $2)
+           AND NOT EXISTS (
+               SELECT 1 FROM audit.release_outcomes k
+               WHERE k.call_id = u.call_id AND k.outcome <> 'unknown')
+         ORDER BY u.completed_at
+         LIMIT $3",
+        settle.as_secs_f64(),
+        SWEEP_WINDOW_DAYS,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Takes the call's follow-up lock for this transaction; `false` when
+/// another replica holds it, which then follows the call up instead.
+pub(super) async fn lock_call(db: &mut PgConnection, call_id: Uuid) -> Result<bool, sqlx::Error> {
+    let locked = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock(hashtextextended($1::text, 7215)) AS "locked!""#,
+        call_id.to_string(),
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(locked)
+}
+
+/// Whether the call has a confirmation verdict already (another replica,
+/// or a reconciliation, got there first).
+pub(super) async fn has_confirmation(
+    db: &mut PgConnection,
+    call_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM audit.release_confirmations WHERE call_id = $1) AS "done!""#,
+        call_id,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(done)
+}
+
+/// Whether the call has a known outcome already.
+pub(super) async fn has_known_outcome(
+    db: &mut PgConnection,
+    call_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM audit.release_outcomes
+                          WHERE call_id = $1 AND outcome <> 'unknown') AS "done!""#,
+        call_id,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(done)
+}
+
+/// One confirmation verdict, at most one per call.
+#[derive(Debug, Clone)]
+pub(super) struct Confirmation<'a> {
+    pub call_id: Uuid,
+    pub confirmed: bool,
+    pub checked_at: chrono::DateTime<chrono::Utc>,
+    pub zenlayer_request_id: &'a str,
+    pub disk_status: Option<&'a str>,
+    pub recorded_by: &'static str,
+}
+
+#[tracing::instrument(name = "audit.insert_confirmation", skip_all, fields(call_id = %c.call_id))]
+pub(super) async fn insert_confirmation(
+    db: &mut PgConnection,
+    c: &Confirmation<'_>,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query!(
+        "INSERT INTO audit.release_confirmations (
+            call_id, confirmation, checked_at, zenlayer_request_id, disk_status, recorded_by)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT DO NOTHING",
+        c.call_id,
+        if c.confirmed {
+            "confirmed"
+        } else {
+            "not_confirmed"
+        },
+        c.checked_at,
+        c.zenlayer_request_id,
+        c.disk_status,
+        c.recorded_by,
+    )
+    .execute(db)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// The outcome reconciliation found for a call whose outcome was unknown.
+#[tracing::instrument(name = "audit.insert_reconciled", skip_all, fields(call_id = %outcome.call_id))]
+pub(super) async fn insert_reconciled(
+    db: &mut PgConnection,
+    outcome: &OutcomeRecord,
+) -> Result<bool, sqlx::Error> {
+    let answer = &outcome.answer;
+    let inserted = sqlx::query!(
+        "INSERT INTO audit.release_outcomes (
+            call_id, completed_at, outcome, grpc_code, error_reason, zenlayer_code,
+            zenlayer_request_id, http_status, error_message, zenlayer_action, recorded_by)
+         VALUES ($1, $2, $3, $4, $5, NULL, $6, NULL, $7, 'DescribeDisks', 'reconciliation')
+         ON CONFLICT DO NOTHING",
+        outcome.call_id,
+        outcome.completed_at,
+        answer.kind.label(),
+        answer.grpc_code,
+        answer.error_reason.as_deref(),
+        answer.zenlayer_request_id.as_deref(),
+        answer.error_message.as_deref(),
+    )
+    .execute(db)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}

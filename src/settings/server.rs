@@ -26,6 +26,19 @@ pub struct ServerSettings {
     /// `GATEWAY_RECOVERY_INTERVAL_MS`: how often to look for calls a crash
     /// left without an outcome (also done once at start-up).
     pub recovery_interval: Duration,
+    /// `GATEWAY_ABANDONED_MARGIN_MS`: added to the longest a call can take
+    /// before a call still pending counts as abandoned by a gateway that
+    /// stopped (it covers clock skew between replicas).
+    pub abandoned_margin: Duration,
+    /// `GATEWAY_FOLLOW_UP_INTERVAL_MS`: how often accepted releases are
+    /// confirmed and unknown outcomes reconciled (also once at start-up).
+    pub follow_up_interval: Duration,
+    /// `GATEWAY_CONFIRM_WITHIN_MS`: how long an accepted release may stay
+    /// listed by `DescribeDisks` before it is recorded as not confirmed.
+    pub confirm_within: Duration,
+    /// `GATEWAY_RECONCILE_AFTER_MS`: how long after an outcome became
+    /// unknown it is reconciled from `DescribeDisks`.
+    pub reconcile_after: Duration,
     /// `IDEMPOTENCY_RETENTION_HOURS`: how long an idempotency key is kept
     /// (at least 24 hours, so a day's retries are always deduplicated).
     pub idempotency_retention: Duration,
@@ -61,6 +74,10 @@ impl ServerSettings {
                 (10, 60_000),
             ),
             recovery_interval: r.millis("GATEWAY_RECOVERY_INTERVAL_MS", 60_000, (10, 3_600_000)),
+            abandoned_margin: r.millis("GATEWAY_ABANDONED_MARGIN_MS", 30_000, (0, 3_600_000)),
+            follow_up_interval: r.millis("GATEWAY_FOLLOW_UP_INTERVAL_MS", 5_000, (10, 3_600_000)),
+            confirm_within: r.millis("GATEWAY_CONFIRM_WITHIN_MS", 600_000, (0, 86_400_000)),
+            reconcile_after: r.millis("GATEWAY_RECONCILE_AFTER_MS", 120_000, (0, 86_400_000)),
             idempotency_retention: read_retention(r),
             tls,
         }

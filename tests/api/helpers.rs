@@ -158,6 +158,9 @@ pub struct AppOptions {
     /// Use this (already migrated) database instead of a fresh one, e.g. to
     /// restart a gateway on the data an earlier one left.
     pub database_url: Option<String>,
+    /// How long the simulator takes to finish a release (`DELETING` until
+    /// then); zero releases at once.
+    pub release_takes: Duration,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -173,7 +176,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         Some(url) => url,
         None => fresh_database(&admin_url).await,
     };
-    let simulator = spawn_simulator().await;
+    let simulator = spawn_simulator(options.release_takes).await;
     let key_server = KeyServer::start(&[tokens::RSA, tokens::EC, tokens::ED]).await;
     let gateway_url = as_gateway(&database_url);
     let mut values = test_settings(&gateway_url, &simulator, &key_server);
@@ -210,7 +213,7 @@ pub fn as_gateway(database_url: &str) -> String {
     url.to_string()
 }
 
-pub async fn spawn_simulator() -> SimulatorHandle {
+pub async fn spawn_simulator(release_takes: Duration) -> SimulatorHandle {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the simulator");
@@ -223,7 +226,7 @@ pub async fn spawn_simulator() -> SimulatorHandle {
             simulator::Credential::Token("test-bearer-token".to_owned()),
         ],
         disks: simulator::sample_disks(),
-        ..Default::default()
+        release_takes,
     };
     simulator::spawn(config, listener)
         .await

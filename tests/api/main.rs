@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod follow_up;
 mod grpcurl;
 mod health;
 mod helpers;

@@ -56,6 +56,16 @@ impl GatewayProcess {
         Self { addr, child }
     }
 
+    /// Kills the process outright (SIGKILL), as a crash or an OOM kill
+    /// would, and waits until it is gone.
+    pub async fn kill(mut self) {
+        self.child.start_kill().expect("send SIGKILL");
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the killed gateway is gone")
+            .expect("the exit status");
+    }
+
     /// Sends SIGTERM, as Kubernetes does, and waits for the exit status.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().expect("the gateway is running").to_string();
