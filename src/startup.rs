@@ -15,6 +15,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,8 @@ pub struct Application {
     settings: Settings,
     pool: PgPool,
     api: DiskApi,
+    /// Whether token signing keys are held; readiness depends on it.
+    keys_held: watch::Receiver<bool>,
     metrics: Metrics,
     /// How long a call can stay in flight; older pending calls were abandoned.
     longest_call: Duration,
@@ -56,6 +59,7 @@ impl Application {
         let zenlayer = settings.zenlayer.client()?;
         let longest_call = zenlayer.longest_call();
         let authenticator = settings.auth.authenticator(&stop, &metrics)?;
+        let keys_held = authenticator.keys_held();
         let path = ReleasePath::new(authenticator, audit, zenlayer, metrics.clone());
         let api = DiskApi::new(path, releases.clone());
         // Before binding: a certificate file that cannot be used stops
@@ -79,6 +83,7 @@ impl Application {
             settings,
             pool,
             api,
+            keys_held,
             metrics,
             longest_call,
             releases,
@@ -103,7 +108,8 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let stop = self.stop.clone();
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        // Known (NOT_SERVING) from the first moment, until the database answers.
+        // Known (NOT_SERVING) from the first moment, until the database
+        // answers and keys are held.
         let health = HealthState::new(reporter).await;
         let admin = admin::spawn(
             self.admin_listener,
@@ -117,6 +123,7 @@ impl Application {
                 .database
                 .probe_pool()
                 .context("DATABASE_URL")?,
+            self.keys_held,
             self.settings.server.health_check_interval,
             stop.clone(),
         ));
