@@ -126,6 +126,9 @@ pub async fn monitor(
         database: false,
         keys: *keys.borrow_and_update(),
     };
+    if !now.keys {
+        log_keys(false);
+    }
     let mut reported = NOTHING_YET;
     let mut last_reachable = None;
     let mut ticks = tokio::time::interval(interval);
@@ -176,7 +179,7 @@ fn log_keys(held: bool) {
         tracing::info!("token signing keys held");
     } else {
         tracing::error!(
-            "no token signing keys held: NOT_SERVING (calls are refused with KEY_SOURCE_UNAVAILABLE until the JWKS is fetched)"
+            "no token signing keys held yet: NOT_SERVING (calls are refused with KEY_SOURCE_UNAVAILABLE until the JWKS is fetched)"
         );
     }
 }
