@@ -232,7 +232,11 @@ impl JwksCache {
             }
             Err(error) => {
                 self.metrics.jwks_refresh_failed();
-                tracing::warn!(error = %error, "JWKS refresh failed; keeping the keys already held");
+                tracing::warn!(
+                    error = %error,
+                    keys_held = self.cached().is_some(),
+                    "JWKS refresh failed; any keys already held stay in use"
+                );
                 Err(error)
             }
         }
