@@ -4,7 +4,8 @@
 //! as the main port plus a `liveness` entry, and over HTTP/1 the Prometheus
 //! scrape endpoint `/metrics`, `/livez` (answers while the process runs; it
 //! ignores the database, since a database outage should not restart every
-//! replica) and `/readyz` (database reachable, not draining).
+//! replica) and `/readyz` (database reachable, token signing keys held, not
+//! draining).
 
 use crate::metrics::Metrics;
 use axum::Router;
@@ -58,7 +59,7 @@ async fn readyz(State(ready): State<Arc<AtomicBool>>) -> (StatusCode, &'static s
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the audit database is unreachable, or the gateway is shutting down\n",
+            "not ready: the audit database is unreachable, no token signing keys are held yet, or the gateway is shutting down\n",
         )
     }
 }

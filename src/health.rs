@@ -1,6 +1,8 @@
 //! `grpc.health.v1` status, kept true: SERVING only while the database that
-//! holds the audit trail answers (a release cannot be recorded without it),
-//! and NOT_SERVING from the moment shutdown begins.
+//! holds the audit trail answers (a release cannot be recorded without it)
+//! and a token signing key set is held (no token can be checked without
+//! one), and NOT_SERVING from the moment shutdown begins. A `jwks` entry
+//! reports the keys alone, so on-call can tell which of the two is missing.
 
 use crate::database;
 use crate::pb::disk_service_server::DiskServiceServer;
@@ -9,6 +11,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
@@ -22,6 +25,38 @@ const SERVICES: [&str; 2] = ["", <DiskServiceServer<DiskApi> as NamedService>::N
 /// database: what a liveness probe should ask for.
 pub const LIVENESS: &str = "liveness";
 
+/// A health entry that is SERVING while a token signing key set is held
+/// (always, for keys from a file or secret).
+pub const JWKS: &str = "jwks";
+
+/// What serving releases needs; the server is ready only while both hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Readiness {
+    database: bool,
+    keys: bool,
+}
+
+/// What [`HealthState::new`] reports.
+const NOTHING_YET: Readiness = Readiness {
+    database: false,
+    keys: false,
+};
+
+impl Readiness {
+    /// The one place readiness is combined from what it depends on.
+    fn ready(self) -> bool {
+        self.database && self.keys
+    }
+}
+
+fn serving_if(condition: bool) -> ServingStatus {
+    if condition {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
 /// Where health is reported: gRPC health for gRPC probes and clients, and
 /// a flag that the admin listener's `/readyz` reads.
 #[derive(Debug, Clone)]
@@ -32,10 +67,13 @@ pub struct HealthState {
 
 impl HealthState {
     /// Starts with `liveness` SERVING and everything else NOT_SERVING
-    /// until the database answers.
+    /// until the database answers and keys are held.
     pub async fn new(reporter: HealthReporter) -> Self {
         reporter
             .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
+        reporter
+            .set_service_status(JWKS, ServingStatus::NotServing)
             .await;
         let state = Self {
             reporter,
@@ -58,48 +96,90 @@ impl HealthState {
             self.reporter.set_service_status(service, status).await;
         }
     }
+
+    /// Reports what changed since `before`, so that watchers see
+    /// transitions, not repeats.
+    async fn report(&self, before: Readiness, now: Readiness) {
+        if before.keys != now.keys {
+            self.reporter
+                .set_service_status(JWKS, serving_if(now.keys))
+                .await;
+        }
+        if before.ready() != now.ready() {
+            self.set(serving_if(now.ready())).await;
+        }
+    }
 }
 
-/// Probes the database every `interval` until `shutdown`, then reports
-/// NOT_SERVING for good. Returns once NOT_SERVING is set, so that the drain
-/// (after the shutdown delay) begins with the status already reported.
+/// Probes the database every `interval` and follows whether `keys` are
+/// held, until `shutdown`, then reports NOT_SERVING for good. Returns once
+/// NOT_SERVING is set, so that the drain (after the shutdown delay) begins
+/// with the status already reported.
 pub async fn monitor(
     health: HealthState,
     pool: PgPool,
+    mut keys: watch::Receiver<bool>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut last = None;
+    let mut now = Readiness {
+        database: false,
+        keys: *keys.borrow_and_update(),
+    };
+    if !now.keys {
+        log_keys(false);
+    }
+    let mut reported = NOTHING_YET;
+    let mut last_reachable = None;
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if reported != now {
+            health.report(reported, now).await;
+            reported = now;
+        }
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            _ = ticks.tick() => {}
-        }
-        let reachable = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            reachable = database::is_reachable(&pool, interval.max(Duration::from_millis(500))) => reachable,
-        };
-        if last != Some(reachable) {
-            if reachable {
-                tracing::info!("database reachable: SERVING");
-            } else {
-                tracing::error!(
-                    "database unreachable: NOT_SERVING (releases are refused until it answers)"
-                );
+            // A fixed key source has no sender: the branch is then skipped.
+            Ok(()) = keys.changed() => {
+                now.keys = *keys.borrow_and_update();
+                log_keys(now.keys);
             }
-            let status = if reachable {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            health.set(status).await;
-            last = Some(reachable);
+            _ = ticks.tick() => {
+                let reachable = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    reachable = database::is_reachable(&pool, interval.max(Duration::from_millis(500))) => reachable,
+                };
+                if last_reachable != Some(reachable) {
+                    log_database(reachable);
+                    last_reachable = Some(reachable);
+                }
+                now.database = reachable;
+            }
         }
     }
     health.set(ServingStatus::NotServing).await;
     tracing::info!("shutting down: NOT_SERVING");
+}
+
+fn log_database(reachable: bool) {
+    if reachable {
+        tracing::info!("database reachable");
+    } else {
+        tracing::error!(
+            "database unreachable: NOT_SERVING (releases are refused until it answers)"
+        );
+    }
+}
+
+fn log_keys(held: bool) {
+    if held {
+        tracing::info!("token signing keys held");
+    } else {
+        tracing::error!(
+            "no token signing keys held yet: NOT_SERVING (calls are refused with KEY_SOURCE_UNAVAILABLE until the JWKS is fetched)"
+        );
+    }
 }

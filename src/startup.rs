@@ -16,6 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,8 @@ pub struct Application {
     settings: Settings,
     pool: PgPool,
     api: DiskApi,
+    /// Whether token signing keys are held; readiness depends on it.
+    keys_held: watch::Receiver<bool>,
     metrics: Metrics,
     /// For confirmations and reconciliations.
     zenlayer: ZenlayerClient,
@@ -59,6 +62,7 @@ impl Application {
         let zenlayer = settings.zenlayer.client()?;
         let longest_call = zenlayer.longest_call();
         let authenticator = settings.auth.authenticator(&stop, &metrics)?;
+        let keys_held = authenticator.keys_held();
         let path = ReleasePath::new(authenticator, audit, zenlayer.clone(), metrics.clone());
         let api = DiskApi::new(path, releases.clone());
         // Before binding: a certificate file that cannot be used stops
@@ -82,6 +86,7 @@ impl Application {
             settings,
             pool,
             api,
+            keys_held,
             metrics,
             zenlayer,
             longest_call,
@@ -107,7 +112,8 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let stop = self.stop.clone();
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        // Known (NOT_SERVING) from the first moment, until the database answers.
+        // Known (NOT_SERVING) from the first moment, until the database
+        // answers and keys are held.
         let health = HealthState::new(reporter).await;
         let admin = admin::spawn(
             self.admin_listener,
@@ -121,6 +127,7 @@ impl Application {
                 .database
                 .probe_pool()
                 .context("DATABASE_URL")?,
+            self.keys_held,
             self.settings.server.health_check_interval,
             stop.clone(),
         ));

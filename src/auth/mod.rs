@@ -48,6 +48,12 @@ impl Authenticator {
         }
     }
 
+    /// Whether token signing keys are held, and when that changes: without
+    /// them every call is refused, so health reports it.
+    pub fn keys_held(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.keys.held()
+    }
+
     /// Authenticates and authorizes the caller behind `headers`.
     #[tracing::instrument(name = "authorize", skip_all, fields(principal = tracing::field::Empty, auth.reason = tracing::field::Empty))]
     pub async fn check(&self, headers: &http::HeaderMap) -> Authentication {

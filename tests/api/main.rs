@@ -9,6 +9,7 @@ mod grpcurl;
 mod health;
 mod helpers;
 mod idempotency;
+mod jwks;
 mod observability;
 mod otlp;
 mod outcomes;

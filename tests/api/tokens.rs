@@ -1,5 +1,6 @@
 //! The test identity provider: fixture signing keys, a real HTTP JWKS
-//! endpoint whose key set can change mid-test, and token minting.
+//! endpoint whose key set, health and speed can change mid-test, and token
+//! minting.
 
 use axum::Router;
 use axum::extract::State;
@@ -10,6 +11,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub const ISSUER: &str = "https://idp.test.internal";
 pub const AUDIENCE: &str = "zenlayer-gateway";
@@ -114,6 +116,7 @@ pub struct KeyServer {
 struct KeyServerState {
     keys: Mutex<Vec<Jwk>>,
     failing: Mutex<bool>,
+    delay: Mutex<Duration>,
     fetches: AtomicU64,
 }
 
@@ -122,6 +125,7 @@ impl KeyServer {
         let state = Arc::new(KeyServerState {
             keys: Mutex::new(signers.iter().map(Signer::jwk).collect()),
             failing: Mutex::new(false),
+            delay: Mutex::new(Duration::ZERO),
             fetches: AtomicU64::new(0),
         });
         let app = Router::new()
@@ -148,6 +152,11 @@ impl KeyServer {
         *self.state.failing.lock().unwrap() = failing;
     }
 
+    /// Makes the endpoint wait `delay` before answering each fetch.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.state.delay.lock().unwrap() = delay;
+    }
+
     pub fn fetches(&self) -> u64 {
         self.state.fetches.load(Ordering::SeqCst)
     }
@@ -157,6 +166,8 @@ async fn serve_jwks(
     State(state): State<Arc<KeyServerState>>,
 ) -> Result<axum::Json<JwkSet>, StatusCode> {
     state.fetches.fetch_add(1, Ordering::SeqCst);
+    let delay = *state.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
     if *state.failing.lock().unwrap() {
         return Err(StatusCode::SERVICE_UNAVAILABLE);
     }
