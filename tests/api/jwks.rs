@@ -162,6 +162,24 @@ async fn two_hundred_callers_who_give_up_on_unknown_key_ids_cause_one_jwks_fetch
             other => panic!("unexpected {other:?}: {status:?}"),
         }
     }
+    // Every call the gateway received is recorded, also those whose caller
+    // gave up while the key lookup was under way.
+    let refused = eventually(
+        Duration::from_secs(20),
+        "a refusal row for each of the 200 calls",
+        || async {
+            let rows: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM audit.release_disk_calls
+                 WHERE decision = 'denied' AND decision_reason = 'TOKEN_KEY_UNKNOWN'",
+            )
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+            (rows >= 200).then_some(rows)
+        },
+    )
+    .await;
+    assert_eq!(refused, 200);
     app.key_server.set_delay(Duration::ZERO);
     let within_cooldown = release_with(app.channel().await, &token_with_unknown_kid(200), PATIENT)
         .await
