@@ -6,7 +6,7 @@ use crate::audit::{self, AuditLog, FollowUpTiming, Upkeep};
 use crate::health::{self, HealthState};
 use crate::metrics::Metrics;
 use crate::pb::{self, disk_service_server::DiskServiceServer};
-use crate::rpc::{CallContextLayer, DiskApi, ReleasePath};
+use crate::rpc::{CallContextLayer, DiskApi, ReleasePath, ReleaseReader};
 use crate::settings::{ServerSettings, Settings};
 use crate::tls::ServerTls;
 use crate::zenlayer::ZenlayerClient;
@@ -63,8 +63,9 @@ impl Application {
         let longest_call = zenlayer.longest_call();
         let authenticator = settings.auth.authenticator(&stop, &metrics)?;
         let keys_held = authenticator.keys_held();
+        let reader = ReleaseReader::new(authenticator.clone(), audit.clone());
         let path = ReleasePath::new(authenticator, audit, zenlayer.clone(), metrics.clone());
-        let api = DiskApi::new(path, releases.clone());
+        let api = DiskApi::new(path, reader, releases.clone());
         // Before binding: a certificate file that cannot be used stops
         // start-up without ever opening the port.
         let tls = match &settings.server.tls.files {

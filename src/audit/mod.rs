@@ -18,6 +18,7 @@ pub use follow_up::{FollowUpTiming, spawn_follow_up};
 pub use record::{
     Answer, Attempt, Caller, Claim, OutcomeKind, OutcomeRecord, PriorCall, Recorded, RefusalRecord,
 };
+pub use store::CallRow;
 pub use upkeep::{Upkeep, spawn_upkeep};
 
 use crate::metrics::Metrics;
@@ -55,6 +56,12 @@ impl AuditLog {
     ) -> Result<Recorded, AuditError> {
         self.measured("attempt", self.insert_attempt(attempt, claim))
             .await
+    }
+
+    /// One call as the view shows it now, if it exists.
+    pub async fn call(&self, call_id: Uuid) -> Result<Option<CallRow>, AuditError> {
+        let mut db = self.pool.acquire().await?;
+        Ok(store::find_call(&mut db, call_id).await?)
     }
 
     /// The call holding `claim`'s key, if any, with its best-known outcome.

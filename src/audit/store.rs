@@ -392,3 +392,54 @@ pub(super) async fn insert_reconciled(
     .await?;
     Ok(inserted.rows_affected() == 1)
 }
+
+/// One call as the view shows it, for `GetRelease`.
+#[derive(Debug, Clone)]
+pub struct CallRow {
+    pub call_id: Option<Uuid>,
+    pub disk_id: Option<String>,
+    pub principal: Option<String>,
+    pub issuer: Option<String>,
+    pub reason: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub received_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub decision: Option<String>,
+    pub decision_reason: Option<String>,
+    pub outcome: Option<String>,
+    pub outcome_recorded_by: Option<String>,
+    pub completed_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub grpc_code: Option<String>,
+    pub error_message: Option<String>,
+    pub zenlayer_request_id: Option<String>,
+    pub zenlayer_code: Option<String>,
+    pub zenlayer_action: Option<String>,
+    pub disk_name: Option<String>,
+    pub zone_id: Option<String>,
+    pub disk_size_gib: Option<i64>,
+    pub disk_type: Option<String>,
+    pub disk_status_before: Option<String>,
+    pub disk_tags: Option<serde_json::Value>,
+    pub disk_snapshot: Option<serde_json::Value>,
+    pub confirmation: Option<String>,
+    pub confirmed_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub replay_of: Option<Uuid>,
+}
+
+#[tracing::instrument(name = "audit.find_call", skip_all, fields(call_id = %call_id))]
+pub(super) async fn find_call(
+    db: &mut PgConnection,
+    call_id: Uuid,
+) -> Result<Option<CallRow>, sqlx::Error> {
+    sqlx::query_as!(
+        CallRow,
+        "SELECT call_id, disk_id, principal, issuer, reason, idempotency_key, received_at,
+                decision, decision_reason, outcome, outcome_recorded_by, completed_at, grpc_code,
+                error_message, zenlayer_request_id, zenlayer_code, zenlayer_action, disk_name,
+                zone_id, disk_size_gib, disk_type, disk_status_before, disk_tags, disk_snapshot,
+                confirmation, confirmed_at, replay_of
+         FROM audit.release_disk_calls WHERE call_id = $1",
+        call_id,
+    )
+    .fetch_optional(db)
+    .await
+}

@@ -37,15 +37,53 @@ pub struct Authenticator {
     keys: KeySource,
     policy: Arc<TokenPolicy>,
     release_role: Arc<str>,
+    audit_role: Arc<str>,
+}
+
+/// Proof that a verified caller may read calls from the audit trail: its
+/// own, or any with the audit role. Only [`Authenticator::check_reader`]
+/// makes one.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    principal: Principal,
+    reads_all: bool,
+}
+
+impl Reader {
+    /// Whether the call made by `issuer`/`subject` may be shown. Default
+    /// deny: a call with no verified caller is shown only to the audit role.
+    pub fn may_read(&self, issuer: Option<&str>, subject: Option<&str>) -> bool {
+        self.reads_all
+            || (issuer == Some(self.principal.issuer.as_str())
+                && subject == Some(self.principal.subject.as_str()))
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
 }
 
 impl Authenticator {
-    pub fn new(keys: KeySource, policy: TokenPolicy, release_role: &str) -> Self {
+    pub fn new(keys: KeySource, policy: TokenPolicy, release_role: &str, audit_role: &str) -> Self {
         Self {
             keys,
             policy: Arc::new(policy),
             release_role: release_role.into(),
+            audit_role: audit_role.into(),
         }
+    }
+
+    /// Authenticates a caller who wants to read the audit trail; no role is
+    /// needed to read one's own calls.
+    #[tracing::instrument(name = "authorize_reader", skip_all)]
+    pub async fn check_reader(&self, headers: &http::HeaderMap) -> Result<Reader, AuthError> {
+        let token = token::bearer_token(headers)?;
+        let principal = self.verify(token).await?;
+        let reads_all = principal.roles.iter().any(|r| **r == *self.audit_role);
+        Ok(Reader {
+            principal,
+            reads_all,
+        })
     }
 
     /// Whether token signing keys are held, and when that changes: without

@@ -4,26 +4,32 @@
 //! not take them (or the audit record) along.
 
 use super::CallContext;
+use super::get_release::ReleaseReader;
 use super::received::Received;
 use super::release::ReleasePath;
 use crate::pb::disk_service_server::DiskService;
-use crate::pb::{ReleaseDiskRequest, ReleaseDiskResponse};
+use crate::pb::{GetReleaseRequest, Release, ReleaseDiskRequest, ReleaseDiskResponse};
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use tracing::Instrument as _;
 
 /// The `DiskService` implementation.
 #[derive(Debug, Clone)]
 pub struct DiskApi {
     path: ReleasePath,
+    reader: ReleaseReader,
     /// The calls in flight, which shutdown lets finish.
     tasks: TaskTracker,
 }
 
 impl DiskApi {
-    pub fn new(path: ReleasePath, tasks: TaskTracker) -> Self {
-        Self { path, tasks }
+    pub fn new(path: ReleasePath, reader: ReleaseReader, tasks: TaskTracker) -> Self {
+        Self {
+            path,
+            reader,
+            tasks,
+        }
     }
 }
 
@@ -44,5 +50,22 @@ impl DiskService for DiskApi {
             ))
         });
         reply.map(Response::new)
+    }
+
+    async fn get_release(
+        &self,
+        request: Request<GetReleaseRequest>,
+    ) -> Result<Response<Release>, Status> {
+        let call = CallContext::of(&request);
+        let release = self
+            .reader
+            .get(&call, request.metadata().as_ref(), request.get_ref())
+            .await;
+        tracing::info!(
+            audit_id = %request.get_ref().audit_id.chars().take(64).collect::<String>(),
+            grpc.code = super::codes::code_name(release.as_ref().map_or_else(|s| s.code(), |_| Code::Ok)),
+            "GetRelease answered"
+        );
+        release.map(Response::new)
     }
 }

@@ -9,6 +9,7 @@ pub mod codes;
 pub mod context;
 mod disk_service;
 mod explain;
+mod get_release;
 mod outcome;
 mod received;
 mod release;
@@ -16,6 +17,7 @@ mod render;
 
 pub use context::{CallContext, CallContextLayer};
 pub use disk_service::DiskApi;
+pub use get_release::ReleaseReader;
 pub use outcome::{Audited, Outcome, Upstream};
 pub use release::ReleasePath;
 pub use render::{ERROR_DOMAIN, Reply};

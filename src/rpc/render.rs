@@ -33,7 +33,7 @@ impl Outcome {
         }
     }
 
-    fn status(&self, call: &CallContext) -> Status {
+    pub(super) fn status(&self, call: &CallContext) -> Status {
         let mut details = ErrorDetails::new();
         for v in &self.violations {
             details.add_bad_request_violation(v.field, &v.description);

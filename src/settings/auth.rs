@@ -40,6 +40,8 @@ pub struct AuthSettings {
     pub policy: TokenPolicy,
     /// `RELEASE_DISK_ROLE`.
     pub release_role: String,
+    /// `AUDIT_ROLE`: may read any call with `GetRelease`.
+    pub audit_role: String,
 }
 
 const DEFAULT_ALGORITHMS: &str = "RS256,ES256,EdDSA";
@@ -74,6 +76,9 @@ impl AuthSettings {
             release_role: r
                 .raw("RELEASE_DISK_ROLE")
                 .unwrap_or_else(|| "disk:release".to_owned()),
+            audit_role: r
+                .raw("AUDIT_ROLE")
+                .unwrap_or_else(|| "disk:audit".to_owned()),
         }
     }
 
@@ -109,6 +114,7 @@ impl AuthSettings {
             keys,
             self.policy.clone(),
             &self.release_role,
+            &self.audit_role,
         ))
     }
 }

@@ -89,3 +89,36 @@ async fn grpcurl_releases_a_disk_through_reflection() {
         .unwrap();
     assert_eq!(printed["requestId"], answered);
 }
+
+#[tokio::test]
+async fn grpcurl_reads_a_release_back_by_its_audit_id() {
+    let app = spawn_app().await;
+    let authorization = format!("authorization: Bearer {}", tokens::good_token());
+    let released = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &authorization,
+        "-d",
+        r#"{"diskId": "disk-recycled-data", "reason": "CHG-1234"}"#,
+        &app.addr.to_string(),
+        "zenlayer.vm.v1.DiskService/ReleaseDisk",
+    ])
+    .await;
+    let released: serde_json::Value = serde_json::from_str(&stdout(&released)).unwrap();
+    let audit_id = released["auditId"].as_str().unwrap();
+    let output = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &authorization,
+        "-d",
+        &format!(r#"{{"auditId": "{audit_id}"}}"#),
+        &app.addr.to_string(),
+        "zenlayer.vm.v1.DiskService/GetRelease",
+    ])
+    .await;
+    let release: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(release["auditId"], audit_id);
+    assert_eq!(release["outcome"], "succeeded");
+    assert_eq!(release["zenlayerRequestId"], released["requestId"]);
+    assert_eq!(release["disk"]["diskStatus"], "RECYCLED");
+}

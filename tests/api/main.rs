@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod follow_up;
+mod get_release;
 mod grpcurl;
 mod health;
 mod helpers;
