@@ -3,6 +3,7 @@
 //! [`Authorized`] proof, which only a verified token carrying the release
 //! role produces.
 
+mod cache;
 pub mod dev_keys;
 mod error;
 mod key_source;
@@ -16,6 +17,7 @@ pub use keys::KeySet;
 pub use principal::{Authorized, Principal};
 pub use token::{MAX_TOKEN_BYTES, TokenPolicy};
 
+use cache::{TokenDigest, VerifiedTokens};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -38,6 +40,7 @@ pub struct Authenticator {
     policy: Arc<TokenPolicy>,
     release_role: Arc<str>,
     audit_role: Arc<str>,
+    verified: Arc<VerifiedTokens>,
 }
 
 /// Proof that a verified caller may read calls from the audit trail: its
@@ -67,6 +70,7 @@ impl Authenticator {
     pub fn new(keys: KeySource, policy: TokenPolicy, release_role: &str, audit_role: &str) -> Self {
         Self {
             keys,
+            verified: Arc::new(VerifiedTokens::new(policy.leeway_seconds)),
             policy: Arc::new(policy),
             release_role: release_role.into(),
             audit_role: audit_role.into(),
@@ -78,7 +82,9 @@ impl Authenticator {
     #[tracing::instrument(name = "authorize_reader", skip_all)]
     pub async fn check_reader(&self, headers: &http::HeaderMap) -> Result<Reader, AuthError> {
         let token = token::bearer_token(headers)?;
-        let principal = self.verify(token).await?;
+        let principal = self
+            .verify(token, &Sha256::digest(token.as_bytes()).into())
+            .await?;
         let reads_all = principal.roles.iter().any(|r| **r == *self.audit_role);
         Ok(Reader {
             principal,
@@ -95,14 +101,12 @@ impl Authenticator {
     /// Authenticates and authorizes the caller behind `headers`.
     #[tracing::instrument(name = "authorize", skip_all, fields(principal = tracing::field::Empty, auth.reason = tracing::field::Empty))]
     pub async fn check(&self, headers: &http::HeaderMap) -> Authentication {
-        let token = token::bearer_token(headers);
-        let token_fingerprint = token
-            .as_ref()
-            .ok()
-            .map(|t| hex::encode(Sha256::digest(t.as_bytes())));
-        let principal = match token {
-            Ok(token) => self.verify(token).await,
-            Err(error) => Err(error),
+        let (token_fingerprint, principal) = match token::bearer_token(headers) {
+            Ok(token) => {
+                let digest = TokenDigest::from(Sha256::digest(token.as_bytes()));
+                (Some(hex::encode(digest)), self.verify(token, &digest).await)
+            }
+            Err(error) => (None, Err(error)),
         };
         let result = principal
             .clone()
@@ -121,13 +125,22 @@ impl Authenticator {
         }
     }
 
-    async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let keys = self.keys.current().await?;
+    /// The verified principal of `token` (whose SHA-256 is `digest`): from
+    /// the cache when it was verified with the keys held now and is still
+    /// valid, else by checking its signature and claims.
+    async fn verify(&self, token: &str, digest: &TokenDigest) -> Result<Principal, AuthError> {
+        let mut keys = self.keys.current().await?;
+        let now = chrono::Utc::now().timestamp();
+        if let Some(principal) = self.verified.get(digest, &keys, now) {
+            return Ok(principal);
+        }
         if token::names_unknown_key(token, &keys, &self.policy)
             && let Some(newer) = self.keys.refreshed().await
         {
-            return token::verify(token, &newer, &self.policy);
+            keys = newer;
         }
-        token::verify(token, &keys, &self.policy)
+        let principal = token::verify(token, &keys, &self.policy)?;
+        self.verified.put(*digest, token, &principal, &keys);
+        Ok(principal)
     }
 }

@@ -18,5 +18,6 @@ mod preflight;
 mod processes;
 mod release;
 mod tls;
+mod token_cache;
 mod tokens;
 mod zc2;

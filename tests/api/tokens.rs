@@ -147,6 +147,11 @@ impl KeyServer {
         self.state.keys.lock().unwrap().push(signer.jwk());
     }
 
+    /// Publishes exactly these keys, withdrawing every other.
+    pub fn replace(&self, signers: &[Signer]) {
+        *self.state.keys.lock().unwrap() = signers.iter().map(Signer::jwk).collect();
+    }
+
     /// Makes the endpoint answer 503 (or recover).
     pub fn set_failing(&self, failing: bool) {
         *self.state.failing.lock().unwrap() = failing;
