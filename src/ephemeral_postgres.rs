@@ -18,6 +18,9 @@ pub struct EphemeralPostgres {
     port: u16,
     bin_dir: PathBuf,
     run_as: Option<String>,
+    /// Commits reach the disk (for measurements); otherwise fsync is off,
+    /// which tests do not need and would only slow down.
+    durable: bool,
 }
 
 const UNPRIVILEGED_USER: &str = "postgres";
@@ -25,6 +28,16 @@ const UNPRIVILEGED_USER: &str = "postgres";
 impl EphemeralPostgres {
     /// Creates a cluster and starts it. Blocks for a second or two.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// As [`start`](Self::start), but every commit is flushed to disk as in
+    /// production (`fsync` and `synchronous_commit` on), for benchmarks.
+    pub fn start_durable() -> anyhow::Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> anyhow::Result<Self> {
         let bin_dir = find_bin_dir()?;
         let run_as = running_as_root().then(|| UNPRIVILEGED_USER.to_owned());
         let dir = tempfile::Builder::new()
@@ -38,6 +51,7 @@ impl EphemeralPostgres {
             dir,
             bin_dir,
             run_as,
+            durable,
         };
         server.run(
             "initdb",
@@ -67,6 +81,11 @@ impl EphemeralPostgres {
         self.port
     }
 
+    /// The path of one of the server's programs (`pgbench`, `psql`, …).
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
     /// Stops the server (fast shutdown: clients are disconnected).
     pub fn stop(&self) -> anyhow::Result<()> {
         self.run(
@@ -77,8 +96,13 @@ impl EphemeralPostgres {
 
     /// Starts the server again on the same port, after [`stop`](Self::stop).
     pub fn start_again(&self) -> anyhow::Result<()> {
+        let durability = if self.durable {
+            "-c fsync=on -c synchronous_commit=on"
+        } else {
+            "-c fsync=off -c full_page_writes=off"
+        };
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c full_page_writes=off",
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=300 {durability}",
             self.port,
             self.dir.path().display()
         );

@@ -1,0 +1,555 @@
+//! The gateway's benchmark: one command (`cargo bench --bench release`)
+//! that starts everything on this machine — a durable throwaway PostgreSQL
+//! (`fsync` and `synchronous_commit` on), the Zenlayer simulator holding a
+//! releasable disk for every call, and the release-built gateway as its own
+//! process — drives `ReleaseDisk` through the whole path (token check,
+//! pre-flight `DescribeDisks`, attempt, signed `ReleaseDisk`, outcome), and
+//! prints one table. Baselines come from the same run on the same machine:
+//! `pgbench` single-row INSERTs into a table shaped like the attempts table
+//! at the same concurrency, and the gateway's own two upstream calls made
+//! directly. The machines are noisy, so the targets are ratios against
+//! those baselines.
+//!
+//! `BENCH_SECONDS` (default 5) sets how long each level runs. The run fails
+//! if any call did not end as expected or any call lacks its audit outcome.
+
+use hdrhistogram::Histogram;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+use zenlayer_gateway::auth::dev_keys::{DevSigningKey, TokenClaims};
+use zenlayer_gateway::ephemeral_postgres::EphemeralPostgres;
+use zenlayer_gateway::pb::ReleaseDiskRequest;
+use zenlayer_gateway::pb::disk_service_client::DiskServiceClient;
+use zenlayer_gateway::simulator::{self, Disk, DiskStatus, DiskType, SimulatorConfig};
+
+const CLOSED_LOOP: [usize; 4] = [1, 16, 64, 256];
+const ACCESS_KEY_ID: &str = "AKIDbenchmark";
+const ACCESS_KEY_PASSWORD: &str = "benchmark-access-key-password";
+const ISSUER: &str = "zenlayer-gateway-bench";
+/// More releasable disks than any run can use.
+const DISKS: u64 = 400_000;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let level = Duration::from_secs(seconds);
+    let rig = Rig::start().await?;
+    let direct_p50 = rig
+        .direct_upstream(level.min(Duration::from_secs(3)))
+        .await?;
+    let mut rows = Vec::new();
+    let mut best = (0.0, 0usize);
+    for concurrency in CLOSED_LOOP {
+        let run = rig.closed_loop(concurrency, level).await?;
+        let pgbench = rig.pgbench(concurrency, level).await?;
+        if run.rate > best.0 {
+            best = (run.rate, concurrency);
+        }
+        rows.push((
+            format!("closed, {concurrency} in flight"),
+            run,
+            Some(pgbench),
+        ));
+    }
+    let open = rig
+        .open_loop(best.0 / 2.0, level.max(Duration::from_secs(5)))
+        .await?;
+    rows.push((
+        format!("open, {:.0}/s (half the best)", best.0 / 2.0),
+        open,
+        None,
+    ));
+    let table = Table {
+        rows,
+        direct_p50,
+        startup: rig.startup,
+        peak_rss_kib: rig.peak_rss_kib()?,
+        missing_outcomes: rig.calls_without_outcome().await?,
+        best_concurrency: best.1,
+    };
+    table.print();
+    let unexpected: u64 = table.rows.iter().map(|(_, r, _)| r.unexpected).sum();
+    anyhow::ensure!(
+        unexpected == 0,
+        "{unexpected} calls did not end as expected"
+    );
+    anyhow::ensure!(
+        table.missing_outcomes == 0,
+        "{} calls have no audit outcome",
+        table.missing_outcomes
+    );
+    Ok(())
+}
+
+/// Everything running, and how to reach it.
+struct Rig {
+    _postgres: EphemeralPostgres,
+    admin_url: String,
+    gateway: Child,
+    channel: Channel,
+    token: String,
+    simulator_url: String,
+    next_disk: Arc<AtomicU64>,
+    startup: Duration,
+    db: sqlx::PgPool,
+    _keys: tempfile::TempDir,
+}
+
+/// One measured run.
+#[derive(Debug, Default)]
+struct Run {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    cpu_per_call: Option<Duration>,
+    unexpected: u64,
+}
+
+impl Rig {
+    async fn start() -> anyhow::Result<Self> {
+        let postgres = tokio::task::spawn_blocking(EphemeralPostgres::start_durable).await??;
+        let admin_url = postgres.url("postgres");
+        let db = sqlx::PgPool::connect(&admin_url).await?;
+        zenlayer_gateway::database::migrate(&db).await?;
+        sqlx::raw_sql(
+            "CREATE ROLE bench_gateway LOGIN IN ROLE zenlayer_gateway;
+             CREATE TABLE public.bench_attempts (LIKE audit.release_attempts INCLUDING ALL);",
+        )
+        .execute(&db)
+        .await?;
+        let simulator = simulator::spawn(
+            SimulatorConfig {
+                credentials: vec![simulator::Credential::AccessKey {
+                    id: ACCESS_KEY_ID.into(),
+                    password: ACCESS_KEY_PASSWORD.into(),
+                }],
+                disks: (0..DISKS)
+                    .map(|n| Disk::new(&disk_id(n), DiskType::Data, DiskStatus::Recycled))
+                    .collect(),
+                ..Default::default()
+            },
+            tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        )
+        .await?;
+        let keys = tempfile::tempdir()?;
+        let key = DevSigningKey::generate()?;
+        let jwks = keys.path().join("jwks.json");
+        std::fs::write(&jwks, key.jwks())?;
+        let token = key.mint(&TokenClaims {
+            issuer: ISSUER.into(),
+            audience: "zenlayer-gateway".into(),
+            subject: "bench".into(),
+            roles: vec!["disk:release".into()],
+            roles_claim: "roles".into(),
+            lifetime: Duration::from_secs(3600),
+        })?;
+        let database_url = format!(
+            "postgres://bench_gateway@127.0.0.1:{}/postgres",
+            postgres.port()
+        );
+        let started = Instant::now();
+        let (gateway, addr) = spawn_gateway(&[
+            ("DATABASE_URL", database_url.as_str()),
+            ("ZENLAYER_BASE_URL", &simulator.base_url()),
+            ("ZENLAYER_ACCESS_KEY_ID", ACCESS_KEY_ID),
+            ("ZENLAYER_ACCESS_KEY_PASSWORD", ACCESS_KEY_PASSWORD),
+            ("JWT_PUBLIC_KEYS_FILE", &jwks.to_string_lossy()),
+            ("JWT_ISSUER", ISSUER),
+            ("JWT_ALGORITHMS", "EdDSA"),
+        ])
+        .await?;
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        wait_until_serving(channel.clone()).await?;
+        let startup = started.elapsed();
+        // The simulator must outlive the run; it lives in this process.
+        let simulator_url = simulator.base_url();
+        std::mem::forget(simulator);
+        Ok(Self {
+            _postgres: postgres,
+            admin_url,
+            gateway,
+            channel,
+            token,
+            simulator_url,
+            next_disk: Arc::new(AtomicU64::new(0)),
+            startup,
+            db,
+            _keys: keys,
+        })
+    }
+
+    fn client(&self) -> Caller {
+        Caller {
+            client: DiskServiceClient::new(self.channel.clone()),
+            authorization: format!("Bearer {}", self.token).parse().expect("ASCII"),
+            next_disk: self.next_disk.clone(),
+        }
+    }
+
+    async fn closed_loop(&self, concurrency: usize, length: Duration) -> anyhow::Result<Run> {
+        let cpu_before = self.cpu()?;
+        let started = Instant::now();
+        let until = started + length;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            let mut caller = self.client();
+            tasks.spawn(async move {
+                let mut histogram = new_histogram();
+                let mut unexpected = 0;
+                while Instant::now() < until {
+                    let sent = Instant::now();
+                    if !caller.release().await {
+                        unexpected += 1;
+                    }
+                    record(&mut histogram, sent.elapsed());
+                }
+                (histogram, unexpected)
+            });
+        }
+        let (histogram, unexpected) = gather(tasks).await;
+        let elapsed = started.elapsed();
+        let calls = histogram.len();
+        let cpu = self.cpu()?.saturating_sub(cpu_before);
+        Ok(summary(histogram, calls, elapsed, Some(cpu), unexpected))
+    }
+
+    /// Calls sent at a steady `rate`, each timed from when it was due, so a
+    /// stall shows in the latencies rather than slowing the sender.
+    async fn open_loop(&self, rate: f64, length: Duration) -> anyhow::Result<Run> {
+        let cpu_before = self.cpu()?;
+        let total = (rate * length.as_secs_f64()) as u64;
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..total {
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+            let mut caller = self.client();
+            tasks.spawn(async move {
+                let mut histogram = new_histogram();
+                let ok = caller.release().await;
+                record(&mut histogram, due.elapsed());
+                (histogram, u64::from(!ok))
+            });
+        }
+        let (histogram, unexpected) = gather(tasks).await;
+        let elapsed = started.elapsed();
+        let calls = histogram.len();
+        let cpu = self.cpu()?.saturating_sub(cpu_before);
+        Ok(summary(histogram, calls, elapsed, Some(cpu), unexpected))
+    }
+
+    /// What the gateway itself sends, made directly at one in flight: a
+    /// `DescribeDisks` then a `ReleaseDisk`, signed the same way.
+    async fn direct_upstream(&self, length: Duration) -> anyhow::Result<Duration> {
+        let settings = zenlayer_gateway::zenlayer::ZenlayerSettings {
+            base_url: self.simulator_url.parse()?,
+            credential: zenlayer_gateway::zenlayer::Credential::AccessKey {
+                id: ACCESS_KEY_ID.into(),
+                password: ACCESS_KEY_PASSWORD.to_owned().into(),
+            },
+            api_version: "2023-03-13".into(),
+            timeout: Duration::from_secs(10),
+            rate_limit_retries: 0,
+            retry_backoff: Duration::from_secs(1),
+            preflight: true,
+        };
+        let client = settings.client()?;
+        let caller = zenlayer_gateway::auth::Principal {
+            subject: "bench".into(),
+            issuer: ISSUER.into(),
+            client_id: None,
+            token_id: None,
+            roles: vec!["disk:release".into()],
+        }
+        .authorize("disk:release", "roles")?;
+        let mut histogram = new_histogram();
+        let until = Instant::now() + length;
+        while Instant::now() < until {
+            let n = self.next_disk.fetch_add(1, Ordering::Relaxed);
+            let disk = zenlayer_gateway::domain::DiskId::parse(&disk_id(n))
+                .map_err(|v| anyhow::anyhow!(v.description))?;
+            let deadline = zenlayer_gateway::deadline::Deadline::NONE;
+            let sent = Instant::now();
+            client.describe_disk(&disk, deadline).await?;
+            client.release_disk(&caller, &disk, deadline).await?;
+            record(&mut histogram, sent.elapsed());
+        }
+        Ok(Duration::from_micros(histogram.value_at_quantile(0.5)))
+    }
+
+    /// `pgbench`'s single-row INSERTs per second into a copy of the
+    /// attempts table (same columns and indexes), at `clients` connections.
+    async fn pgbench(&self, clients: usize, length: Duration) -> anyhow::Result<f64> {
+        let script = tempfile::NamedTempFile::new()?;
+        std::fs::write(
+            script.path(),
+            "INSERT INTO public.bench_attempts (call_id, received_at, principal, issuer, roles, \
+             x_request_id, trace_id, disk_id, reason, idempotency_key, decision) \
+             VALUES (gen_random_uuid(), now(), 'bench', 'zenlayer-gateway-bench', '{disk:release}', \
+             gen_random_uuid()::text, md5(random()::text), 'bench-disk', 'benchmark', \
+             gen_random_uuid()::text, 'allowed');\n",
+        )?;
+        let pgbench = self._postgres.program("pgbench");
+        let output = Command::new(pgbench)
+            .args([
+                "-n",
+                "-c",
+                &clients.to_string(),
+                "-j",
+                &clients.min(2).to_string(),
+            ])
+            .args(["-T", &length.as_secs().max(1).to_string(), "-f"])
+            .arg(script.path())
+            .arg(&self.admin_url)
+            .output()
+            .await?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let tps = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tps = "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok());
+        tps.ok_or_else(|| {
+            anyhow::anyhow!(
+                "pgbench printed no tps: {text} {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+    }
+
+    /// The gateway process's CPU time so far (user and system).
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        let pid = self
+            .gateway
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("the gateway exited"))?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap_or(0) + 2..]
+            .split(' ')
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        Ok(Duration::from_secs_f64(
+            ticks as f64 / clock_ticks_per_second(),
+        ))
+    }
+
+    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        let pid = self
+            .gateway
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("the gateway exited"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no VmHWM"))
+    }
+
+    /// Calls the audit trail shows as still pending or unknown, once the
+    /// gateway has had a moment to record the last outcomes.
+    async fn calls_without_outcome(&self) -> anyhow::Result<i64> {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM audit.release_disk_calls WHERE outcome IN ('pending', 'unknown')",
+        )
+        .fetch_one(&self.db)
+        .await?)
+    }
+}
+
+struct Caller {
+    client: DiskServiceClient<Channel>,
+    authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    next_disk: Arc<AtomicU64>,
+}
+
+impl Caller {
+    /// Releases the next disk; `true` if it was released.
+    async fn release(&mut self) -> bool {
+        let n = self.next_disk.fetch_add(1, Ordering::Relaxed);
+        let mut request = tonic::Request::new(ReleaseDiskRequest {
+            disk_id: disk_id(n),
+            idempotency_key: format!("bench-{n}"),
+            reason: "benchmark".into(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", self.authorization.clone());
+        request.set_timeout(Duration::from_secs(30));
+        self.client.release_disk(request).await.is_ok()
+    }
+}
+
+fn disk_id(n: u64) -> String {
+    format!("bench-{n:07}")
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+fn record(histogram: &mut Histogram<u64>, latency: Duration) {
+    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    histogram.saturating_record(micros.max(1));
+}
+
+async fn gather(mut tasks: tokio::task::JoinSet<(Histogram<u64>, u64)>) -> (Histogram<u64>, u64) {
+    let mut all = new_histogram();
+    let mut unexpected = 0;
+    while let Some(result) = tasks.join_next().await {
+        let (histogram, bad) = result.expect("a load task");
+        all.add(histogram).expect("same bounds");
+        unexpected += bad;
+    }
+    (all, unexpected)
+}
+
+fn summary(
+    histogram: Histogram<u64>,
+    calls: u64,
+    elapsed: Duration,
+    cpu: Option<Duration>,
+    unexpected: u64,
+) -> Run {
+    Run {
+        rate: calls as f64 / elapsed.as_secs_f64(),
+        p50: Duration::from_micros(histogram.value_at_quantile(0.5)),
+        p99: Duration::from_micros(histogram.value_at_quantile(0.99)),
+        cpu_per_call: cpu.filter(|_| calls > 0).map(|cpu| cpu / calls as u32),
+        unexpected,
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Starts the release-built gateway with `env` and returns it with the
+/// address it bound, read from its "serving" log line.
+async fn spawn_gateway(env: &[(&str, &str)]) -> anyhow::Result<(Child, String)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"))
+        .arg("serve")
+        .env_clear()
+        .envs(env.iter().copied())
+        .env("GATEWAY_LISTEN_ADDR", "127.0.0.1:0")
+        .env("GATEWAY_ADMIN_ADDR", "127.0.0.1:0")
+        .env("GATEWAY_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if entry["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("serving zenlayer.vm.v1.DiskService"))
+            {
+                return Ok(entry["fields"]["addr"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned());
+            }
+        }
+        anyhow::bail!("the gateway exited before serving")
+    })
+    .await??;
+    // Its one log line per call must not fill the pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, addr))
+}
+
+async fn wait_until_serving(channel: Channel) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        };
+        if let Ok(response) = health.check(request).await
+            && response.into_inner().status == ServingStatus::Serving as i32
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    anyhow::bail!("the gateway never reported SERVING")
+}
+
+/// The printed result.
+#[derive(Debug, Default)]
+struct Table {
+    rows: Vec<(String, Run, Option<f64>)>,
+    direct_p50: Duration,
+    startup: Duration,
+    peak_rss_kib: u64,
+    missing_outcomes: i64,
+    best_concurrency: usize,
+}
+
+impl Table {
+    fn print(&self) {
+        let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+        println!();
+        println!(
+            "| load | calls/s | p50 | p99 | gateway CPU per call | pgbench INSERT/s, same concurrency | calls/s ÷ pgbench |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        for (name, run, pgbench) in &self.rows {
+            let cpu = run
+                .cpu_per_call
+                .map_or("—".to_owned(), |c| format!("{} µs", c.as_micros()));
+            let (pg, ratio) = match pgbench {
+                Some(tps) => (format!("{tps:.0}"), format!("{:.2}", run.rate / tps)),
+                None => ("—".to_owned(), "—".to_owned()),
+            };
+            println!(
+                "| {name} | {:.0} | {} | {} | {cpu} | {pg} | {ratio} |",
+                run.rate,
+                ms(run.p50),
+                ms(run.p99)
+            );
+        }
+        let single = self.rows.first().map(|(_, r, _)| r.p50).unwrap_or_default();
+        println!();
+        println!(
+            "- direct upstream calls (DescribeDisks then ReleaseDisk), 1 in flight: p50 {}",
+            ms(self.direct_p50)
+        );
+        println!(
+            "- added p50 at 1 in flight: {} (target ≤ 0.50 ms)",
+            ms(single.saturating_sub(self.direct_p50))
+        );
+        println!("- best closed-loop concurrency: {}", self.best_concurrency);
+        println!(
+            "- peak RSS: {:.1} MiB (target ≤ 64 MiB)",
+            self.peak_rss_kib as f64 / 1024.0
+        );
+        println!("- start-up to SERVING: {} (target ≤ 1 s)", ms(self.startup));
+        let unexpected: u64 = self.rows.iter().map(|(_, r, _)| r.unexpected).sum();
+        println!(
+            "- calls that did not end as expected: {unexpected}; calls without an audit outcome: {}",
+            self.missing_outcomes
+        );
+    }
+}
