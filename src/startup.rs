@@ -23,9 +23,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 
-/// A ReleaseDisk request is a few hundred bytes; anything near this is not
-/// a legitimate caller.
-const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// What the transport decodes at most. Above the gateway's own limit
+/// (`rpc::MAX_REQUEST_BYTES`), so that a somewhat oversized request reaches
+/// the handler and is refused with its audit record; anything larger is
+/// refused unread, as RESOURCE_EXHAUSTED, without one.
+const MAX_DECODED_BYTES: usize = 64 * 1024;
 
 /// A built gateway, listening but not yet serving.
 #[derive(Debug)]
@@ -158,7 +160,7 @@ impl Application {
             .add_service(reflection_v1()?)
             .add_service(reflection_v1alpha()?)
             .add_service(
-                DiskServiceServer::new(self.api).max_decoding_message_size(MAX_REQUEST_BYTES),
+                DiskServiceServer::new(self.api).max_decoding_message_size(MAX_DECODED_BYTES),
             );
         // NOT_SERVING first, then a pause while load balancers notice and
         // move traffic away, then no new connections.

@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 /// Caller-supplied text is stored as given, but PostgreSQL text cannot hold
-/// NUL, and a megabyte of junk in a disk id field is not evidence.
+/// NUL, and a megabyte of junk in a disk id field is not evidence: NUL
+/// becomes U+FFFD and text is cut at `max_chars`. (A valid request cannot
+/// carry either into the trail: reasons with NUL are refused; what reaches
+/// here changed is the raw text of a refused request, or a token's claims.)
 pub(super) fn storable(text: &str, max_chars: usize) -> String {
     text.chars()
         .take(max_chars)

@@ -204,8 +204,8 @@ pub(super) async fn mark_abandoned_unknown(
     let result = sqlx::query!(
         "INSERT INTO audit.release_outcomes (
             call_id, completed_at, outcome, grpc_code, error_reason, error_message, recorded_by)
-         SELECT a.call_id, clock_timestamp(), 'unknown', 'UNKNOWN', 'OUTCOME_UNKNOWN',
-                'no outcome was recorded: the gateway stopped while the call was in flight, or could not record the answer. Check DescribeDisks to learn whether the disk was released',
+         SELECT a.call_id, clock_timestamp(), 'unknown', 'UNAVAILABLE', 'OUTCOME_UNKNOWN',
+                'no outcome was recorded: the gateway stopped while the call was in flight, or could not record the answer. Reconciliation will ask DescribeDisks whether the disk was released; GetRelease shows what it finds',
                 'recovery'
          FROM audit.release_attempts a
          WHERE a.decision = 'allowed'

@@ -133,12 +133,33 @@ where
                     .and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
                 {
                     tracing::Span::current().record("rpc.grpc.status_code", code);
+                    too_large_as_resource_exhausted(code, response.headers_mut());
                 }
                 response.headers_mut().insert(REQUEST_ID_HEADER, header);
                 Ok(response)
             }
             .instrument(span),
         )
+    }
+}
+
+/// The transport refuses a message over its decoding limit as OUT_OF_RANGE
+/// before any handler runs; gRPC's code for a message too large is
+/// RESOURCE_EXHAUSTED. No handler of the gateway answers OUT_OF_RANGE, so
+/// the code alone says which refusal this is.
+fn too_large_as_resource_exhausted(code: i32, headers: &mut http::HeaderMap) {
+    if code == tonic::Code::OutOfRange as i32 {
+        let exhausted = (tonic::Code::ResourceExhausted as i32).to_string();
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from_str(&exhausted).expect("digits"),
+        );
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_static(
+                "the request message is far larger than any valid one; it was not read",
+            ),
+        );
     }
 }
 

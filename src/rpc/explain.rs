@@ -23,7 +23,7 @@ pub(super) fn accepted(accepted: Accepted) -> Outcome {
             http_status: Some(200),
             zenlayer_code: None,
         },
-        ..Outcome::failure(Code::Ok, "", String::new(), Fate::Answered)
+        ..Outcome::new(Code::Ok, "", String::new(), Fate::Answered)
     }
 }
 
@@ -54,16 +54,23 @@ pub(super) fn refused(refusal: &Refusal) -> Outcome {
                 "this idempotency_key was already used to release disk {key_disk}; use a new key for another disk"
             ),
         ),
+        Refusal::TooLarge { bytes, limit } => (
+            Code::ResourceExhausted,
+            "MESSAGE_TOO_LARGE",
+            format!(
+                "the request is {bytes} bytes; at most {limit} are accepted (a disk_id has at most 64 characters, a reason 1024)"
+            ),
+        ),
     };
     let violations = match refusal {
         Refusal::Invalid(violations) => violations.clone(),
-        Refusal::Denied(_) | Refusal::KeyReused { .. } => Vec::new(),
+        Refusal::Denied(_) | Refusal::KeyReused { .. } | Refusal::TooLarge { .. } => Vec::new(),
     };
     Outcome {
         decision: refusal.decision(),
         violations,
         refusal_reason: Some(refusal.reason()),
-        ..Outcome::failure(code, reason, message, Fate::NotActed)
+        ..Outcome::new(code, reason, message, Fate::NotActed)
     }
 }
 
@@ -71,7 +78,7 @@ pub(super) fn refused(refusal: &Refusal) -> Outcome {
 pub(super) fn audit_unavailable(disk_id: &DiskId) -> Outcome {
     Outcome {
         audited: Audited::No,
-        ..Outcome::failure(
+        ..Outcome::new(
             Code::Unavailable,
             "AUDIT_UNAVAILABLE",
             format!(
@@ -84,7 +91,7 @@ pub(super) fn audit_unavailable(disk_id: &DiskId) -> Outcome {
 
 /// Another call holding the same key has not ended yet.
 pub(super) fn key_in_flight() -> Outcome {
-    Outcome::failure(
+    Outcome::new(
         Code::Aborted,
         "IDEMPOTENCY_KEY_IN_FLIGHT",
         "a call with this idempotency_key is still in progress; retry in a few seconds with the same key to get its answer (Zenlayer is not called twice)".to_owned(),
@@ -119,7 +126,7 @@ pub(super) fn replayed(answer: &Answer, original: Uuid) -> Outcome {
             zenlayer_code: answer.zenlayer_code.clone(),
         },
         replay_of: Some(original),
-        ..Outcome::failure(
+        ..Outcome::new(
             code,
             "",
             answer.error_message.clone().unwrap_or_default(),
@@ -135,7 +142,7 @@ pub(super) fn upstream_failed(disk_id: &DiskId, error: &UpstreamError) -> Outcom
     Outcome {
         retry_after: explained.retry_after,
         upstream: upstream_of(RELEASE_DISK, error),
-        ..Outcome::failure(explained.code, &explained.reason, explained.message, fate)
+        ..Outcome::new(explained.code, &explained.reason, explained.message, fate)
     }
 }
 
@@ -172,7 +179,7 @@ pub(super) fn preflight_refused(
             http_status: None,
             zenlayer_code: None,
         },
-        ..Outcome::failure(code, reason, message, Fate::NotActed)
+        ..Outcome::new(code, reason, message, Fate::NotActed)
     }
 }
 
@@ -228,7 +235,7 @@ pub(super) fn preflight_unavailable(disk_id: &DiskId, error: &UpstreamError) -> 
         let explained = explain(disk_id, error, Fate::NotActed);
         return Outcome {
             upstream: upstream_of(DESCRIBE_DISKS, error),
-            ..Outcome::failure(
+            ..Outcome::new(
                 explained.code,
                 &explained.reason,
                 explained.message,
@@ -258,7 +265,7 @@ pub(super) fn preflight_unavailable(disk_id: &DiskId, error: &UpstreamError) -> 
     };
     Outcome {
         upstream: upstream_of(DESCRIBE_DISKS, error),
-        ..Outcome::failure(code, &reason, message, Fate::NotActed)
+        ..Outcome::new(code, &reason, message, Fate::NotActed)
     }
 }
 

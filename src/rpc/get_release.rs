@@ -85,7 +85,7 @@ impl ReleaseReader {
 fn unaudited(call: &CallContext, code: Code, reason: &str, message: String) -> Status {
     let outcome = Outcome {
         audited: Audited::No,
-        ..Outcome::failure(code, reason, message, Fate::NotActed)
+        ..Outcome::new(code, reason, message, Fate::NotActed)
     };
     outcome.status(call)
 }

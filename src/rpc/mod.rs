@@ -19,5 +19,5 @@ pub use context::{CallContext, CallContextLayer};
 pub use disk_service::DiskApi;
 pub use get_release::ReleaseReader;
 pub use outcome::{Audited, Outcome, Upstream};
-pub use release::ReleasePath;
+pub use release::{MAX_REQUEST_BYTES, ReleasePath};
 pub use render::{ERROR_DOMAIN, Reply};

@@ -59,9 +59,10 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// A failure of an allowed call (or a refusal, with its fields set by
-    /// the caller of this), with no upstream facts yet.
-    pub(super) fn failure(code: Code, reason: &str, message: String, fate: Fate) -> Self {
+    /// An allowed call's ending with no upstream facts yet; callers set the
+    /// rest (a refusal's decision, a success's missing reason, …) with
+    /// struct update syntax.
+    pub(super) fn new(code: Code, reason: &str, message: String, fate: Fate) -> Self {
         Self {
             decision: Decision::Allowed,
             code,
@@ -115,13 +116,13 @@ mod tests {
             (Fate::MayHaveActed, Code::Unknown, OutcomeKind::Unknown),
         ];
         for (fate, code, kind) in cases {
-            let outcome = Outcome::failure(code, "R", String::new(), fate);
+            let outcome = Outcome::new(code, "R", String::new(), fate);
             assert_eq!(outcome.kind(), kind, "{fate:?} {code:?}");
             assert_eq!(outcome.label(), kind.label());
         }
         let refused = Outcome {
             decision: Decision::Denied,
-            ..Outcome::failure(Code::Unauthenticated, "R", String::new(), Fate::NotActed)
+            ..Outcome::new(Code::Unauthenticated, "R", String::new(), Fate::NotActed)
         };
         assert_eq!(refused.label(), "refused");
     }

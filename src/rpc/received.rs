@@ -15,6 +15,8 @@ pub struct Received {
     /// The subject of the caller's TLS client certificate, with mTLS.
     pub peer_identity: Option<String>,
     pub message: ReleaseDiskRequest,
+    /// The message's encoded size, as it arrived.
+    pub bytes: usize,
 }
 
 impl Received {
@@ -28,6 +30,7 @@ impl Received {
             headers: metadata.into_headers(),
             peer,
             peer_identity,
+            bytes: prost::Message::encoded_len(&message),
             message,
         }
     }

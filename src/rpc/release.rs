@@ -76,7 +76,7 @@ impl ReleasePath {
         let parsed = ReleaseRequest::parse(&raw.disk_id, &raw.idempotency_key, &raw.reason);
         let attempt = attempt::received(&call, &authentication, &received, parsed.as_ref().ok());
         let principal = authentication.principal.as_ref().map(|p| p.subject.clone());
-        let concluded = match decide(parsed, authentication.result) {
+        let concluded = match decide(received.bytes, parsed, authentication.result) {
             Ok((request, caller)) => self.forward(&call, attempt, &caller, &request).await,
             Err(refusal) => Concluded::answered(self.refuse(attempt, &refusal).await),
         };
@@ -261,13 +261,25 @@ impl ReleasePath {
     }
 }
 
-/// The decision, made once: an invalid request is refused before the
-/// caller is judged (so callers learn of their own mistakes first), then
-/// the caller's token and role.
+/// The largest request message accepted. A valid one is a few hundred
+/// bytes; the transport lets through somewhat larger ones (see `startup`),
+/// so that they are refused here, with their record, rather than unseen.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+
+/// The decision, made once: an oversized or invalid request is refused
+/// before the caller is judged (so callers learn of their own mistakes
+/// first), then the caller's token and role.
 fn decide(
+    bytes: usize,
     parsed: Result<ReleaseRequest, Vec<crate::domain::FieldViolation>>,
     authorized: Result<Authorized, AuthError>,
 ) -> Result<(ReleaseRequest, Authorized), Refusal> {
+    if bytes > MAX_REQUEST_BYTES {
+        return Err(Refusal::TooLarge {
+            bytes,
+            limit: MAX_REQUEST_BYTES,
+        });
+    }
     let request = parsed.map_err(Refusal::Invalid)?;
     let caller = authorized.map_err(Refusal::Denied)?;
     Ok((request, caller))

@@ -456,3 +456,56 @@ async fn a_call_the_pre_flight_refused_leaves_its_key_free_so_a_retry_looks_agai
     assert!(!released.replayed);
     assert_eq!(app.simulator.release_disk_requests(), 1);
 }
+
+#[tokio::test]
+async fn a_retry_of_a_call_the_recovery_sweep_marked_unknown_is_told_outcome_unknown() {
+    let app = spawn_app_with_settings(&[("GATEWAY_RECOVERY_INTERVAL_MS", "20")]).await;
+    // A call a gateway stopped in the middle of, an hour ago.
+    let abandoned = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO audit.release_attempts
+            (call_id, received_at, principal, issuer, x_request_id, trace_id, disk_id, decision)
+         VALUES ($1, now() - interval '1 hour', $2, $3, 'abandoned', 'trace', 'disk-recycled-data', 'allowed');
+         ",
+    )
+    .bind(abandoned)
+    .bind(tokens::SUBJECT)
+    .bind(tokens::ISSUER)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO idempotency.keys (issuer, principal, idempotency_key, disk_id, call_id)
+         VALUES ($1, $2, 'abandoned-key', 'disk-recycled-data', $3)",
+    )
+    .bind(tokens::ISSUER)
+    .bind(tokens::SUBJECT)
+    .bind(abandoned)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the sweep to mark it unknown",
+        || async {
+            let outcome: Option<String> =
+                sqlx::query_scalar("SELECT outcome FROM audit.release_outcomes WHERE call_id = $1")
+                    .bind(abandoned)
+                    .fetch_optional(&app.db)
+                    .await
+                    .unwrap();
+            (outcome.as_deref() == Some("unknown")).then_some(())
+        },
+    )
+    .await;
+    let retried = release(&app, keyed("disk-recycled-data", "abandoned-key"))
+        .await
+        .unwrap_err();
+    assert_error(&retried, Code::Unavailable, "OUTCOME_UNKNOWN");
+    assert_eq!(error_metadata(&retried)["replayed"], "true");
+    assert_eq!(
+        app.simulator.release_disk_requests(),
+        0,
+        "nothing is resent"
+    );
+}

@@ -345,14 +345,40 @@ async fn an_invalid_disk_id_is_refused_with_a_field_violation_and_never_forwarde
 }
 
 #[tokio::test]
-async fn an_oversized_request_is_refused_before_anything_is_sent() {
+async fn an_oversized_request_is_refused_with_its_record_before_anything_is_sent() {
     let app = spawn_app().await;
     let mut call = request("disk-recycled-data");
     // Well-formed but for its size: only the message cap can refuse it
     // before validation would.
     call.get_mut().disk_id = "d".repeat(9 * 1024);
     let status = app.release(call).await.unwrap_err();
-    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    let metadata = assert_error(&status, Code::ResourceExhausted, "MESSAGE_TOO_LARGE");
+    assert!(
+        status.message().contains("at most 8192"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(app.simulator.requests_received(), 0);
+    let (decision, reason): (String, String) = sqlx::query_as(
+        "SELECT decision, decision_reason FROM audit.release_disk_calls WHERE call_id = $1::uuid",
+    )
+    .bind(&metadata["audit_id"])
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (decision.as_str(), reason.as_str()),
+        ("invalid", "MESSAGE_TOO_LARGE")
+    );
+}
+
+#[tokio::test]
+async fn a_far_oversized_request_is_resource_exhausted_unread() {
+    let app = spawn_app().await;
+    let mut call = request("disk-recycled-data");
+    call.get_mut().reason = "r".repeat(100 * 1024);
+    let status = app.release(call).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert_eq!(app.simulator.requests_received(), 0);
 }
 
