@@ -22,7 +22,7 @@ pub const MIN_UPSTREAM_BUDGET: Duration = Duration::from_millis(200);
 pub const OUTCOME_BEFORE_ANSWER: Duration = Duration::from_secs(1);
 
 /// Kept back from the caller's deadline for the answer to reach them.
-pub const ANSWER_TRAVEL: Duration = Duration::from_millis(20);
+pub const ANSWER_TRAVEL: Duration = Duration::from_millis(50);
 
 /// The instant by which the caller wants an answer, from `grpc-timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,12 +114,23 @@ impl Deadline {
         }
     }
 
-    /// How long the answer may wait now for its outcome to be recorded.
+    /// How long the answer may wait now for its outcome to be recorded:
+    /// it must still leave before [`answer_by`](Self::answer_by), with room
+    /// to spare, so that the call's own answer wins over the fallback.
     pub fn outcome_wait(self) -> Duration {
         self.remaining().map_or(OUTCOME_BEFORE_ANSWER, |left| {
-            left.saturating_sub(ANSWER_TRAVEL)
+            left.saturating_sub(ANSWER_TRAVEL * 2)
                 .min(OUTCOME_BEFORE_ANSWER)
         })
+    }
+
+    /// How long the handler may wait for the call's answer before it must
+    /// answer anyway, so that the caller hears the gateway rather than its
+    /// own timer (or the transport's bare CANCELLED); `None` without a
+    /// deadline.
+    pub fn answer_by(self) -> Option<Duration> {
+        self.remaining()
+            .map(|left| left.saturating_sub(ANSWER_TRAVEL))
     }
 }
 
@@ -192,7 +203,11 @@ mod tests {
         let far = Deadline::at(Instant::now() + Duration::from_secs(30));
         assert_eq!(far.outcome_wait(), OUTCOME_BEFORE_ANSWER);
         let near = Deadline::at(Instant::now() + Duration::from_millis(300));
-        assert!(near.outcome_wait() <= Duration::from_millis(300) - ANSWER_TRAVEL);
+        assert!(near.outcome_wait() <= Duration::from_millis(300) - ANSWER_TRAVEL * 2);
+        assert!(
+            near.outcome_wait() < near.answer_by().unwrap(),
+            "the call answers first"
+        );
         let past = Deadline::at(Instant::now());
         assert_eq!(past.outcome_wait(), Duration::ZERO);
     }

@@ -1,9 +1,12 @@
 //! `zenlayer.vm.v1.DiskService`: hands each call to its own task on the
 //! release path and waits for the answer. The task, not this handler,
 //! renders the call's log line and metrics, so a caller that hangs up does
-//! not take them (or the audit record) along.
+//! not take them (or the audit record) along. If the caller's deadline is
+//! about to pass first, the handler answers DEADLINE_EXCEEDED with the
+//! call's audit id itself, rather than leave the caller a bare CANCELLED.
 
 use super::CallContext;
+use super::explain;
 use super::get_release::ReleaseReader;
 use super::received::Received;
 use super::release::ReleasePath;
@@ -42,13 +45,23 @@ impl DiskService for DiskApi {
         let call = CallContext::of(&request);
         let received = Received::of(request);
         let (answer, answered) = oneshot::channel();
+        let answer_by = call.deadline.answer_by();
+        let overdue = explain::answer_overdue().reply(&call);
         let task = self.path.clone().run(call, received, answer);
         self.tasks.spawn(task.in_current_span());
-        let reply = answered.await.unwrap_or_else(|_| {
-            Err(Status::internal(
-                "the release ended without an answer; check the audit trail",
-            ))
-        });
+        let answered = async {
+            answered.await.unwrap_or_else(|_| {
+                Err(Status::internal(
+                    "the release ended without an answer; check the audit trail",
+                ))
+            })
+        };
+        let reply = match answer_by {
+            Some(wait) => tokio::time::timeout(wait, answered)
+                .await
+                .unwrap_or(overdue),
+            None => answered.await,
+        };
         reply.map(Response::new)
     }
 

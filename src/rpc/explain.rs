@@ -89,6 +89,18 @@ pub(super) fn audit_unavailable(disk_id: &DiskId) -> Outcome {
     }
 }
 
+/// The caller's deadline is about to pass while the call is still being
+/// worked on. The call runs on to its end and is recorded; until the caller
+/// looks, its outcome is unknown to it.
+pub(super) fn answer_overdue() -> Outcome {
+    Outcome::new(
+        Code::DeadlineExceeded,
+        "OUTCOME_UNKNOWN",
+        "your deadline ran out while the gateway was still working on the call; it runs to its end and is recorded. The disk may or may not be released: GetRelease with this audit_id shows how it ended".to_owned(),
+        Fate::MayHaveActed,
+    )
+}
+
 /// Another call holding the same key has not ended yet.
 pub(super) fn key_in_flight() -> Outcome {
     Outcome::new(

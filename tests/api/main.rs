@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod deadlines;
 mod follow_up;
 mod get_release;
 mod grpcurl;
