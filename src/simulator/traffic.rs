@@ -15,8 +15,15 @@ use http::{HeaderMap, Method};
 use super::sync::lock;
 
 /// The log keeps only the most recent requests, so a long-running staging
-/// simulator does not grow without bound; tests stay far below this.
+/// simulator does not grow without bound; tests stay far below this. It is
+/// bounded both in entries and in the bytes of the bodies it holds.
 const LOG_CAPACITY: usize = 10_000;
+const LOG_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Distinct actions counted by name; any further ones share one counter,
+/// so that random action names cannot grow the table without bound.
+const ACTION_NAMES: usize = 64;
+const OTHER_ACTIONS: &str = "(other)";
 
 /// One request as it arrived.
 #[derive(Debug, Clone)]
@@ -44,7 +51,13 @@ impl ReceivedRequest {
 pub(crate) struct Traffic {
     total: AtomicU64,
     by_action: Mutex<BTreeMap<String, u64>>,
-    log: Mutex<VecDeque<ReceivedRequest>>,
+    log: Mutex<Log>,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    entries: VecDeque<ReceivedRequest>,
+    body_bytes: usize,
 }
 
 impl Traffic {
@@ -53,20 +66,36 @@ impl Traffic {
         let sequence = self.total.fetch_add(1, Ordering::SeqCst);
         request.sequence = sequence;
         if let Some(action) = &request.action {
-            *lock(&self.by_action).entry(action.clone()).or_default() += 1;
+            let mut counts = lock(&self.by_action);
+            let known = counts.contains_key(action) || counts.len() < ACTION_NAMES;
+            let name = if known {
+                action.as_str()
+            } else {
+                OTHER_ACTIONS
+            };
+            *counts.entry(name.to_owned()).or_default() += 1;
         }
         let mut log = lock(&self.log);
-        if log.len() == LOG_CAPACITY {
-            log.pop_front();
+        log.body_bytes += request.body.len();
+        log.entries.push_back(request);
+        while log.entries.len() > LOG_CAPACITY || log.body_bytes > LOG_BODY_BYTES {
+            let Some(oldest) = log.entries.pop_front() else {
+                break;
+            };
+            log.body_bytes -= oldest.body.len();
         }
-        log.push_back(request);
         sequence
     }
 
     /// Notes the `requestId` that request `sequence` was answered with.
     pub fn answered(&self, sequence: u64, request_id: String) {
         let mut log = lock(&self.log);
-        if let Some(entry) = log.iter_mut().rev().find(|r| r.sequence == sequence) {
+        if let Some(entry) = log
+            .entries
+            .iter_mut()
+            .rev()
+            .find(|r| r.sequence == sequence)
+        {
             entry.answered_request_id = Some(request_id);
         }
     }
@@ -84,6 +113,46 @@ impl Traffic {
     }
 
     pub fn log(&self) -> Vec<ReceivedRequest> {
-        lock(&self.log).iter().cloned().collect()
+        lock(&self.log).entries.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(action: &str, body: usize) -> ReceivedRequest {
+        ReceivedRequest {
+            method: Method::POST,
+            path: "/api/v2/vm".into(),
+            action: Some(action.to_owned()),
+            headers: HeaderMap::new(),
+            body: Bytes::from(vec![b'x'; body]),
+            answered_request_id: None,
+            sequence: 0,
+        }
+    }
+
+    #[test]
+    fn the_log_is_bounded_in_bytes_and_keeps_the_newest() {
+        let traffic = Traffic::default();
+        for _ in 0..40 {
+            traffic.record(request("ReleaseDisk", 1024 * 1024));
+        }
+        let log = traffic.log();
+        assert_eq!(log.len(), LOG_BODY_BYTES / (1024 * 1024));
+        assert_eq!(log.last().unwrap().sequence, 39);
+        assert_eq!(traffic.total(), 40, "every request is still counted");
+    }
+
+    #[test]
+    fn random_action_names_share_one_counter_past_the_limit() {
+        let traffic = Traffic::default();
+        for n in 0..1000 {
+            traffic.record(request(&format!("Action{n}"), 0));
+        }
+        let counts = traffic.by_action();
+        assert_eq!(counts.len(), ACTION_NAMES + 1);
+        assert_eq!(counts[OTHER_ACTIONS], 1000 - ACTION_NAMES as u64);
     }
 }
