@@ -300,7 +300,7 @@ impl Rig {
              gen_random_uuid()::text, 'allowed');\n",
         )?;
         let pgbench = self._postgres.program("pgbench");
-        let output = Command::new(pgbench)
+        let output = Command::new(&pgbench)
             .args([
                 "-n",
                 "-c",
@@ -312,7 +312,8 @@ impl Rig {
             .arg(script.path())
             .arg(&self.admin_url)
             .output()
-            .await?;
+            .await
+            .map_err(|e| anyhow::anyhow!("run {}: {e}", pgbench.display()))?;
         let text = String::from_utf8_lossy(&output.stdout);
         let tps = text
             .lines()

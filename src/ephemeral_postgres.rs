@@ -81,9 +81,19 @@ impl EphemeralPostgres {
         self.port
     }
 
-    /// The path of one of the server's programs (`pgbench`, `psql`, …).
+    /// The path of one of the server's programs (`pgbench`, `psql`, …):
+    /// beside the server's own, else where `initdb` really lives (the
+    /// directory found may hold links to a few programs only), else on PATH.
     pub fn program(&self, name: &str) -> PathBuf {
-        self.bin_dir.join(name)
+        let beside = self.bin_dir.join(name);
+        let real = std::fs::canonicalize(self.bin_dir.join("initdb"))
+            .ok()
+            .and_then(|initdb| Some(initdb.parent()?.join(name)));
+        [Some(beside), real]
+            .into_iter()
+            .flatten()
+            .find(|path| path.exists())
+            .unwrap_or_else(|| PathBuf::from(name))
     }
 
     /// Stops the server (fast shutdown: clients are disconnected).
