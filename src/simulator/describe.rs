@@ -61,7 +61,20 @@ impl DiskQuery {
     /// The `response` fields: `totalCount` counts every match, `dataSet`
     /// holds only the requested page.
     pub fn run(&self, inventory: &Inventory) -> serde_json::Map<String, Value> {
-        let matching: Vec<&StoredDisk> = inventory.iter().filter(|d| self.matches(d)).collect();
+        let matching: Vec<&StoredDisk> = match &self.disk_ids {
+            // Looked up by id, as Zenlayer would by its index, rather than
+            // scanned: a large inventory must not make every look slow.
+            Some(ids) => {
+                let mut ids: Vec<&String> = ids.iter().collect();
+                ids.sort();
+                ids.dedup();
+                ids.into_iter()
+                    .filter_map(|id| inventory.stored(id))
+                    .filter(|d| self.matches(d))
+                    .collect()
+            }
+            None => inventory.iter().filter(|d| self.matches(d)).collect(),
+        };
         let skip = (self.page_num - 1).saturating_mul(self.page_size);
         let page: Vec<Value> = matching
             .iter()

@@ -33,6 +33,8 @@ pub(crate) struct Inventory {
     disks: BTreeMap<String, StoredDisk>,
     /// How long a released disk stays `DELETING` before it is gone.
     release_takes: Duration,
+    /// Disks being released, in the order they go (all take as long).
+    going: std::collections::VecDeque<(Instant, String)>,
 }
 
 impl Inventory {
@@ -51,11 +53,23 @@ impl Inventory {
     }
 
     /// Forgets the disks whose release has finished by now; every request
-    /// and every look from a handle calls this first.
+    /// and every look from a handle calls this first. It looks only at the
+    /// disks being released, so that a large inventory costs nothing here.
     pub fn settle(&mut self) {
         let now = Instant::now();
-        self.disks
-            .retain(|_, stored| stored.gone_at.is_none_or(|gone| gone > now));
+        while let Some((gone_at, _)) = self.going.front()
+            && *gone_at <= now
+        {
+            let (gone_at, disk_id) = self.going.pop_front().expect("just looked");
+            // Unless it was put back (with another status) meanwhile.
+            if self
+                .disks
+                .get(&disk_id)
+                .is_some_and(|stored| stored.gone_at == Some(gone_at))
+            {
+                self.disks.remove(&disk_id);
+            }
+        }
     }
 
     /// Adds or replaces a disk. A replaced disk keeps its creation time, as
@@ -79,6 +93,11 @@ impl Inventory {
 
     pub fn iter(&self) -> impl Iterator<Item = &StoredDisk> {
         self.disks.values()
+    }
+
+    /// The stored disk with this id, if any.
+    pub fn stored(&self, disk_id: &str) -> Option<&StoredDisk> {
+        self.disks.get(disk_id)
     }
 
     pub fn len(&self) -> usize {
@@ -106,8 +125,10 @@ impl Inventory {
         if self.release_takes.is_zero() {
             self.disks.remove(disk_id);
         } else if let Some(stored) = self.disks.get_mut(disk_id) {
+            let gone_at = Instant::now() + self.release_takes;
             stored.disk.disk_status = DiskStatus::Deleting;
-            stored.gone_at = Some(Instant::now() + self.release_takes);
+            stored.gone_at = Some(gone_at);
+            self.going.push_back((gone_at, disk_id.to_owned()));
         }
         Ok(())
     }
