@@ -18,6 +18,7 @@ mod outcomes;
 mod preflight;
 mod processes;
 mod release;
+mod sdk;
 mod tls;
 mod token_cache;
 mod tokens;
