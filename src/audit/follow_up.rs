@@ -29,7 +29,7 @@ use crate::deadline::Deadline;
 use crate::domain::DiskId;
 use crate::metrics::Metrics;
 use crate::zenlayer::{Described, ZenlayerClient};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -98,6 +98,13 @@ impl From<sqlx::Error> for SweepError {
     }
 }
 
+/// Which verdict a follow-up is after.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Confirmation,
+    Reconciliation,
+}
+
 struct Worker {
     pool: PgPool,
     zenlayer: ZenlayerClient,
@@ -120,30 +127,42 @@ impl Worker {
         Ok(())
     }
 
-    /// Looks at the disk of `call`'s disk id, which the audit trail holds as
-    /// it was validated when the call was allowed.
-    async fn describe(&self, call: &FollowUp) -> Result<Option<Described>, SweepError> {
+    /// Opens one follow-up: a transaction holding the call's lock, and what
+    /// `DescribeDisks` says of its disk now. `None` when another replica
+    /// holds the call, when `kind`'s verdict is recorded already, or when
+    /// the disk id is not one (the audit trail holds it as it was validated
+    /// when the call was allowed, so that does not happen).
+    async fn look(
+        &self,
+        call: &FollowUp,
+        kind: Kind,
+    ) -> Result<Option<(Transaction<'static, Postgres>, Described)>, SweepError> {
+        let mut tx = self.pool.begin().await?;
+        if !store::lock_call(&mut tx, call.call_id).await? {
+            return Ok(None);
+        }
+        let done = match kind {
+            Kind::Confirmation => store::has_confirmation(&mut tx, call.call_id).await?,
+            Kind::Reconciliation => store::has_known_outcome(&mut tx, call.call_id).await?,
+        };
         let Ok(disk_id) = DiskId::parse(&call.disk_id) else {
             return Ok(None);
         };
-        Ok(Some(
-            self.zenlayer
-                .describe_disk(&disk_id, Deadline::NONE)
-                .await?,
-        ))
+        if done {
+            return Ok(None);
+        }
+        let described = self
+            .zenlayer
+            .describe_disk(&disk_id, Deadline::NONE)
+            .await?;
+        Ok(Some((tx, described)))
     }
 
     /// Records `confirmed` once the disk is gone, `not_confirmed` once it
     /// has been listed for too long; otherwise leaves it for a later sweep
     /// (a `DELETING` disk is looked at again).
     async fn confirm(&self, call: &FollowUp) -> Result<(), SweepError> {
-        let mut tx = self.pool.begin().await?;
-        if !store::lock_call(&mut tx, call.call_id).await?
-            || store::has_confirmation(&mut tx, call.call_id).await?
-        {
-            return Ok(());
-        }
-        let Some(described) = self.describe(call).await? else {
+        let Some((mut tx, described)) = self.look(call, Kind::Confirmation).await? else {
             return Ok(());
         };
         let overdue = chrono::Utc::now() - call.completed_at
@@ -187,13 +206,7 @@ impl Worker {
     /// Records what became of a call whose outcome was unknown, unless its
     /// disk is still `DELETING`, which is looked at again later.
     async fn reconcile(&self, call: &FollowUp) -> Result<(), SweepError> {
-        let mut tx = self.pool.begin().await?;
-        if !store::lock_call(&mut tx, call.call_id).await?
-            || store::has_known_outcome(&mut tx, call.call_id).await?
-        {
-            return Ok(());
-        }
-        let Some(described) = self.describe(call).await? else {
+        let Some((mut tx, described)) = self.look(call, Kind::Reconciliation).await? else {
             return Ok(());
         };
         let status = described.disk.as_ref().and_then(|d| d.disk_status.clone());
