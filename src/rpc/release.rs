@@ -43,6 +43,12 @@ struct Concluded {
     record: Option<crate::audit::OutcomeRecord>,
 }
 
+/// Who and what the call's log line names.
+struct Reported<'a> {
+    principal: Option<&'a str>,
+    disk_id: &'a str,
+}
+
 impl Concluded {
     fn answered(outcome: Outcome) -> Self {
         Self {
@@ -80,28 +86,39 @@ impl ReleasePath {
             Ok((request, caller)) => self.forward(&call, attempt, &caller, &request).await,
             Err(refusal) => Concluded::answered(self.refuse(attempt, &refusal).await),
         };
+        let reported = Reported {
+            principal: principal.as_deref(),
+            disk_id: &raw.disk_id,
+        };
+        self.answer(&call, concluded, reported, answer).await;
+    }
+
+    /// Records the outcome (briefly, before the caller hears, so that a
+    /// retry with the same key finds it; a slow database must not delay or
+    /// spoil an answer Zenlayer already gave, so the write then carries on in
+    /// the background), renders the call's metrics and log line, answers.
+    async fn answer(
+        &self,
+        call: &CallContext,
+        concluded: Concluded,
+        reported: Reported<'_>,
+        answer: oneshot::Sender<Reply>,
+    ) {
         let Concluded { outcome, record } = concluded;
-        // Recorded before the caller hears, so that a retry with the same key
-        // finds the outcome; but a slow database must not delay or spoil an
-        // answer Zenlayer already gave, so the wait is short (and within the
-        // caller's deadline) and the write carries on in the background.
-        let first = match &record {
-            Some(record) => Some(
-                tokio::time::timeout(
-                    call.deadline.outcome_wait(),
-                    self.audit.record_outcome_once(record),
-                )
-                .await,
-            ),
-            None => None,
+        let recorded = match &record {
+            Some(record) => {
+                let wait = call.deadline.outcome_wait();
+                let first = tokio::time::timeout(wait, self.audit.record_outcome_once(record));
+                matches!(first.await, Ok(Ok(())))
+            }
+            None => true,
         };
         let elapsed = call.received_at.elapsed();
         outcome.count(&self.metrics, elapsed);
         tracing::Span::current().record("rpc.grpc.status_code", outcome.code as i32);
-        outcome.log(principal.as_deref(), &raw.disk_id, elapsed);
-        let _ = answer.send(outcome.reply(&call));
-        if let (Some(record), Some(first)) = (record, first)
-            && !matches!(first, Ok(Ok(())))
+        outcome.log(reported.principal, reported.disk_id, elapsed);
+        let _ = answer.send(outcome.reply(call));
+        if let Some(record) = record.filter(|_| !recorded)
             && let Err(error) = self.audit.record_outcome(&record).await
         {
             tracing::error!(call_id = %record.call_id, error = %error, "the outcome could not be recorded; the recovery sweep will mark this call unknown");
