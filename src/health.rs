@@ -119,6 +119,7 @@ pub async fn monitor(
     health: HealthState,
     pool: PgPool,
     mut keys: watch::Receiver<bool>,
+    mut audit_failures: watch::Receiver<u64>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
@@ -146,11 +147,21 @@ pub async fn monitor(
                 now.keys = *keys.borrow_and_update();
                 log_keys(now.keys);
             }
+            // What calls experience counts at once; the next probe that can
+            // record again is what brings the status back.
+            Ok(()) = audit_failures.changed() => {
+                audit_failures.borrow_and_update();
+                if now.database {
+                    tracing::error!("an audit write failed: NOT_SERVING until the database can record again");
+                    last_reachable = Some(false);
+                }
+                now.database = false;
+            }
             _ = ticks.tick() => {
                 let reachable = tokio::select! {
                     biased;
                     () = shutdown.cancelled() => break,
-                    reachable = database::is_reachable(&pool, interval.max(Duration::from_millis(500))) => reachable,
+                    reachable = database::can_record(&pool, interval.max(Duration::from_millis(500))) => reachable,
                 };
                 if last_reachable != Some(reachable) {
                     log_database(reachable);

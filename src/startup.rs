@@ -42,6 +42,8 @@ pub struct Application {
     api: DiskApi,
     /// Whether token signing keys are held; readiness depends on it.
     keys_held: watch::Receiver<bool>,
+    /// Changes when an audit write fails; readiness follows it at once.
+    audit_failures: watch::Receiver<u64>,
     metrics: Metrics,
     /// For confirmations and reconciliations.
     zenlayer: ZenlayerClient,
@@ -61,6 +63,7 @@ impl Application {
         let pool = settings.database.pool().context("DATABASE_URL")?;
         let metrics = Metrics::new();
         let audit = AuditLog::new(pool.clone(), metrics.clone());
+        let audit_failures = audit.failures();
         let zenlayer = settings.zenlayer.client()?;
         let longest_call = zenlayer.longest_call();
         let authenticator = settings.auth.authenticator(&stop, &metrics)?;
@@ -90,6 +93,7 @@ impl Application {
             pool,
             api,
             keys_held,
+            audit_failures,
             metrics,
             zenlayer,
             longest_call,
@@ -131,6 +135,7 @@ impl Application {
                 .probe_pool()
                 .context("DATABASE_URL")?,
             self.keys_held,
+            self.audit_failures,
             self.settings.server.health_check_interval,
             stop.clone(),
         ));

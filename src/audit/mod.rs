@@ -24,7 +24,9 @@ pub use upkeep::{Upkeep, spawn_upkeep};
 use crate::metrics::Metrics;
 use sqlx::PgPool;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -39,11 +41,23 @@ const OUTCOME_ATTEMPTS: u32 = 10;
 pub struct AuditLog {
     pool: PgPool,
     metrics: Metrics,
+    /// Counts failed writes, so that health can turn NOT_SERVING the moment
+    /// calls start failing, not at the next probe.
+    failures: Arc<watch::Sender<u64>>,
 }
 
 impl AuditLog {
     pub fn new(pool: PgPool, metrics: Metrics) -> Self {
-        Self { pool, metrics }
+        Self {
+            pool,
+            metrics,
+            failures: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    /// Changes whenever a write fails.
+    pub fn failures(&self) -> watch::Receiver<u64> {
+        self.failures.subscribe()
     }
 
     /// Stores `attempt` durably, claiming `claim` in the same transaction.
@@ -119,6 +133,9 @@ impl AuditLog {
         let result = write.await;
         self.metrics
             .audit_written(record, started.elapsed(), result.is_ok());
+        if result.is_err() {
+            self.failures.send_modify(|failed| *failed += 1);
+        }
         result
     }
 

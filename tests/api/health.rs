@@ -3,11 +3,12 @@
 
 use crate::helpers::request;
 use crate::helpers::{
-    AppOptions, OwnPostgres, TestApp, spawn_app, spawn_app_with, spawn_app_with_settings,
-    until_the_release_is_sent,
+    AppOptions, OwnPostgres, TestApp, assert_error, spawn_app, spawn_app_with,
+    spawn_app_with_settings, until_the_release_is_sent,
 };
 use std::time::Duration;
 use tokio_stream::StreamExt as _;
+use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
@@ -197,4 +198,62 @@ async fn during_the_shutdown_delay_health_says_not_serving_yet_calls_are_still_s
     app.shut_down()
         .await
         .expect("a clean exit after the delay and the drain");
+}
+
+#[tokio::test]
+async fn a_database_that_answers_but_cannot_record_turns_health_not_serving_and_back() {
+    let app = spawn_app().await;
+    let mut health = app.health().await;
+    let mut stream = watch_serving(&mut health, DISK_SERVICE).await;
+    // The owner stalls the attempts table, as a long migration or a stuck
+    // transaction would: queries still answer, writes there wait.
+    let mut owner = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    use sqlx::Connection as _;
+    let mut stall = owner.begin().await.unwrap();
+    sqlx::query("LOCK TABLE audit.release_attempts IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *stall)
+        .await
+        .unwrap();
+    watch_until(&mut stream, ServingStatus::NotServing).await;
+    stall.rollback().await.unwrap();
+    watch_until(&mut stream, ServingStatus::Serving).await;
+}
+
+#[tokio::test]
+async fn a_failed_audit_write_turns_health_not_serving_without_waiting_for_a_probe() {
+    // Probes a minute apart: only what the call experiences can flip health.
+    let app = spawn_app_with_settings(&[
+        ("GATEWAY_HEALTH_CHECK_INTERVAL_MS", "60000"),
+        ("DATABASE_STATEMENT_TIMEOUT_MS", "300"),
+    ])
+    .await;
+    let mut health = app.health().await;
+    let mut stream = watch_serving(&mut health, DISK_SERVICE).await;
+    let mut owner = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    use sqlx::Connection as _;
+    let mut stall = owner.begin().await.unwrap();
+    sqlx::query("LOCK TABLE audit.release_attempts IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *stall)
+        .await
+        .unwrap();
+    let status = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap_err();
+    assert_error(&status, Code::Unavailable, "AUDIT_UNAVAILABLE");
+    let flipped = tokio::time::timeout(
+        Duration::from_secs(5),
+        watch_until(&mut stream, ServingStatus::NotServing),
+    )
+    .await;
+    assert!(
+        flipped.is_ok(),
+        "NOT_SERVING within seconds, not at the next probe"
+    );
+    stall.rollback().await.unwrap();
+    assert_eq!(app.simulator.release_disk_requests(), 0);
 }
