@@ -200,6 +200,18 @@ mod tests {
     }
 
     #[test]
+    fn a_reason_of_exactly_1024_characters_is_kept_verbatim_and_1025_are_refused() {
+        // Characters, not bytes: a reason in another script gets as many.
+        for unit in ["r", "é", "变"] {
+            let at_limit = unit.repeat(1024);
+            assert_eq!(Reason::parse(&at_limit).unwrap().as_str(), at_limit);
+            let over = Reason::parse(&unit.repeat(1025)).unwrap_err();
+            assert_eq!(over.field, "reason");
+            assert_eq!(over.description, "reason is longer than 1024 characters");
+        }
+    }
+
+    #[test]
     fn a_request_reports_every_bad_field() {
         let long_reason = "r".repeat(Reason::MAX_CHARS + 1);
         let violations = ReleaseRequest::parse("", "a b", &long_reason).unwrap_err();
