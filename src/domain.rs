@@ -180,11 +180,8 @@ mod tests {
     #[test]
     fn idempotency_keys_are_optional_but_checked_when_present() {
         assert_eq!(IdempotencyKey::parse("").unwrap(), None);
-        assert!(
-            IdempotencyKey::parse("7d3c0a52-5c1e-4be5-9a57-0c9e1f7f3b1a")
-                .unwrap()
-                .is_some()
-        );
+        let key = "7d3c0a52-5c1e-4be5-9a57-0c9e1f7f3b1a";
+        assert_eq!(IdempotencyKey::parse(key).unwrap().unwrap().as_str(), key);
         assert_eq!(
             IdempotencyKey::parse("a/b").unwrap_err().field,
             "idempotency_key"

@@ -279,3 +279,31 @@ fn a_valid_header_over_a_garbage_payload_with_a_forged_signature_is_a_bad_signat
         "TOKEN_SIGNATURE_INVALID"
     );
 }
+
+#[test]
+fn an_iat_up_to_the_leeway_ahead_is_accepted_and_one_beyond_it_is_refused() {
+    // The policy allows 30 s of clock skew. "Now" is read again inside
+    // `verify`, so the accepted case holds even if a second ticks between.
+    let mut within = claims();
+    within["iat"] = json!(Utc::now().timestamp() + 30);
+    verify(
+        &sign(RSA_PRIVATE, Some("rsa-1"), &within),
+        &published(),
+        &policy(),
+    )
+    .expect("an iat within the leeway is accepted");
+
+    let ahead = Utc::now().timestamp() + 90;
+    let mut beyond = claims();
+    beyond["iat"] = json!(ahead);
+    let error = refusal(&sign(RSA_PRIVATE, Some("rsa-1"), &beyond), &published());
+    assert_eq!(error.reason(), "TOKEN_NOT_YET_VALID");
+    let when = DateTime::from_timestamp(ahead, 0).unwrap();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "token was issued in the future ({}); check the issuer's clock",
+            when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    );
+}
