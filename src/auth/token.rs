@@ -34,9 +34,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
             "more than one authorization value was sent; send exactly one",
         ));
     }
-    // The value is "Bearer " (seven bytes, as the scheme check below
-    // insists) and the token, so this one bound, checked before anything is
-    // parsed, is also the bound on the token.
+    // The value holds "Bearer " (seven bytes, as the scheme check below
+    // insists) besides the token, so this one bound, checked before anything
+    // is parsed, also bounds the token.
     if value.len() > MAX_TOKEN_BYTES + 7 {
         return Err(AuthError::TooLarge(value.len().saturating_sub(7)));
     }
