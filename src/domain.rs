@@ -180,11 +180,8 @@ mod tests {
     #[test]
     fn idempotency_keys_are_optional_but_checked_when_present() {
         assert_eq!(IdempotencyKey::parse("").unwrap(), None);
-        assert!(
-            IdempotencyKey::parse("7d3c0a52-5c1e-4be5-9a57-0c9e1f7f3b1a")
-                .unwrap()
-                .is_some()
-        );
+        let key = "7d3c0a52-5c1e-4be5-9a57-0c9e1f7f3b1a";
+        assert_eq!(IdempotencyKey::parse(key).unwrap().unwrap().as_str(), key);
         assert_eq!(
             IdempotencyKey::parse("a/b").unwrap_err().field,
             "idempotency_key"
@@ -197,6 +194,18 @@ mod tests {
         assert!(violation.description.contains("NUL"), "{violation:?}");
         let odd = "tab\there, newline\n, emoji 🧹, U+FFFD \u{FFFD}";
         assert_eq!(Reason::parse(odd).unwrap().as_str(), odd);
+    }
+
+    #[test]
+    fn a_reason_of_exactly_1024_characters_is_kept_verbatim_and_1025_are_refused() {
+        // Characters, not bytes: a reason in another script gets as many.
+        for unit in ["r", "é", "变"] {
+            let at_limit = unit.repeat(1024);
+            assert_eq!(Reason::parse(&at_limit).unwrap().as_str(), at_limit);
+            let over = Reason::parse(&unit.repeat(1025)).unwrap_err();
+            assert_eq!(over.field, "reason");
+            assert_eq!(over.description, "reason is longer than 1024 characters");
+        }
     }
 
     #[test]

@@ -21,5 +21,6 @@ mod release;
 mod sdk;
 mod tls;
 mod token_cache;
+mod token_edges;
 mod tokens;
 mod zc2;
