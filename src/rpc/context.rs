@@ -105,6 +105,7 @@ where
     S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
+    RB: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -115,6 +116,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if let Some(refused) = not_grpc(&request) {
+            return Box::pin(async move { Ok(refused) });
+        }
         let mut call = CallContext::from_headers(request.headers());
         let span = server_span(&request, &mut call);
         let header = HeaderValue::from_str(&call.request_id).expect("request ids are plain ASCII");
@@ -141,6 +145,26 @@ where
             .instrument(span),
         )
     }
+}
+
+/// A request that is not gRPC (its content type does not start with
+/// `application/grpc`) is refused with HTTP 415, as the gRPC over HTTP/2
+/// specification asks, before any handler could act on it.
+fn not_grpc<B, RB: Default>(request: &Request<B>) -> Option<Response<RB>> {
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        return None;
+    }
+    let mut refused = Response::new(RB::default());
+    *refused.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+    refused.headers_mut().insert(
+        http::header::ACCEPT,
+        HeaderValue::from_static("application/grpc"),
+    );
+    Some(refused)
 }
 
 /// The transport refuses a message over its decoding limit as OUT_OF_RANGE

@@ -443,3 +443,29 @@ async fn the_authorization_zenlayer_receives_is_exactly_the_documented_signature
     );
     assert_eq!(received.header("authorization"), Some(expected.as_str()));
 }
+
+#[tokio::test]
+async fn a_request_that_is_not_grpc_is_refused_as_an_unsupported_media_type() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let answer = client
+        .post(format!(
+            "{}/zenlayer.vm.v1.DiskService/ReleaseDisk",
+            app.endpoint()
+        ))
+        .header("content-type", "application/json")
+        .header(
+            "authorization",
+            format!("Bearer {}", crate::tokens::good_token()),
+        )
+        .body(r#"{"diskId": "disk-recycled-data"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 415);
+    assert_eq!(app.simulator.requests_received(), 0, "nothing was sent");
+    assert!(app.simulator.disk("disk-recycled-data").is_some());
+}
