@@ -5,6 +5,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
@@ -13,6 +14,8 @@ use tokio::process::{Child, Command};
 pub struct GatewayProcess {
     pub addr: SocketAddr,
     child: Child,
+    /// The `message` of every log line it has written so far.
+    messages: Arc<Mutex<Vec<String>>>,
 }
 
 impl GatewayProcess {
@@ -51,9 +54,29 @@ impl GatewayProcess {
         let addr = tokio::time::timeout(Duration::from_secs(60), wait)
             .await
             .expect("the gateway starts");
-        // Keep draining its log so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { addr, child }
+        // Keep draining its log so it never blocks on a full pipe, and keep
+        // each line's message for the tests that count them.
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let kept = messages.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let entry = serde_json::from_str::<Value>(&line).unwrap_or_default();
+                if let Some(message) = entry["fields"]["message"].as_str() {
+                    kept.lock().unwrap().push(message.to_owned());
+                }
+            }
+        });
+        Self {
+            addr,
+            child,
+            messages,
+        }
+    }
+
+    /// How many log lines it has written whose message starts with `prefix`.
+    pub fn logged(&self, prefix: &str) -> usize {
+        let messages = self.messages.lock().unwrap();
+        messages.iter().filter(|m| m.starts_with(prefix)).count()
     }
 
     /// Kills the process outright (SIGKILL), as a crash or an OOM kill
