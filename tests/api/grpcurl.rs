@@ -1,7 +1,7 @@
 //! What on-call does at 3 a.m.: the real grpcurl binary against the gateway,
 //! through server reflection only (no .proto files on hand).
 
-use crate::helpers::spawn_app;
+use crate::helpers::{TestApp, spawn_app};
 use crate::tokens;
 use std::process::Output;
 
@@ -70,19 +70,7 @@ async fn grpcurl_describes_disk_service_with_its_documentation() {
 #[tokio::test]
 async fn grpcurl_releases_a_disk_through_reflection() {
     let app = spawn_app().await;
-    let authorization = format!("authorization: Bearer {}", tokens::good_token());
-    let output = grpcurl(&[
-        "-plaintext",
-        "-H",
-        &authorization,
-        "-d",
-        r#"{"diskId": "disk-recycled-data", "reason": "CHG-1234"}"#,
-        &app.addr.to_string(),
-        "zenlayer.vm.v1.DiskService/ReleaseDisk",
-    ])
-    .await;
-    let printed: serde_json::Value =
-        serde_json::from_str(&stdout(&output)).expect("grpcurl prints JSON");
+    let printed = grpcurl_release(&app).await;
     let answered = app.simulator.received_for("ReleaseDisk")[0]
         .answered_request_id
         .clone()
@@ -94,17 +82,7 @@ async fn grpcurl_releases_a_disk_through_reflection() {
 async fn grpcurl_reads_a_release_back_by_its_audit_id() {
     let app = spawn_app().await;
     let authorization = format!("authorization: Bearer {}", tokens::good_token());
-    let released = grpcurl(&[
-        "-plaintext",
-        "-H",
-        &authorization,
-        "-d",
-        r#"{"diskId": "disk-recycled-data", "reason": "CHG-1234"}"#,
-        &app.addr.to_string(),
-        "zenlayer.vm.v1.DiskService/ReleaseDisk",
-    ])
-    .await;
-    let released: serde_json::Value = serde_json::from_str(&stdout(&released)).unwrap();
+    let released = grpcurl_release(&app).await;
     let audit_id = released["auditId"].as_str().unwrap();
     let output = grpcurl(&[
         "-plaintext",
@@ -121,4 +99,20 @@ async fn grpcurl_reads_a_release_back_by_its_audit_id() {
     assert_eq!(release["outcome"], "succeeded");
     assert_eq!(release["zenlayerRequestId"], released["requestId"]);
     assert_eq!(release["disk"]["diskStatus"], "RECYCLED");
+}
+
+/// Releases `disk-recycled-data` with grpcurl, as on-call would; what it printed.
+async fn grpcurl_release(app: &TestApp) -> serde_json::Value {
+    let authorization = format!("authorization: Bearer {}", tokens::good_token());
+    let output = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &authorization,
+        "-d",
+        r#"{"diskId": "disk-recycled-data", "reason": "CHG-1234"}"#,
+        &app.addr.to_string(),
+        "zenlayer.vm.v1.DiskService/ReleaseDisk",
+    ])
+    .await;
+    serde_json::from_str(&stdout(&output)).expect("grpcurl prints JSON")
 }

@@ -205,19 +205,9 @@ async fn a_database_that_answers_but_cannot_record_turns_health_not_serving_and_
     let app = spawn_app().await;
     let mut health = app.health().await;
     let mut stream = watch_serving(&mut health, DISK_SERVICE).await;
-    // The owner stalls the attempts table, as a long migration or a stuck
-    // transaction would: queries still answer, writes there wait.
-    let mut owner = sqlx::PgConnection::connect(&app.database_url)
-        .await
-        .unwrap();
-    use sqlx::Connection as _;
-    let mut stall = owner.begin().await.unwrap();
-    sqlx::query("LOCK TABLE audit.release_attempts IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *stall)
-        .await
-        .unwrap();
+    let stall = stall_attempts(&app).await;
     watch_until(&mut stream, ServingStatus::NotServing).await;
-    stall.rollback().await.unwrap();
+    sqlx::Connection::close(stall).await.unwrap();
     watch_until(&mut stream, ServingStatus::Serving).await;
 }
 
@@ -231,15 +221,7 @@ async fn a_failed_audit_write_turns_health_not_serving_without_waiting_for_a_pro
     .await;
     let mut health = app.health().await;
     let mut stream = watch_serving(&mut health, DISK_SERVICE).await;
-    let mut owner = sqlx::PgConnection::connect(&app.database_url)
-        .await
-        .unwrap();
-    use sqlx::Connection as _;
-    let mut stall = owner.begin().await.unwrap();
-    sqlx::query("LOCK TABLE audit.release_attempts IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *stall)
-        .await
-        .unwrap();
+    let stall = stall_attempts(&app).await;
     let status = app
         .release(request("disk-recycled-data"))
         .await
@@ -254,6 +236,21 @@ async fn a_failed_audit_write_turns_health_not_serving_without_waiting_for_a_pro
         flipped.is_ok(),
         "NOT_SERVING within seconds, not at the next probe"
     );
-    stall.rollback().await.unwrap();
+    sqlx::Connection::close(stall).await.unwrap();
     assert_eq!(app.simulator.release_disk_requests(), 0);
+}
+
+/// The owner locks the attempts table, as a long migration or a stuck
+/// transaction would: queries still answer, writes there wait. The lock is
+/// held until the returned connection is closed.
+async fn stall_attempts(app: &TestApp) -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    let mut owner = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE audit.release_attempts IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    owner
 }
