@@ -54,6 +54,7 @@ struct Inner {
     upstream_duration: Histograms<UpstreamLabels>,
     audit_duration: Histograms<AuditLabels>,
     audit_failures: Family<AuditLabels, Counter>,
+    audit_batch_records: Histogram,
     jwks_refresh_failures: Counter,
     confirmations: Family<ConfirmationLabels, Counter>,
     reconciliations: Family<OutcomeLabels, Counter>,
@@ -112,6 +113,12 @@ impl Metrics {
             "Audit trail writes that failed, by record",
             audit_failures.clone(),
         );
+        let audit_batch_records = Histogram::new(exponential_buckets(1.0, 2.0, 9));
+        registry.register(
+            "audit_batch_records",
+            "Records per audit write: concurrent calls' records are committed together",
+            audit_batch_records.clone(),
+        );
         let jwks_refresh_failures = Counter::default();
         registry.register(
             "jwks_refresh_failures",
@@ -138,6 +145,7 @@ impl Metrics {
             upstream_duration,
             audit_duration,
             audit_failures,
+            audit_batch_records,
             jwks_refresh_failures,
             confirmations,
             reconciliations,
@@ -177,6 +185,11 @@ impl Metrics {
             .upstream_duration
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// One batch of `records` written together.
+    pub fn audit_batch(&self, records: usize) {
+        self.0.audit_batch_records.observe(records as f64);
     }
 
     pub fn audit_written(&self, record: &str, elapsed: Duration, succeeded: bool) {

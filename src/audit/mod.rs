@@ -2,16 +2,17 @@
 //! anything is sent to Zenlayer, with its outcome afterwards; and the
 //! idempotency keys claimed in the same transactions.
 //!
-//! All writes go through [`AuditLog`]: a record in, a durable
-//! acknowledgement out. Callers never see a transaction, so a later
-//! implementation can gather many concurrent records into one commit
-//! without changing them.
+//! All of a call's writes go through [`AuditLog`]: a record in, a durable
+//! acknowledgement out. Callers never see a transaction: the writer
+//! gathers concurrent records into one commit (see `writer`).
 
+mod batch;
 mod error;
 mod follow_up;
 mod record;
 mod store;
 mod upkeep;
+mod writer;
 
 pub use error::AuditError;
 pub use follow_up::{FollowUpTiming, spawn_follow_up};
@@ -28,7 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::Instrument;
 use uuid::Uuid;
+use writer::{Event, Writer};
 
 /// Backoff for outcome writes: a database blip of up to about half a
 /// minute is ridden out.
@@ -40,6 +43,7 @@ const OUTCOME_ATTEMPTS: u32 = 10;
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     pool: PgPool,
+    writer: Writer,
     metrics: Metrics,
     /// Counts failed writes, so that health can turn NOT_SERVING the moment
     /// calls start failing, not at the next probe.
@@ -47,8 +51,10 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
+    /// Starts the audit writer: call from within the runtime.
     pub fn new(pool: PgPool, metrics: Metrics) -> Self {
         Self {
+            writer: Writer::spawn(pool.clone(), metrics.clone()),
             pool,
             metrics,
             failures: Arc::new(watch::Sender::new(0)),
@@ -68,8 +74,11 @@ impl AuditLog {
         attempt: &Attempt,
         claim: Option<&Claim>,
     ) -> Result<Recorded, AuditError> {
-        self.measured("attempt", self.insert_attempt(attempt, claim))
-            .await
+        let event = Event::Attempt {
+            attempt: attempt.clone(),
+            claim: claim.cloned(),
+        };
+        self.measured("attempt", self.writer.write(event)).await
     }
 
     /// One call as the view shows it now, if it exists.
@@ -94,13 +103,19 @@ impl AuditLog {
         attempt: &Attempt,
         outcome: &OutcomeRecord,
     ) -> Result<(), AuditError> {
-        self.measured(record, self.insert_concluded(attempt, outcome))
-            .await
+        let event = Event::Concluded {
+            attempt: attempt.clone(),
+            outcome: outcome.clone(),
+        };
+        self.measured(record, self.writer.write(event)).await?;
+        Ok(())
     }
 
     /// Stores `outcome` once, without retrying.
     pub async fn record_outcome_once(&self, outcome: &OutcomeRecord) -> Result<(), AuditError> {
-        self.measured("outcome", self.insert_outcome(outcome)).await
+        let event = Event::Outcome(outcome.clone());
+        self.measured("outcome", self.writer.write(event)).await?;
+        Ok(())
     }
 
     /// Stores `outcome`, retrying with backoff while the database is away.
@@ -123,66 +138,21 @@ impl AuditLog {
         }
     }
 
-    /// Runs one write, timing it for the metrics.
+    /// Runs one write, timing it for the metrics, in a span of the call's
+    /// trace that lasts until the record's batch has committed.
     async fn measured<T>(
         &self,
         record: &str,
         write: impl Future<Output = Result<T, AuditError>>,
     ) -> Result<T, AuditError> {
         let started = Instant::now();
-        let result = write.await;
+        let span = tracing::info_span!("audit.write", audit.record = record);
+        let result = write.instrument(span).await;
         self.metrics
             .audit_written(record, started.elapsed(), result.is_ok());
         if result.is_err() {
             self.failures.send_modify(|failed| *failed += 1);
         }
         result
-    }
-
-    async fn insert_attempt(
-        &self,
-        attempt: &Attempt,
-        claim: Option<&Claim>,
-    ) -> Result<Recorded, AuditError> {
-        let mut tx = self.pool.begin().await?;
-        store::insert_attempt(&mut tx, attempt).await?;
-        if let Some(claim) = claim
-            && !store::claim_key(&mut tx, claim, attempt.call_id).await?
-        {
-            let holder = store::key_holder(&mut tx, claim).await?;
-            tx.rollback().await?;
-            // A key freed or purged since the conflict is, for this caller,
-            // indistinguishable from one still in flight: retry shortly.
-            let holder = holder.unwrap_or(PriorCall {
-                call_id: Uuid::nil(),
-                disk_id: claim.disk_id.clone(),
-                answer: None,
-            });
-            return Ok(Recorded::KeyTaken(holder));
-        }
-        tx.commit().await?;
-        Ok(Recorded::Stored)
-    }
-
-    async fn insert_concluded(
-        &self,
-        attempt: &Attempt,
-        outcome: &OutcomeRecord,
-    ) -> Result<(), AuditError> {
-        let mut tx = self.pool.begin().await?;
-        store::insert_attempt(&mut tx, attempt).await?;
-        store::insert_outcome(&mut tx, outcome).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn insert_outcome(&self, outcome: &OutcomeRecord) -> Result<(), AuditError> {
-        let mut tx = self.pool.begin().await?;
-        store::insert_outcome(&mut tx, outcome).await?;
-        if outcome.frees_key {
-            store::free_key(&mut tx, outcome.call_id).await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 }

@@ -1,90 +1,123 @@
 //! The audit trail's SQL, one small function per statement.
 
-use super::record::{Answer, Attempt, Claim, OutcomeKind, OutcomeRecord, PriorCall, storable};
-use crate::zenlayer::DiskSnapshot;
+use super::batch::Batch;
+use super::record::{Answer, Claim, OutcomeKind, OutcomeRecord, PriorCall};
 use sqlx::PgConnection;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Caller-supplied fields are capped at this many characters.
-const MAX_FIELD_CHARS: usize = 2048;
-
-#[tracing::instrument(name = "audit.insert_attempt", skip_all, fields(call_id = %attempt.call_id, decision = attempt.decision().label()))]
-pub(super) async fn insert_attempt(
+/// Writes a batch in one statement, so in one transaction and one round
+/// trip: claims the keys, stores the attempts whose claims were won (and
+/// those without keys), stores the outcomes (skipping any already stored,
+/// so a retried write is a no-op), and frees the keys of calls Zenlayer
+/// certainly did not act on. The key claims come first so that a lost
+/// claim stores nothing; the keys' reference to their attempts is checked
+/// at the end of the statement. Two claims of one key in a batch: the first
+/// wins. A claim of a key another transaction holds waits for it to end.
+/// Returns the calls whose attempts were stored.
+pub(super) async fn write_batch(
     db: &mut PgConnection,
-    attempt: &Attempt,
-) -> Result<(), sqlx::Error> {
-    let caller = &attempt.caller;
-    let refusal = attempt.refusal.as_ref();
-    let text = |value: &str| storable(value, MAX_FIELD_CHARS);
-    let roles = caller.roles.iter().map(|r| text(r)).collect::<Vec<_>>();
-    let disk = attempt.disk.as_ref();
-    let disk_text = |field: fn(&DiskSnapshot) -> &Option<String>| {
-        disk.and_then(|d| field(d).as_deref()).map(text)
-    };
-    sqlx::query!(
-        "INSERT INTO audit.release_attempts (
-            call_id, received_at, principal, issuer, client_id, token_jti, token_fingerprint, roles,
-            peer_addr, user_agent, x_request_id, trace_id, disk_id, reason, idempotency_key,
-            decision, decision_reason, refusal_grpc_code, refusal_message, replay_of, peer_identity,
-            disk_snapshot, disk_name, zone_id, disk_size_gib, disk_type, disk_status_before, disk_tags)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                 $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
-        attempt.call_id,
-        attempt.received_at,
-        caller.principal.as_deref().map(text),
-        caller.issuer.as_deref().map(text),
-        caller.client_id.as_deref().map(text),
-        caller.token_jti.as_deref().map(text),
-        caller.token_fingerprint.as_deref(),
-        &roles,
-        attempt.peer_addr.as_deref(),
-        attempt.user_agent.as_deref().map(text),
-        text(&attempt.x_request_id),
-        &attempt.trace_id,
-        storable(&attempt.disk_id, 256),
-        text(&attempt.reason),
-        attempt.idempotency_key.as_deref().map(text),
-        attempt.decision().label(),
-        refusal.map(|r| r.reason.as_str()),
-        refusal.map(|r| r.grpc_code),
-        refusal.map(|r| text(&r.message)),
-        attempt.replay_of,
-        attempt.peer_identity.as_deref().map(text),
-        disk.map(|d| &d.entry),
-        disk_text(|d| &d.disk_name),
-        disk_text(|d| &d.zone_id),
-        disk.and_then(|d| d.disk_size_gib),
-        disk_text(|d| &d.disk_type),
-        disk_text(|d| &d.disk_status),
-        disk.map(|d| serde_json::Value::Object(d.tags.clone())),
+    batch: &Batch,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let (c, a, o) = (&batch.claims, &batch.attempts, &batch.outcomes);
+    let stored = sqlx::query_scalar!(
+        r#"WITH claimed AS (
+             INSERT INTO idempotency.keys (issuer, principal, idempotency_key, disk_id, call_id)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[])
+             ON CONFLICT DO NOTHING
+             RETURNING call_id
+           ), attempts AS (
+             INSERT INTO audit.release_attempts (
+                 call_id, received_at, principal, issuer, client_id, token_jti, token_fingerprint,
+                 roles, peer_addr, user_agent, x_request_id, trace_id, disk_id, reason,
+                 idempotency_key, decision, decision_reason, refusal_grpc_code, refusal_message,
+                 replay_of, peer_identity, disk_snapshot, disk_name, zone_id, disk_size_gib,
+                 disk_type, disk_status_before, disk_tags)
+             SELECT r.call_id, r.received_at, r.principal, r.issuer, r.client_id, r.token_jti,
+                    r.token_fingerprint,
+                    ARRAY(SELECT jsonb_array_elements_text(r.roles)),
+                    r.peer_addr, r.user_agent, r.x_request_id, r.trace_id, r.disk_id, r.reason,
+                    r.idempotency_key, r.decision, r.decision_reason, r.refusal_grpc_code,
+                    r.refusal_message, r.replay_of, r.peer_identity, r.disk_snapshot, r.disk_name,
+                    r.zone_id, r.disk_size_gib, r.disk_type, r.disk_status_before, r.disk_tags
+             FROM UNNEST($6::uuid[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::text[],
+                         $16::text[], $17::text[], $18::text[], $19::text[], $20::text[],
+                         $21::text[], $22::text[], $23::text[], $24::text[], $25::uuid[],
+                         $26::text[], $27::jsonb[], $28::text[], $29::text[], $30::int8[],
+                         $31::text[], $32::text[], $33::jsonb[], $34::bool[])
+                  AS r(call_id, received_at, principal, issuer, client_id, token_jti,
+                       token_fingerprint, roles, peer_addr, user_agent, x_request_id, trace_id,
+                       disk_id, reason, idempotency_key, decision, decision_reason,
+                       refusal_grpc_code, refusal_message, replay_of, peer_identity,
+                       disk_snapshot, disk_name, zone_id, disk_size_gib, disk_type,
+                       disk_status_before, disk_tags, claims_key)
+             WHERE NOT r.claims_key OR r.call_id IN (SELECT call_id FROM claimed)
+             RETURNING call_id
+           ), outcomes AS (
+             INSERT INTO audit.release_outcomes (
+                 call_id, completed_at, outcome, grpc_code, error_reason, zenlayer_code,
+                 zenlayer_request_id, http_status, error_message, zenlayer_action, recorded_by)
+             SELECT *, 'call' FROM UNNEST($35::uuid[], $36::timestamptz[], $37::text[],
+                                          $38::text[], $39::text[], $40::text[], $41::text[],
+                                          $42::int4[], $43::text[], $44::text[])
+             ON CONFLICT DO NOTHING
+             RETURNING call_id
+           ), freed AS (
+             DELETE FROM idempotency.keys WHERE call_id = ANY($45::uuid[])
+             RETURNING call_id
+           )
+           -- (Every part runs to completion, whatever the query reads.)
+           SELECT call_id AS "call_id!" FROM attempts"#,
+        &c.issuer,
+        &c.principal,
+        &c.key,
+        &c.disk_id,
+        &c.call_id,
+        &a.call_id,
+        &a.received_at,
+        &a.principal as &[Option<String>],
+        &a.issuer as &[Option<String>],
+        &a.client_id as &[Option<String>],
+        &a.token_jti as &[Option<String>],
+        &a.token_fingerprint as &[Option<String>],
+        &a.roles,
+        &a.peer_addr as &[Option<String>],
+        &a.user_agent as &[Option<String>],
+        &a.x_request_id,
+        &a.trace_id,
+        &a.disk_id,
+        &a.reason,
+        &a.idempotency_key as &[Option<String>],
+        &a.decision as &[&str],
+        &a.decision_reason as &[Option<String>],
+        &a.refusal_grpc_code as &[Option<&str>],
+        &a.refusal_message as &[Option<String>],
+        &a.replay_of as &[Option<Uuid>],
+        &a.peer_identity as &[Option<String>],
+        &a.disk_snapshot as &[Option<serde_json::Value>],
+        &a.disk_name as &[Option<String>],
+        &a.zone_id as &[Option<String>],
+        &a.disk_size_gib as &[Option<i64>],
+        &a.disk_type as &[Option<String>],
+        &a.disk_status_before as &[Option<String>],
+        &a.disk_tags as &[Option<serde_json::Value>],
+        &a.claims_key,
+        &o.call_id,
+        &o.completed_at,
+        &o.outcome as &[&str],
+        &o.grpc_code,
+        &o.error_reason as &[Option<String>],
+        &o.zenlayer_code as &[Option<String>],
+        &o.zenlayer_request_id as &[Option<String>],
+        &o.http_status as &[Option<i32>],
+        &o.error_message as &[Option<String>],
+        &o.zenlayer_action as &[Option<String>],
+        &batch.freed,
     )
-    .execute(db)
+    .fetch_all(db)
     .await?;
-    Ok(())
-}
-
-/// Claims `claim` for `call_id`; `false` if another call holds it. A
-/// concurrent claim of the same key waits here until the first commits.
-#[tracing::instrument(name = "idempotency.claim_key", skip_all)]
-pub(super) async fn claim_key(
-    db: &mut PgConnection,
-    claim: &Claim,
-    call_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let claimed = sqlx::query!(
-        "INSERT INTO idempotency.keys (issuer, principal, idempotency_key, disk_id, call_id)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT DO NOTHING",
-        claim.issuer,
-        claim.principal,
-        claim.key,
-        claim.disk_id,
-        call_id,
-    )
-    .execute(db)
-    .await?;
-    Ok(claimed.rows_affected() == 1)
+    Ok(stored)
 }
 
 /// The call holding `claim`'s key, with its best-known outcome. `None` if
@@ -136,41 +169,7 @@ pub(super) async fn key_holder(
     }))
 }
 
-/// A retried write whose first commit went unacknowledged is a no-op, not
-/// a duplicate (see the unique indexes).
-#[tracing::instrument(name = "audit.insert_outcome", skip_all, fields(call_id = %outcome.call_id, outcome = outcome.answer.kind.label()))]
-pub(super) async fn insert_outcome(
-    db: &mut PgConnection,
-    outcome: &OutcomeRecord,
-) -> Result<(), sqlx::Error> {
-    let answer = &outcome.answer;
-    sqlx::query!(
-        "INSERT INTO audit.release_outcomes (
-            call_id, completed_at, outcome, grpc_code, error_reason, zenlayer_code,
-            zenlayer_request_id, http_status, error_message, zenlayer_action, recorded_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'call')
-         ON CONFLICT DO NOTHING",
-        outcome.call_id,
-        outcome.completed_at,
-        answer.kind.label(),
-        answer.grpc_code,
-        answer.error_reason.as_deref(),
-        answer.zenlayer_code.as_deref(),
-        answer.zenlayer_request_id.as_deref(),
-        answer.http_status.map(i32::from),
-        answer
-            .error_message
-            .as_deref()
-            .map(|m| storable(m, MAX_FIELD_CHARS)),
-        answer.zenlayer_action.as_deref(),
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 /// Frees the idempotency key `call_id` claimed, if any.
-#[tracing::instrument(name = "idempotency.free_key", skip_all, fields(call_id = %call_id))]
 pub(super) async fn free_key(db: &mut PgConnection, call_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!("DELETE FROM idempotency.keys WHERE call_id = $1", call_id)
         .execute(db)

@@ -2,7 +2,7 @@
 //! and every unknown outcome resolved, by one gateway or several.
 
 use crate::helpers::{
-    AppOptions, TestApp, as_gateway, assert_error, eventually, request, spawn_app_with,
+    AppOptions, TestApp, as_gateway, assert_error, eventually, metric, request, spawn_app_with,
     test_settings, until_the_release_is_sent,
 };
 use crate::processes::GatewayProcess;
@@ -60,18 +60,6 @@ fn keyed(disk_id: &str, key: &str) -> tonic::Request<ReleaseDiskRequest> {
 
 fn audit_id(status: &tonic::Status) -> String {
     status.get_details_error_info().unwrap().metadata["audit_id"].clone()
-}
-
-async fn metric(app: &TestApp, series: &str) -> u64 {
-    let text = reqwest::get(format!("http://{}/metrics", app.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test]

@@ -1,11 +1,11 @@
 //! Health follows the database, and turns NOT_SERVING on shutdown; in-flight
 //! calls finish during the drain.
 
-use crate::helpers::request;
 use crate::helpers::{
     AppOptions, OwnPostgres, TestApp, assert_error, spawn_app, spawn_app_with,
     spawn_app_with_settings, until_the_release_is_sent,
 };
+use crate::helpers::{request, stall_attempts};
 use std::time::Duration;
 use tokio_stream::StreamExt as _;
 use tonic::Code;
@@ -238,19 +238,4 @@ async fn a_failed_audit_write_turns_health_not_serving_without_waiting_for_a_pro
     );
     sqlx::Connection::close(stall).await.unwrap();
     assert_eq!(app.simulator.release_disk_requests(), 0);
-}
-
-/// The owner locks the attempts table, as a long migration or a stuck
-/// transaction would: queries still answer, writes there wait. The lock is
-/// held until the returned connection is closed.
-async fn stall_attempts(app: &TestApp) -> sqlx::PgConnection {
-    use sqlx::Connection as _;
-    let mut owner = sqlx::PgConnection::connect(&app.database_url)
-        .await
-        .unwrap();
-    sqlx::raw_sql("BEGIN; LOCK TABLE audit.release_attempts IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut owner)
-        .await
-        .unwrap();
-    owner
 }

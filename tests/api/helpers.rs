@@ -411,3 +411,32 @@ pub async fn spawn_app_with_settings(changed: &[(&str, &str)]) -> TestApp {
     })
     .await
 }
+
+/// The owner locks the attempts table, as a long migration or a stuck
+/// transaction would: queries still answer, writes there wait. The lock is
+/// held until the returned connection is closed.
+pub async fn stall_attempts(app: &TestApp) -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    let mut owner = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE audit.release_attempts IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    owner
+}
+
+/// The value of one series on the gateway's `/metrics`, 0 when absent.
+pub async fn metric(app: &TestApp, series: &str) -> u64 {
+    let text = reqwest::get(format!("http://{}/metrics", app.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or(0)
+}

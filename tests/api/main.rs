@@ -7,6 +7,7 @@ mod auth;
 mod deadlines;
 mod follow_up;
 mod get_release;
+mod group_commit;
 mod grpcurl;
 mod health;
 mod helpers;

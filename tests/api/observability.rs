@@ -203,7 +203,7 @@ async fn spans_are_exported_over_otlp_parented_to_the_caller() {
             .find(|s| s.name == name && hex(&s.trace_id) == TRACE_ID)
             .unwrap_or_else(|| panic!("no {name} span in the trace"))
     };
-    for child in ["authorize", "audit.insert_attempt", "zenlayer.release_disk"] {
+    for child in ["authorize", "audit.write", "zenlayer.release_disk"] {
         assert_eq!(in_trace(child).trace_id, server.trace_id);
     }
     let client = spans

@@ -1,0 +1,224 @@
+//! Group commit: concurrent calls' audit records share one commit, and
+//! every guarantee of a commit per record still holds — each attempt is
+//! durable before its release is sent, a key is claimed once, one record
+//! the database refuses fails alone, and the event log stays gap-free.
+
+use crate::helpers::{
+    TestApp, assert_error, eventually, metric, request, spawn_app, stall_attempts,
+};
+use crate::tokens::{bearer, good_token};
+use std::time::Duration;
+use tonic::{Code, Request, Status};
+use uuid::Uuid;
+use zenlayer_gateway::pb::{ReleaseDiskRequest, ReleaseDiskResponse};
+use zenlayer_gateway::simulator::{Disk, DiskStatus, DiskType};
+
+fn releasable(app: &TestApp, disk_id: &str) {
+    app.simulator
+        .put_disk(Disk::new(disk_id, DiskType::Data, DiskStatus::Recycled));
+}
+
+/// Sends every call at once, each on its own connection.
+async fn all_at_once(
+    app: &TestApp,
+    calls: Vec<Request<ReleaseDiskRequest>>,
+) -> Vec<Result<ReleaseDiskResponse, Status>> {
+    let mut running = Vec::new();
+    for call in calls {
+        let mut client = app.disks().await;
+        running.push(tokio::spawn(async move {
+            client.release_disk(call).await.map(|r| r.into_inner())
+        }));
+    }
+    let mut answers = Vec::new();
+    for call in running {
+        answers.push(call.await.unwrap());
+    }
+    answers
+}
+
+/// Holds every audit write until `calls` calls have looked at their disks
+/// and are waiting to be recorded, so that they reach the writer together;
+/// then lets them through.
+async fn gathered<T>(app: &TestApp, calls: usize, send: impl std::future::Future<Output = T>) -> T {
+    let stall = stall_attempts(app).await;
+    let sent = tokio::spawn({
+        let simulator = app.simulator.clone();
+        async move {
+            eventually(Duration::from_secs(20), "every pre-flight", || async {
+                (simulator.received_for("DescribeDisks").len() >= calls).then_some(())
+            })
+            .await;
+            // Each call is a moment from its look to its write.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(
+                simulator.release_disk_requests(),
+                0,
+                "nothing is sent before its attempt is committed"
+            );
+            sqlx::Connection::close(stall).await.unwrap();
+        }
+    });
+    let answers = send.await;
+    sent.await.unwrap();
+    answers
+}
+
+async fn events(app: &TestApp) -> Vec<(i64, String, Uuid)> {
+    sqlx::query_as("SELECT log_index, kind, call_id FROM audit.events ORDER BY log_index")
+        .fetch_all(&app.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_calls_share_commits_and_each_is_recorded_before_it_is_sent() {
+    let app = spawn_app().await;
+    let disks: Vec<String> = (0..24).map(|i| format!("disk-batch-{i:02}")).collect();
+    for disk in &disks {
+        releasable(&app, disk);
+    }
+    let calls = disks.iter().map(|d| request(d)).collect();
+    let answers = gathered(&app, disks.len(), all_at_once(&app, calls)).await;
+
+    for answer in &answers {
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    assert_eq!(app.simulator.release_disk_requests(), 24);
+    let batches = metric(&app, "zenlayer_gateway_audit_batch_records_count").await;
+    let records = metric(&app, "zenlayer_gateway_audit_batch_records_sum").await;
+    assert_eq!(records, 48, "an attempt and an outcome per call");
+    assert!(
+        batches < records / 2,
+        "{records} records in {batches} writes: concurrent calls share commits"
+    );
+    let outcomes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit.release_disk_calls WHERE outcome = 'succeeded'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(outcomes, 24);
+}
+
+#[tokio::test]
+async fn the_event_log_numbers_every_record_without_gaps_in_commit_order() {
+    let app = spawn_app().await;
+    for i in 0..12 {
+        releasable(&app, &format!("disk-log-{i:02}"));
+    }
+    let mut calls: Vec<_> = (0..12)
+        .map(|i| request(&format!("disk-log-{i:02}")))
+        .collect();
+    calls.push(crate::helpers::unauthenticated_request("disk-log-00"));
+    let answers = gathered(&app, 12, all_at_once(&app, calls)).await;
+    assert_eq!(answers.iter().filter(|a| a.is_ok()).count(), 12);
+
+    let events = events(&app).await;
+    let indexes: Vec<i64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(
+        indexes,
+        (0..25).collect::<Vec<_>>(),
+        "12 attempts, 12 outcomes and a refusal, numbered 0.. with no gap"
+    );
+    for (index, kind, call_id) in events.iter().filter(|e| e.1 == "outcome") {
+        let attempt = events
+            .iter()
+            .find(|e| e.1 == "attempt" && e.2 == *call_id)
+            .expect("every outcome's attempt is in the log");
+        assert!(attempt.0 < *index, "{kind} {call_id} before its attempt");
+    }
+    let head: i64 = sqlx::query_scalar("SELECT size FROM audit.log_head")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(head, 25);
+}
+
+#[tokio::test]
+async fn one_key_claimed_twice_in_one_batch_is_released_once() {
+    let app = spawn_app().await;
+    let token = good_token();
+    let calls = (0..8)
+        .map(|_| {
+            let mut call = crate::helpers::unauthenticated_request("disk-recycled-data");
+            call.get_mut().idempotency_key = "one-batch-key".to_owned();
+            call.metadata_mut().insert("authorization", bearer(&token));
+            call
+        })
+        .collect();
+    let answers = gathered(&app, 8, all_at_once(&app, calls)).await;
+
+    assert_eq!(
+        app.simulator.release_disk_requests(),
+        1,
+        "exactly one upstream ReleaseDisk"
+    );
+    let forwarded = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(r) if !r.replayed))
+        .count();
+    assert_eq!(forwarded, 1, "{answers:?}");
+    for answer in answers.iter().filter(|a| a.is_err()) {
+        assert_error(
+            answer.as_ref().unwrap_err(),
+            Code::Aborted,
+            "IDEMPOTENCY_KEY_IN_FLIGHT",
+        );
+    }
+    let claimed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit.release_attempts WHERE idempotency_key = 'one-batch-key' AND replay_of IS NULL AND decision = 'allowed'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(claimed, 1, "one call holds the key; the others are replays");
+}
+
+#[tokio::test]
+async fn a_record_the_database_refuses_fails_alone_and_is_not_sent() {
+    let app = spawn_app().await;
+    for i in 0..6 {
+        releasable(&app, &format!("disk-good-{i}"));
+    }
+    releasable(&app, "disk-refused-by-db");
+    // As an owner's faulty trigger or a constraint would: the database
+    // refuses this one attempt, and only it.
+    sqlx::raw_sql(
+        "CREATE FUNCTION pg_temp_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.disk_id = 'disk-refused-by-db' THEN
+                 RAISE EXCEPTION 'refused for the test';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_one BEFORE INSERT ON audit.release_attempts
+             FOR EACH ROW EXECUTE FUNCTION pg_temp_refuse();",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let mut calls: Vec<_> = (0..6).map(|i| request(&format!("disk-good-{i}"))).collect();
+    calls.insert(3, request("disk-refused-by-db"));
+    let answers = gathered(&app, 7, all_at_once(&app, calls)).await;
+
+    for (i, answer) in answers.iter().enumerate() {
+        if i == 3 {
+            assert_error(
+                answer.as_ref().unwrap_err(),
+                Code::Unavailable,
+                "AUDIT_UNAVAILABLE",
+            );
+        } else {
+            assert!(answer.is_ok(), "call {i}: {answer:?}");
+        }
+    }
+    assert_eq!(app.simulator.release_disk_requests(), 6);
+    assert!(
+        app.simulator
+            .received_for("ReleaseDisk")
+            .iter()
+            .all(|r| !String::from_utf8_lossy(&r.body).contains("disk-refused-by-db")),
+        "the call without its attempt row was never sent"
+    );
+}
