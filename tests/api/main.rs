@@ -12,6 +12,7 @@ mod health;
 mod helpers;
 mod idempotency;
 mod jwks;
+mod monitoring;
 mod observability;
 mod otlp;
 mod outcomes;
