@@ -5,11 +5,15 @@
 #   3. validates every manifest file and every rendered document against the
 #      Kubernetes OpenAPI schemas in strict mode (unknown fields fail), for
 #      each version in K8S_VERSIONS, plus cross-document checks (selectors,
-#      ports, references, pod security).
+#      ports, references, pod security);
+#   4. checks the alerting rules and the Grafana dashboard (deploy/monitoring/
+#      check.py): promtool check and unit tests, the generated PrometheusRule,
+#      runbook links, and that every query names only exported metrics.
 #
 # Usage: bash deploy/validate.sh            (from any directory)
 #   K8S_VERSIONS="1.30.0 1.37.0"            schema versions to check against
 #
+# promtool comes from Debian's `prometheus` package (tests/run installs it).
 # Tools come from PyPI into a virtualenv under
 # ${XDG_CACHE_HOME:-$HOME/.cache}/zenlayer-gateway/, installed only when
 # missing or when the pins below change; later runs do not touch the network.
@@ -216,6 +220,23 @@ for t in "${targets[@]}"; do
     fi
 done
 
+# --- 4. Alerting rules and dashboard ----------------------------------------
+# Run before the schemas so that the closing line counts these checks too.
+say "==> alerting rules and dashboard"
+command -v promtool >/dev/null 2>&1 \
+    || die "promtool is required (Debian: apt-get install prometheus; tests/run installs it)"
+set +e
+"$VENV/bin/python" "$DEPLOY_DIR/monitoring/check.py" >"$work/monitoring" 2>&1
+rc=$?
+set -e
+cat "$work/monitoring"
+passed=$((passed + $(grep -c '^PASS' "$work/monitoring" || true)))
+failed=$((failed + $(grep -c '^FAIL' "$work/monitoring" || true)))
+if [ "$rc" -ne 0 ] && ! grep -q '^FAIL' "$work/monitoring"; then
+    say "FAIL  deploy/monitoring/check.py exited $rc"
+    failed=$((failed + 1))
+fi
+
 # --- 3. Schemas and cross-document checks -----------------------------------
 say "==> validating (strict schemas for Kubernetes $K8S_VERSIONS)"
 set +e
@@ -268,7 +289,33 @@ def ident(doc):
     return f"{doc.get('kind', '?')} {ns + '/' if ns else ''}{name}"
 
 
+# Kinds of custom resources (no schema in kubernetes-validate) and what is
+# checked instead.
+PROMETHEUS_RULE = ("monitoring.coreos.com/v1", "PrometheusRule")
+
+
+def prometheus_rule_problems(doc):
+    """A PrometheusRule must be the plain rules file's groups, unchanged
+    (deploy/monitoring/check.py tests those rules with promtool)."""
+    problems = []
+    extra = set(doc) - {"apiVersion", "kind", "metadata", "spec"}
+    if extra:
+        problems.append(f"unknown fields {sorted(extra)}")
+    if not (doc.get("metadata") or {}).get("name"):
+        problems.append("no metadata.name")
+    spec = doc.get("spec") or {}
+    if set(spec) != {"groups"}:
+        problems.append(f"spec has {sorted(spec)}, want only groups")
+    with open(os.path.join(deploy_dir, "monitoring", "rules.yml")) as f:
+        plain = yaml.load(f, Loader=StrictLoader)
+    if spec.get("groups") != plain.get("groups"):
+        problems.append("spec.groups differ from deploy/monitoring/rules.yml")
+    return problems
+
+
 def schema_problems(doc):
+    if (doc.get("apiVersion"), doc.get("kind")) == PROMETHEUS_RULE:
+        return prometheus_rule_problems(doc)
     problems = []
     for version in versions:
         try:

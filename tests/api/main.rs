@@ -13,6 +13,7 @@ mod health;
 mod helpers;
 mod idempotency;
 mod jwks;
+mod monitoring;
 mod observability;
 mod otlp;
 mod outcomes;
