@@ -5,9 +5,12 @@
 //! scrape endpoint `/metrics`, `/livez` (answers while the process runs; it
 //! ignores the database, since a database outage should not restart every
 //! replica) and `/readyz` (database reachable, token signing keys held, not
-//! draining).
+//! draining), and `/audit/checkpoint`: the newest signed checkpoint of the
+//! audit log, for anyone who keeps copies (a witness, a security team's
+//! cron job).
 
 use crate::metrics::Metrics;
+use crate::trail::Trail;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,6 +28,7 @@ pub fn spawn<H>(
     ready: Arc<AtomicBool>,
     metrics: Metrics,
     health: HealthServer<H>,
+    trail: Trail,
 ) -> JoinHandle<()>
 where
     H: Health,
@@ -34,6 +38,7 @@ where
         .route("/readyz", get(readyz))
         .with_state(ready)
         .route("/metrics", get(scrape).with_state(metrics))
+        .route("/audit/checkpoint", get(checkpoint).with_state(trail))
         .route_service("/grpc.health.v1.Health/Check", health.clone())
         .route_service("/grpc.health.v1.Health/Watch", health);
     tokio::spawn(async move {
@@ -51,6 +56,23 @@ async fn scrape(State(metrics): State<Metrics>) -> impl axum::response::IntoResp
         )],
         metrics.encode(),
     )
+}
+
+async fn checkpoint(State(trail): State<Trail>) -> (StatusCode, String) {
+    match trail.latest_note().await {
+        Ok(Some(note)) => (StatusCode::OK, note),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            "no audit log checkpoint has been signed yet\n".to_owned(),
+        ),
+        Err(error) => {
+            tracing::warn!(error = %error, "the newest audit log checkpoint could not be read");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the audit database cannot be read right now\n".to_owned(),
+            )
+        }
+    }
 }
 
 async fn readyz(State(ready): State<Arc<AtomicBool>>) -> (StatusCode, &'static str) {

@@ -9,6 +9,7 @@ use crate::ephemeral_postgres::EphemeralPostgres;
 use crate::settings::{AuthSettings, Overrides, Settings, Source};
 use crate::simulator::{self, SimulatorConfig, SimulatorHandle};
 use crate::startup::Application;
+use crate::trail::checkpoint::LogKey;
 use crate::{shutdown, telemetry};
 use anyhow::Context as _;
 use rand::distr::{Alphanumeric, SampleString as _};
@@ -17,6 +18,9 @@ use std::time::Duration;
 
 /// The issuer of development tokens.
 pub const DEV_ISSUER: &str = "zenlayer-gateway-dev";
+
+/// The origin line of the dev log's checkpoints.
+const DEV_LOG_ORIGIN: &str = "zenlayer-gateway.dev/audit";
 
 /// Runs until SIGINT or SIGTERM.
 pub async fn run(source: &dyn Source) -> anyhow::Result<()> {
@@ -45,6 +49,12 @@ pub async fn run(source: &dyn Source) -> anyhow::Result<()> {
         ),
         ("ZENLAYER_ACCESS_TOKEN".to_owned(), String::new()),
     ]);
+    if source.get("AUDIT_LOG_SIGNING_KEY_FILE").is_none() {
+        values.insert(
+            "AUDIT_LOG_SIGNING_KEY_FILE".to_owned(),
+            identity.log_key_path(),
+        );
+    }
     for (key, local_default) in [
         ("GATEWAY_LISTEN_ADDR", "127.0.0.1:50051"),
         ("GATEWAY_ADMIN_ADDR", "127.0.0.1:0"),
@@ -121,7 +131,22 @@ impl DevIdentity {
         let key = DevSigningKey::generate()?;
         std::fs::write(dir.path().join("jwks.json"), key.jwks())?;
         std::fs::write(dir.path().join("signing-key.pem"), key.private_pem())?;
+        let (log_key, log_verifier) = LogKey::generate(DEV_LOG_ORIGIN);
+        std::fs::write(dir.path().join("audit-log.key"), log_key)?;
+        std::fs::write(dir.path().join("audit-log.pub"), &log_verifier)?;
         Ok(Self { dir, key })
+    }
+
+    fn log_key_path(&self) -> String {
+        self.path("audit-log.key")
+    }
+
+    fn log_verifier_path(&self) -> String {
+        self.path("audit-log.pub")
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
     }
 
     fn jwks_path(&self) -> String {
@@ -167,6 +192,7 @@ fn print_banner(
     let addr = app.local_addr();
     let admin = app.admin_addr();
     let key = identity.signing_key_path();
+    let log_verifier = identity.log_verifier_path();
     let (database, database_psql) = match postgres {
         Some(pg) => (
             format!("{} (throwaway, deleted on exit)", pg.url("postgres")),
@@ -205,6 +231,12 @@ More tokens (another subject, other roles):
 The audit trail:
 
   psql '{database_psql}' -c 'SELECT received_at, principal, disk_id, disk_name, disk_status_before, decision, decision_reason, outcome, outcome_recorded_by, confirmation, zenlayer_request_id FROM audit.release_disk_calls ORDER BY received_at DESC LIMIT 20'
+
+Its verifiable log (checkpoints every 10 s; verifier key in {log_verifier}):
+
+  curl -s http://{admin}/audit/checkpoint
+  DATABASE_URL='{database_psql}' cargo run -q -- audit verify --public-key {log_verifier}
+  DATABASE_URL='{database_psql}' cargo run -q -- audit prove <auditId>
 "#
     );
 }

@@ -44,6 +44,43 @@ enum Command {
     /// Mint a development token signed with the key `dev` prints, for a
     /// subject and roles of your choosing. Prints the token.
     Token(TokenArgs),
+    /// The audit trail's verifiable log: check it, prove a call is in it,
+    /// or make its signing key. Runs with DATABASE_URL (an audit_reader
+    /// login is enough).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the log from the rows and check it against every stored
+    /// checkpoint and every one given; exits non-zero naming the first leaf
+    /// that differs and the kind of break.
+    Verify {
+        /// A signed checkpoint kept outside the database (repeatable).
+        #[arg(long = "checkpoint")]
+        checkpoints: Vec<PathBuf>,
+        /// The log's verifier key (`audit keygen` printed it).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Print, as JSON, the inclusion proofs of one call's events against
+    /// the newest checkpoint.
+    Prove {
+        /// The call's audit id.
+        audit_id: String,
+    },
+    /// Write a new checkpoint signing key to FILE and print its verifier key.
+    Keygen {
+        /// The log's name, the checkpoints' origin line (e.g. a host/path).
+        #[arg(long)]
+        origin: String,
+        /// Where to write the private key (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,6 +142,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev => zenlayer_gateway::dev::run(&source).await,
         Command::Simulator { listen } => run_simulator(&source, listen).await,
         Command::Token(args) => mint_token(args),
+        Command::Audit { command } => audit_command(&source, command).await,
+    }
+}
+
+async fn audit_command(source: &dyn Source, command: AuditCommand) -> anyhow::Result<()> {
+    use zenlayer_gateway::trail::commands;
+    if let AuditCommand::Keygen { origin, out } = &command {
+        return commands::generate_key(origin, out);
+    }
+    let database = DatabaseSettings::load(source)?;
+    let pool = sqlx::PgPool::connect_with(database.connect_options()?)
+        .await
+        .context("connect to DATABASE_URL")?;
+    match command {
+        AuditCommand::Verify {
+            checkpoints,
+            public_key,
+        } => commands::verify_log(&pool, &checkpoints, public_key.as_deref()).await,
+        AuditCommand::Prove { audit_id } => commands::prove_call(&pool, &audit_id).await,
+        AuditCommand::Keygen { .. } => unreachable!("handled above"),
     }
 }
 

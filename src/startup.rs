@@ -9,6 +9,7 @@ use crate::pb::{self, disk_service_server::DiskServiceServer};
 use crate::rpc::{CallContextLayer, DiskApi, ReleasePath, ReleaseReader};
 use crate::settings::{ServerSettings, Settings};
 use crate::tls::ServerTls;
+use crate::trail::{Checkpointer, Trail, checkpoint::LogKey, spawn_checkpointer};
 use crate::zenlayer::ZenlayerClient;
 use anyhow::Context as _;
 use sqlx::PgPool;
@@ -53,6 +54,8 @@ pub struct Application {
     releases: TaskTracker,
     /// Cancelled when shutdown begins; background tasks watch it.
     stop: CancellationToken,
+    /// Signs audit log checkpoints, when a signing key is configured.
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Application {
@@ -68,7 +71,16 @@ impl Application {
         let longest_call = zenlayer.longest_call();
         let authenticator = settings.auth.authenticator(&stop, &metrics)?;
         let keys_held = authenticator.keys_held();
-        let reader = ReleaseReader::new(authenticator.clone(), audit.clone());
+        let reader = ReleaseReader::new(
+            authenticator.clone(),
+            audit.clone(),
+            Trail::new(pool.clone()),
+        );
+        // Before binding: a signing key that cannot be used stops start-up.
+        let checkpointer = match &settings.trail.signing_key_file {
+            Some(path) => Some(Checkpointer::new(pool.clone(), LogKey::from_file(path)?)),
+            None => None,
+        };
         let path = ReleasePath::new(authenticator, audit, zenlayer.clone(), metrics.clone());
         let api = DiskApi::new(path, reader, releases.clone());
         // Before binding: a certificate file that cannot be used stops
@@ -99,6 +111,7 @@ impl Application {
             longest_call,
             releases,
             stop,
+            checkpointer,
         })
     }
 
@@ -127,6 +140,7 @@ impl Application {
             health.readiness(),
             self.metrics.clone(),
             health_service.clone(),
+            Trail::new(self.pool.clone()),
         );
         let monitor = tokio::spawn(health::monitor(
             health,
@@ -159,6 +173,16 @@ impl Application {
             timing,
             stop.clone(),
         );
+        match &self.checkpointer {
+            Some(checkpointer) => spawn_checkpointer(
+                checkpointer.clone(),
+                self.settings.trail.checkpoint_interval,
+                stop.clone(),
+            ),
+            None => tracing::warn!(
+                "AUDIT_LOG_SIGNING_KEY_FILE is not set: no audit log checkpoints are signed, so tampering with the audit trail cannot be proven"
+            ),
+        }
         let router = Server::builder()
             .layer(CallContextLayer)
             .add_service(health_service)
@@ -194,6 +218,12 @@ impl Application {
             grace: delay + self.settings.server.shutdown_grace,
         };
         let result = drained.run(serve, shutdown).await;
+        // The last calls' events are in: sign the log as it is left.
+        if let Some(checkpointer) = &self.checkpointer
+            && let Err(error) = checkpointer.sign_now().await
+        {
+            tracing::error!(error = %error, "no final audit log checkpoint was signed");
+        }
         admin.abort();
         result
     }

@@ -96,19 +96,21 @@ impl AuditLog {
     /// Stores a call that ended without being forwarded together with its
     /// outcome, atomically; `record` names it in the metrics: `replay` (a
     /// key's earlier answer told again) or `preflight` (decided by the look
-    /// at the disk).
+    /// at the disk). Returns the attempt's log index, when it could be read.
     pub async fn record_concluded(
         &self,
         record: &'static str,
         attempt: &Attempt,
         outcome: &OutcomeRecord,
-    ) -> Result<(), AuditError> {
+    ) -> Result<Option<u64>, AuditError> {
         let event = Event::Concluded {
             attempt: attempt.clone(),
             outcome: outcome.clone(),
         };
-        self.measured(record, self.writer.write(event)).await?;
-        Ok(())
+        match self.measured(record, self.writer.write(event)).await? {
+            Recorded::Stored { log_index } => Ok(log_index),
+            Recorded::KeyTaken(_) => Ok(None),
+        }
     }
 
     /// Stores `outcome` once, without retrying.

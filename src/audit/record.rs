@@ -123,8 +123,10 @@ pub struct PriorCall {
 /// What recording an attempt with a claim found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
-    /// Stored (and the key, if any, claimed for this call).
-    Stored,
+    /// Stored (and the key, if any, claimed for this call), as the audit
+    /// log's entry `log_index` (its receipt; `None` if it could not be
+    /// read back).
+    Stored { log_index: Option<u64> },
     /// Nothing stored: another call holds the key.
     KeyTaken(PriorCall),
 }

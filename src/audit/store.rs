@@ -169,6 +169,20 @@ pub(super) async fn key_holder(
     }))
 }
 
+/// The log index of each of `calls`' attempt events.
+pub(super) async fn attempt_indexes(
+    db: &mut PgConnection,
+    calls: &[Uuid],
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT call_id, log_index FROM audit.events WHERE kind = 'attempt' AND call_id = ANY($1)",
+        calls,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.call_id, r.log_index)).collect())
+}
+
 /// Frees the idempotency key `call_id` claimed, if any.
 pub(super) async fn free_key(db: &mut PgConnection, call_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!("DELETE FROM idempotency.keys WHERE call_id = $1", call_id)

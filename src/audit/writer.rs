@@ -29,7 +29,7 @@ use super::record::{Attempt, Claim, OutcomeRecord, PriorCall, Recorded};
 use super::store;
 use crate::metrics::Metrics;
 use sqlx::PgPool;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
@@ -167,10 +167,16 @@ async fn write(
         }
     }
     let mut db = pool.acquire().await?;
-    let stored: HashSet<Uuid> = store::write_batch(&mut db, &batch)
-        .await?
-        .into_iter()
-        .collect();
+    let stored = store::write_batch(&mut db, &batch).await?;
+    // Committed: from here on nothing may fail the batch. The receipts are
+    // read back once (the log numbers events after the statement).
+    let indexes: HashMap<Uuid, u64> = match store::attempt_indexes(&mut db, &stored).await {
+        Ok(found) => found.into_iter().map(|(id, i)| (id, i as u64)).collect(),
+        Err(error) => {
+            tracing::warn!(error = %error, "the audit log indexes of committed attempts could not be read; their answers carry no receipt");
+            HashMap::new()
+        }
+    };
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         let result = match &job.event {
@@ -178,7 +184,12 @@ async fn write(
                 attempt,
                 claim: Some(claim),
             } if !stored.contains(&attempt.call_id) => holder(&mut db, claim).await,
-            _ => Ok(Recorded::Stored),
+            Event::Attempt { attempt, .. } | Event::Concluded { attempt, .. } => {
+                Ok(Recorded::Stored {
+                    log_index: indexes.get(&attempt.call_id).copied(),
+                })
+            }
+            Event::Outcome(_) => Ok(Recorded::Stored { log_index: None }),
         };
         results.push(result);
     }

@@ -11,7 +11,10 @@ use super::get_release::ReleaseReader;
 use super::received::Received;
 use super::release::ReleasePath;
 use crate::pb::disk_service_server::DiskService;
-use crate::pb::{GetReleaseRequest, Release, ReleaseDiskRequest, ReleaseDiskResponse};
+use crate::pb::{
+    ConsistencyProof, ConsistencyProofRequest, GetReleaseRequest, Release, ReleaseDiskRequest,
+    ReleaseDiskResponse, ReleaseProof,
+};
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 use tonic::{Code, Request, Response, Status};
@@ -80,5 +83,41 @@ impl DiskService for DiskApi {
             "GetRelease answered"
         );
         release.map(Response::new)
+    }
+
+    async fn get_release_proof(
+        &self,
+        request: Request<GetReleaseRequest>,
+    ) -> Result<Response<ReleaseProof>, Status> {
+        let call = CallContext::of(&request);
+        let proof = self
+            .reader
+            .prove(&call, request.metadata().as_ref(), request.get_ref())
+            .await;
+        tracing::info!(
+            audit_id = %request.get_ref().audit_id.chars().take(64).collect::<String>(),
+            grpc.code = super::codes::code_name(proof.as_ref().map_or_else(|s| s.code(), |_| Code::Ok)),
+            "GetReleaseProof answered"
+        );
+        proof.map(Response::new)
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<ConsistencyProofRequest>,
+    ) -> Result<Response<ConsistencyProof>, Status> {
+        let call = CallContext::of(&request);
+        let proof = self
+            .reader
+            .consistency(&call, request.metadata().as_ref(), request.get_ref())
+            .await;
+        tracing::info!(
+            from_size = request.get_ref().from_size,
+            to_size = request.get_ref().to_size,
+            grpc.code =
+                super::codes::code_name(proof.as_ref().map_or_else(|s| s.code(), |_| Code::Ok)),
+            "GetConsistencyProof answered"
+        );
+        proof.map(Response::new)
     }
 }

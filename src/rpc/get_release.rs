@@ -10,6 +10,7 @@ use crate::audit::{AuditLog, CallRow};
 use crate::auth::{AuthError, Authenticator};
 use crate::decision::Refusal;
 use crate::pb::{Disk, GetReleaseRequest, Release};
+use crate::trail::Trail;
 use crate::zenlayer::Fate;
 use serde_json::Value;
 use tonic::{Code, Status};
@@ -18,15 +19,17 @@ use uuid::Uuid;
 /// Reads calls back for their callers.
 #[derive(Debug, Clone)]
 pub struct ReleaseReader {
-    authenticator: Authenticator,
+    pub(super) authenticator: Authenticator,
     audit: AuditLog,
+    pub(super) trail: Trail,
 }
 
 impl ReleaseReader {
-    pub fn new(authenticator: Authenticator, audit: AuditLog) -> Self {
+    pub fn new(authenticator: Authenticator, audit: AuditLog, trail: Trail) -> Self {
         Self {
             authenticator,
             audit,
+            trail,
         }
     }
 
@@ -36,6 +39,16 @@ impl ReleaseReader {
         headers: &http::HeaderMap,
         request: &GetReleaseRequest,
     ) -> Result<Release, Status> {
+        self.visible(call, headers, request).await.map(release_of)
+    }
+
+    /// The call `request` names, if the caller may see it.
+    pub(super) async fn visible(
+        &self,
+        call: &CallContext,
+        headers: &http::HeaderMap,
+        request: &GetReleaseRequest,
+    ) -> Result<CallRow, Status> {
         let reader = self
             .authenticator
             .check_reader(headers)
@@ -74,7 +87,7 @@ impl ReleaseReader {
         })?;
         match row {
             Some(row) if reader.may_read(row.issuer.as_deref(), row.principal.as_deref()) => {
-                Ok(release_of(row))
+                Ok(row)
             }
             Some(_) | None => Err(not_found()),
         }
@@ -82,7 +95,7 @@ impl ReleaseReader {
 }
 
 /// A status for a read, which leaves no audit record to point at.
-fn unaudited(call: &CallContext, code: Code, reason: &str, message: String) -> Status {
+pub(super) fn unaudited(call: &CallContext, code: Code, reason: &str, message: String) -> Status {
     let outcome = Outcome {
         audited: Audited::No,
         ..Outcome::new(code, reason, message, Fate::NotActed)
@@ -90,7 +103,7 @@ fn unaudited(call: &CallContext, code: Code, reason: &str, message: String) -> S
     outcome.status(call)
 }
 
-fn denied(call: &CallContext, error: AuthError) -> Status {
+pub(super) fn denied(call: &CallContext, error: AuthError) -> Status {
     let outcome = Outcome {
         audited: Audited::No,
         ..explain::refused(&Refusal::Denied(error))

@@ -11,6 +11,7 @@ mod disk_service;
 mod explain;
 mod get_release;
 mod outcome;
+mod proofs;
 mod received;
 mod release;
 mod render;

@@ -56,6 +56,8 @@ pub struct Outcome {
     pub violations: Vec<FieldViolation>,
     /// For a refusal, the stable code recorded as `decision_reason`.
     pub refusal_reason: Option<String>,
+    /// The audit log index of the call's attempt event: its receipt.
+    pub log_index: Option<u64>,
 }
 
 impl Outcome {
@@ -75,6 +77,7 @@ impl Outcome {
             replay_of: None,
             violations: Vec::new(),
             refusal_reason: None,
+            log_index: None,
         }
     }
 

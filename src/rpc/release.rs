@@ -131,9 +131,13 @@ impl ReleasePath {
         alerts::refusal(refusal);
         let mut outcome = explain::refused(refusal);
         attempt.refusal = outcome.refusal_record();
-        if let Err(error) = self.audit.record_attempt(&attempt, None).await {
-            tracing::error!(error = %error, attempt = ?attempt, "a refused call could not be recorded in the audit trail; this log line is its record");
-            outcome.audited = Audited::No;
+        match self.audit.record_attempt(&attempt, None).await {
+            Ok(Recorded::Stored { log_index }) => outcome.log_index = log_index,
+            Ok(Recorded::KeyTaken(_)) => {}
+            Err(error) => {
+                tracing::error!(error = %error, attempt = ?attempt, "a refused call could not be recorded in the audit trail; this log line is its record");
+                outcome.audited = Audited::No;
+            }
         }
         outcome
     }
@@ -178,8 +182,8 @@ impl ReleasePath {
                 }
             }
         }
-        match self.audit.record_attempt(&attempt, claim.as_ref()).await {
-            Ok(Recorded::Stored) => {}
+        let log_index = match self.audit.record_attempt(&attempt, claim.as_ref()).await {
+            Ok(Recorded::Stored { log_index }) => log_index,
             Ok(Recorded::KeyTaken(holder)) => {
                 return Concluded::answered(self.replay(call, attempt, holder, request).await);
             }
@@ -187,19 +191,20 @@ impl ReleasePath {
                 alerts::audit_unavailable(&error);
                 return Concluded::answered(explain::audit_unavailable(&request.disk_id));
             }
-        }
+        };
         let started = Instant::now();
         let result = self
             .zenlayer
             .release_disk(caller, &request.disk_id, call.deadline)
             .await;
-        let outcome = match result {
+        let mut outcome = match result {
             Ok(accepted) => explain::accepted(accepted),
             Err(error) => {
                 alerts::upstream(&error);
                 explain::upstream_failed(&request.disk_id, &error)
             }
         };
+        outcome.log_index = log_index;
         outcome.count_upstream(&self.metrics, started.elapsed());
         let record = outcome.record(call, claim.is_some());
         Concluded {
@@ -247,9 +252,12 @@ impl ReleasePath {
         mut outcome: Outcome,
     ) -> Outcome {
         let record = outcome.record(call, false);
-        if let Err(error) = self.audit.record_concluded(kind, &attempt, &record).await {
-            tracing::error!(error = %error, attempt = ?attempt, outcome = ?record, "a call could not be recorded in the audit trail; this log line is its record");
-            outcome.audited = Audited::No;
+        match self.audit.record_concluded(kind, &attempt, &record).await {
+            Ok(log_index) => outcome.log_index = log_index,
+            Err(error) => {
+                tracing::error!(error = %error, attempt = ?attempt, outcome = ?record, "a call could not be recorded in the audit trail; this log line is its record");
+                outcome.audited = Audited::No;
+            }
         }
         outcome
     }

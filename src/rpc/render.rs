@@ -28,6 +28,7 @@ impl Outcome {
                 request_id: self.upstream.request_id.clone().unwrap_or_default(),
                 audit_id: call.call_id.to_string(),
                 replayed: self.replay_of.is_some(),
+                audit_log_index: self.log_index.unwrap_or_default(),
             }),
             _ => Err(self.status(call)),
         }
@@ -52,6 +53,9 @@ impl Outcome {
         let mut put = |key: &str, value: String| metadata.insert(key.to_owned(), value);
         if self.audited == Audited::Yes {
             put("audit_id", call.call_id.to_string());
+            if let Some(index) = self.log_index {
+                put("audit_log_index", index.to_string());
+            }
         }
         if let Some(id) = &self.upstream.request_id {
             put("upstream_request_id", id.clone());

@@ -12,6 +12,7 @@ mod server;
 mod source;
 mod telemetry;
 mod tls;
+mod trail;
 mod url;
 mod zenlayer;
 
@@ -20,6 +21,7 @@ pub use self::database::DatabaseSettings;
 pub use self::server::ServerSettings;
 pub use self::telemetry::{LogFormat, TelemetrySettings};
 pub use self::tls::{TlsFiles, TlsSettings};
+pub use self::trail::TrailSettings;
 pub use crate::zenlayer::ZenlayerSettings;
 
 pub use reader::SettingsError;
@@ -35,6 +37,7 @@ pub struct Settings {
     pub zenlayer: ZenlayerSettings,
     pub auth: AuthSettings,
     pub telemetry: TelemetrySettings,
+    pub trail: TrailSettings,
 }
 
 impl Settings {
@@ -47,6 +50,7 @@ impl Settings {
             zenlayer: zenlayer::read(&mut reader),
             auth: AuthSettings::read(&mut reader),
             telemetry: TelemetrySettings::read(&mut reader),
+            trail: TrailSettings::read(&mut reader),
         };
         reader.finish().map(|()| settings)
     }

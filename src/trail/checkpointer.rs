@@ -1,0 +1,152 @@
+//! Signing checkpoints: periodically while the log grows, and once more at
+//! shutdown. Before it signs a tree, the gateway proves from the stored
+//! subtrees that the tree extends the last checkpoint (its own, and the
+//! newest stored one); a tree that does not is never signed, and is
+//! reported: history was rewritten.
+
+use super::checkpoint::{Checkpoint, LogKey, open};
+use super::hash::Hash;
+use super::proof::{Plan, verify_consistency};
+use super::store;
+use sqlx::PgPool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Signs this gateway's checkpoints.
+#[derive(Debug, Clone)]
+pub struct Checkpointer {
+    pool: PgPool,
+    key: Arc<LogKey>,
+    /// The last tree this process signed.
+    signed: Arc<Mutex<Option<Checkpoint>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointFailure {
+    #[error("the audit database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the audit log's stored subtrees are incomplete for a tree of {0} events")]
+    Incomplete(u64),
+    #[error(
+        "the audit log holds {size} events, fewer than checkpoint {checkpoint} already signed: events were removed"
+    )]
+    Shrunk { size: u64, checkpoint: u64 },
+    #[error(
+        "the audit log of {size} events is not an extension of checkpoint {checkpoint}: history was rewritten; no checkpoint is signed"
+    )]
+    Inconsistent { size: u64, checkpoint: u64 },
+}
+
+impl Checkpointer {
+    pub fn new(pool: PgPool, key: LogKey) -> Self {
+        Self {
+            pool,
+            key: Arc::new(key),
+            signed: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Signs the log as it is now, if it grew since the last checkpoint;
+    /// returns the note signed.
+    pub async fn sign_now(&self) -> Result<Option<String>, CheckpointFailure> {
+        let mut db = self.pool.acquire().await?;
+        let size = store::size(&mut db).await?;
+        let mut previous = self.signed.lock().expect("not poisoned").clone();
+        if let Some(stored) = store::latest_checkpoint(&mut db).await? {
+            match open(&stored.note, self.key.verifier_key()) {
+                Ok(stored) if previous.as_ref().is_none_or(|p| stored.size > p.size) => {
+                    previous = Some(stored);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(error = %error, tree_size = stored.tree_size, "the newest stored checkpoint is not signed by this gateway's log key; it is ignored")
+                }
+            }
+        }
+        if previous.as_ref().is_some_and(|p| p.size == size) {
+            return Ok(None);
+        }
+        let root = self
+            .root_extending(&mut db, size, previous.as_ref())
+            .await?;
+        let note = self.key.sign(size, root);
+        store::insert_checkpoint(&mut db, size, &root, &note).await?;
+        tracing::info!(tree_size = size, checkpoint = %note, "audit log checkpoint signed");
+        *self.signed.lock().expect("not poisoned") = Some(Checkpoint {
+            origin: self.key.origin().to_owned(),
+            size,
+            root,
+        });
+        Ok(Some(note))
+    }
+
+    /// The root of the tree of `size`, once proven to extend `previous`.
+    async fn root_extending(
+        &self,
+        db: &mut sqlx::PgConnection,
+        size: u64,
+        previous: Option<&Checkpoint>,
+    ) -> Result<Hash, CheckpointFailure> {
+        if size == 0 {
+            return Ok(super::hash::empty_root());
+        }
+        let root_plan = Plan::root(size);
+        let proof_plan = previous
+            .filter(|p| p.size > 0 && p.size < size)
+            .map(|p| Plan::consistency(p.size, size));
+        let mut wanted = root_plan.needed.clone();
+        if let Some(plan) = &proof_plan {
+            wanted.extend_from_slice(&plan.needed);
+        }
+        let subtrees = store::subtrees(db, &wanted).await?;
+        let root = root_plan
+            .hashes(&subtrees)
+            .and_then(|r| r.first().copied())
+            .ok_or(CheckpointFailure::Incomplete(size))?;
+        let Some(previous) = previous.filter(|p| p.size > 0) else {
+            return Ok(root);
+        };
+        if previous.size > size {
+            return Err(CheckpointFailure::Shrunk {
+                size,
+                checkpoint: previous.size,
+            });
+        }
+        let path = match &proof_plan {
+            Some(plan) => plan
+                .hashes(&subtrees)
+                .ok_or(CheckpointFailure::Incomplete(size))?,
+            None => Vec::new(),
+        };
+        if !verify_consistency(previous.size, &previous.root, size, &root, &path) {
+            return Err(CheckpointFailure::Inconsistent {
+                size,
+                checkpoint: previous.size,
+            });
+        }
+        Ok(root)
+    }
+}
+
+/// Signs every `interval` until `shutdown` (the final checkpoint is the
+/// caller's, once in-flight calls have finished).
+pub fn spawn_checkpointer(
+    checkpointer: Checkpointer,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            if let Err(error) = checkpointer.sign_now().await {
+                tracing::error!(error = %error, "no audit log checkpoint was signed");
+            }
+        }
+    });
+}

@@ -1,0 +1,128 @@
+//! The `audit` commands of the binary that concern the log: `verify`,
+//! `prove` and `keygen`. Each runs with an `audit_reader` login and never
+//! needs more (keygen needs no database at all).
+
+use super::checkpoint::{LogKey, open};
+use super::proof::verify_inclusion;
+use super::verify::{Anchor, stored_anchors, verify};
+use super::{Trail, checkpoint::Checkpoint};
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use sqlx::PgPool;
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+/// Recomputes the log and checks every stored checkpoint and every one in
+/// `checkpoint_files`; an error names the first break.
+pub async fn verify_log(
+    pool: &PgPool,
+    checkpoint_files: &[PathBuf],
+    public_key: Option<&Path>,
+) -> anyhow::Result<()> {
+    let key = match public_key {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("read the verifier key {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    if !checkpoint_files.is_empty() && key.is_none() {
+        anyhow::bail!(
+            "--checkpoint needs --public-key: a checkpoint is evidence only once its signature is checked"
+        );
+    }
+    let mut anchors = Vec::new();
+    for path in checkpoint_files {
+        let note =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let checkpoint = open(&note, key.as_deref().unwrap_or_default())
+            .with_context(|| format!("checkpoint {}", path.display()))?;
+        anchors.push(Anchor {
+            checkpoint,
+            source: path.display().to_string(),
+        });
+    }
+    let mut db = pool
+        .acquire()
+        .await
+        .context("connect to the audit database")?;
+    anchors.extend(stored_anchors(&mut db, key.as_deref()).await?);
+    if key.is_none() {
+        println!(
+            "note: no --public-key given, so the stored checkpoints' signatures were not checked (only their roots)"
+        );
+    }
+    let report = verify(&mut db, &anchors).await?;
+    match report.broken {
+        None => {
+            println!(
+                "intact: {} events, root {}, {} checkpoints hold",
+                report.size,
+                hex::encode(report.root),
+                report.checkpoints
+            );
+            Ok(())
+        }
+        Some(broken) => anyhow::bail!("the audit log is broken: {broken}"),
+    }
+}
+
+/// Prints, as JSON, the proof that call `audit_id`'s events are in the log.
+pub async fn prove_call(pool: &PgPool, audit_id: &str) -> anyhow::Result<()> {
+    let call_id = Uuid::parse_str(audit_id.trim()).context("AUDIT_ID is a UUID")?;
+    let proof = Trail::new(pool.clone()).prove_call(call_id).await?;
+    if proof.events.is_empty() {
+        anyhow::bail!("no call with audit id {call_id} is in the audit log");
+    }
+    let Checkpoint { size, root, .. } = proof.checkpoint;
+    let events: Vec<_> = proof
+        .events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "log_index": e.log_index,
+                "kind": e.kind,
+                "leaf": BASE64.encode(&e.leaf),
+                "leaf_hash": hex::encode(e.leaf_hash),
+                "in_checkpoint": e.in_checkpoint,
+                "inclusion_path": e.inclusion_path.iter().map(hex::encode).collect::<Vec<_>>(),
+                "verified": e.in_checkpoint && verify_inclusion(&e.leaf, e.log_index, size, &e.inclusion_path, &root),
+            })
+        })
+        .collect();
+    let out = serde_json::json!({
+        "audit_id": call_id.to_string(),
+        "checkpoint": proof.checkpoint_note,
+        "tree_size": size,
+        "root_hash": hex::encode(root),
+        "events": events,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// Writes a new signing key for the log named `origin` to `out` (mode
+/// 0600) and prints the verifier key to hand to whoever checks checkpoints.
+pub fn generate_key(origin: &str, out: &Path) -> anyhow::Result<()> {
+    let (private, public) = LogKey::generate(origin);
+    LogKey::from_text(&private).map_err(|e| anyhow::anyhow!("origin {origin:?}: {e}"))?;
+    write_private(out, &private)?;
+    println!("{public}");
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {} (it must not exist yet)", path.display()))?;
+    writeln!(file, "{text}")?;
+    Ok(())
+}

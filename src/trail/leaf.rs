@@ -1,0 +1,238 @@
+//! The leaf bytes of each audit event, computed from its row: the same
+//! encoding the database's triggers use (README, "The event log"), written
+//! again here from the specification so that each checks the other.
+//!
+//! A tag line `zenlayer-gateway/<kind>/v1\n`, then the log index and every
+//! column in table order, each as a field: NULL is 0x00; a value is 0x01,
+//! its length in bytes (4 bytes, big-endian), then its bytes. Text is
+//! UTF-8; a uuid its 16 bytes; an instant microseconds since the Unix epoch
+//! and a whole number, each as 8 bytes big-endian; jsonb the UTF-8 of its
+//! PostgreSQL text form; a text[] its element count (4 bytes, big-endian),
+//! then each element as a field.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Builds one leaf, field by field.
+struct Leaf(Vec<u8>);
+
+impl Leaf {
+    fn new(kind: &str, log_index: i64) -> Self {
+        let mut leaf = Self(format!("zenlayer-gateway/{kind}/v1\n").into_bytes());
+        leaf.int(Some(log_index));
+        leaf
+    }
+
+    fn field(&mut self, value: Option<&[u8]>) {
+        match value {
+            None => self.0.push(0x00),
+            Some(bytes) => {
+                self.0.push(0x01);
+                let len = u32::try_from(bytes.len()).expect("a field fits in 4 GiB");
+                self.0.extend_from_slice(&len.to_be_bytes());
+                self.0.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    fn text(&mut self, value: Option<&str>) {
+        self.field(value.map(str::as_bytes));
+    }
+
+    fn uuid(&mut self, value: Option<Uuid>) {
+        self.field(value.as_ref().map(|u| u.as_bytes().as_slice()));
+    }
+
+    fn time(&mut self, value: Option<DateTime<Utc>>) {
+        self.int(value.map(|t| t.timestamp_micros()));
+    }
+
+    fn int(&mut self, value: Option<i64>) {
+        self.field(value.map(i64::to_be_bytes).as_ref().map(|b| b.as_slice()));
+    }
+
+    fn texts(&mut self, value: Option<&[String]>) {
+        let encoded = value.map(|items| {
+            let mut inner = Leaf(Vec::new());
+            let count = u32::try_from(items.len()).expect("a list fits in 4 G entries");
+            inner.0.extend_from_slice(&count.to_be_bytes());
+            for item in items {
+                inner.text(Some(item));
+            }
+            inner.0
+        });
+        self.field(encoded.as_deref());
+    }
+}
+
+/// An attempt row, as `audit.release_attempts` holds it (jsonb as text).
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    pub call_id: Uuid,
+    pub received_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub principal: Option<String>,
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub token_jti: Option<String>,
+    pub token_fingerprint: Option<String>,
+    pub roles: Vec<String>,
+    pub peer_addr: Option<String>,
+    pub peer_identity: Option<String>,
+    pub user_agent: Option<String>,
+    pub x_request_id: String,
+    pub trace_id: String,
+    pub disk_id: String,
+    pub reason: String,
+    pub idempotency_key: Option<String>,
+    pub replay_of: Option<Uuid>,
+    pub decision: String,
+    pub decision_reason: Option<String>,
+    pub refusal_grpc_code: Option<String>,
+    pub refusal_message: Option<String>,
+    pub disk_snapshot: Option<String>,
+    pub disk_name: Option<String>,
+    pub zone_id: Option<String>,
+    pub disk_size_gib: Option<i64>,
+    pub disk_type: Option<String>,
+    pub disk_status_before: Option<String>,
+    pub disk_tags: Option<String>,
+}
+
+/// An outcome row, as `audit.release_outcomes` holds it.
+#[derive(Debug, Clone)]
+pub struct OutcomeRow {
+    pub outcome_id: i64,
+    pub call_id: Uuid,
+    pub completed_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub outcome: String,
+    pub grpc_code: String,
+    pub error_reason: Option<String>,
+    pub zenlayer_code: Option<String>,
+    pub zenlayer_request_id: Option<String>,
+    pub http_status: Option<i32>,
+    pub error_message: Option<String>,
+    pub recorded_by: String,
+    pub zenlayer_action: Option<String>,
+}
+
+/// A confirmation row, as `audit.release_confirmations` holds it.
+#[derive(Debug, Clone)]
+pub struct ConfirmationRow {
+    pub confirmation_id: i64,
+    pub call_id: Uuid,
+    pub recorded_at: DateTime<Utc>,
+    pub confirmation: String,
+    pub checked_at: DateTime<Utc>,
+    pub zenlayer_request_id: Option<String>,
+    pub disk_status: Option<String>,
+    pub recorded_by: String,
+}
+
+impl AttemptRow {
+    pub fn leaf(&self, log_index: i64) -> Vec<u8> {
+        let mut l = Leaf::new("attempt", log_index);
+        l.uuid(Some(self.call_id));
+        l.time(Some(self.received_at));
+        l.time(Some(self.recorded_at));
+        l.text(self.principal.as_deref());
+        l.text(self.issuer.as_deref());
+        l.text(self.client_id.as_deref());
+        l.text(self.token_jti.as_deref());
+        l.text(self.token_fingerprint.as_deref());
+        l.texts(Some(&self.roles));
+        l.text(self.peer_addr.as_deref());
+        l.text(self.peer_identity.as_deref());
+        l.text(self.user_agent.as_deref());
+        l.text(Some(&self.x_request_id));
+        l.text(Some(&self.trace_id));
+        l.text(Some(&self.disk_id));
+        l.text(Some(&self.reason));
+        l.text(self.idempotency_key.as_deref());
+        l.uuid(self.replay_of);
+        l.text(Some(&self.decision));
+        l.text(self.decision_reason.as_deref());
+        l.text(self.refusal_grpc_code.as_deref());
+        l.text(self.refusal_message.as_deref());
+        l.text(self.disk_snapshot.as_deref());
+        l.text(self.disk_name.as_deref());
+        l.text(self.zone_id.as_deref());
+        l.int(self.disk_size_gib);
+        l.text(self.disk_type.as_deref());
+        l.text(self.disk_status_before.as_deref());
+        l.text(self.disk_tags.as_deref());
+        l.0
+    }
+}
+
+impl OutcomeRow {
+    pub fn leaf(&self, log_index: i64) -> Vec<u8> {
+        let mut l = Leaf::new("outcome", log_index);
+        l.int(Some(self.outcome_id));
+        l.uuid(Some(self.call_id));
+        l.time(Some(self.completed_at));
+        l.time(Some(self.recorded_at));
+        l.text(Some(&self.outcome));
+        l.text(Some(&self.grpc_code));
+        l.text(self.error_reason.as_deref());
+        l.text(self.zenlayer_code.as_deref());
+        l.text(self.zenlayer_request_id.as_deref());
+        l.int(self.http_status.map(i64::from));
+        l.text(self.error_message.as_deref());
+        l.text(Some(&self.recorded_by));
+        l.text(self.zenlayer_action.as_deref());
+        l.0
+    }
+}
+
+impl ConfirmationRow {
+    pub fn leaf(&self, log_index: i64) -> Vec<u8> {
+        let mut l = Leaf::new("confirmation", log_index);
+        l.int(Some(self.confirmation_id));
+        l.uuid(Some(self.call_id));
+        l.time(Some(self.recorded_at));
+        l.text(Some(&self.confirmation));
+        l.time(Some(self.checked_at));
+        l.text(self.zenlayer_request_id.as_deref());
+        l.text(self.disk_status.as_deref());
+        l.text(Some(&self.recorded_by));
+        l.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_tagged_and_length_prefixed() {
+        let mut l = Leaf(Vec::new());
+        l.text(None);
+        l.text(Some("é"));
+        l.int(Some(-2));
+        l.texts(Some(&["a".to_owned()]));
+        assert_eq!(
+            l.0,
+            [
+                vec![0x00],
+                vec![0x01, 0, 0, 0, 2, 0xc3, 0xa9],
+                vec![
+                    0x01, 0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe
+                ],
+                vec![0x01, 0, 0, 0, 10, 0, 0, 0, 1, 0x01, 0, 0, 0, 1, b'a'],
+            ]
+            .concat()
+        );
+    }
+
+    #[test]
+    fn an_instant_is_microseconds_since_the_epoch() {
+        let mut l = Leaf(Vec::new());
+        l.time(DateTime::from_timestamp_micros(1_000_001));
+        assert_eq!(
+            l.0,
+            [vec![0x01, 0, 0, 0, 8], 1_000_001i64.to_be_bytes().to_vec()].concat()
+        );
+    }
+}

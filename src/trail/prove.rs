@@ -1,0 +1,169 @@
+//! Proofs for readers: a call's events with their inclusion proofs against
+//! the newest checkpoint, and consistency proofs between tree sizes.
+
+use super::checkpoint::Checkpoint;
+use super::hash::Hash;
+use super::proof::Plan;
+use super::store::{self, EventRow};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Reads the log for proofs.
+#[derive(Debug, Clone)]
+pub struct Trail {
+    pool: PgPool,
+}
+
+/// One event of a call, as the log holds it.
+#[derive(Debug, Clone)]
+pub struct LoggedEvent {
+    pub log_index: u64,
+    pub kind: String,
+    /// The leaf bytes, recomputed from the row (README: "The event log").
+    pub leaf: Vec<u8>,
+    pub leaf_hash: Hash,
+    /// Against the checkpoint; empty when the event is newer than it.
+    pub inclusion_path: Vec<Hash>,
+    pub in_checkpoint: bool,
+}
+
+/// A call's events and what proves them.
+#[derive(Debug, Clone)]
+pub struct CallProof {
+    /// The newest signed checkpoint, as signed.
+    pub checkpoint_note: String,
+    pub checkpoint: Checkpoint,
+    pub events: Vec<LoggedEvent>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProveError {
+    #[error("the audit database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("no checkpoint has been signed yet")]
+    NoCheckpoint,
+    #[error("the log's stored subtrees are incomplete")]
+    Incomplete,
+    #[error("tree sizes must satisfy 1 <= from_size <= to_size <= {0}")]
+    Sizes(u64),
+    #[error("the row behind log entry {0} is missing")]
+    RowMissing(u64),
+}
+
+impl Trail {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The newest stored checkpoint note.
+    pub async fn latest_note(&self) -> Result<Option<String>, sqlx::Error> {
+        let mut db = self.pool.acquire().await?;
+        Ok(store::latest_checkpoint(&mut db).await?.map(|c| c.note))
+    }
+
+    pub async fn prove_call(&self, call_id: Uuid) -> Result<CallProof, ProveError> {
+        let mut db = self.pool.acquire().await?;
+        let stored = store::latest_checkpoint(&mut db)
+            .await?
+            .ok_or(ProveError::NoCheckpoint)?;
+        let body = stored
+            .note
+            .split("\n\n")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+            + "\n";
+        let checkpoint = Checkpoint::parse(&body).map_err(|_| ProveError::NoCheckpoint)?;
+        let size = checkpoint.size;
+        let rows = store::events_of_call(&mut db, call_id).await?;
+        let leaves = leaves_of(&mut db, &rows).await?;
+        let plans: Vec<Option<Plan>> = rows
+            .iter()
+            .map(|e| {
+                ((e.log_index as u64) < size).then(|| Plan::inclusion(e.log_index as u64, size))
+            })
+            .collect();
+        let wanted: Vec<_> = plans
+            .iter()
+            .flatten()
+            .flat_map(|p| p.needed.clone())
+            .collect();
+        let subtrees = store::subtrees(&mut db, &wanted).await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for ((row, leaf), plan) in rows.iter().zip(leaves).zip(plans) {
+            let inclusion_path = match &plan {
+                Some(plan) => plan.hashes(&subtrees).ok_or(ProveError::Incomplete)?,
+                None => Vec::new(),
+            };
+            events.push(LoggedEvent {
+                log_index: row.log_index as u64,
+                kind: row.kind.clone(),
+                leaf_hash: super::hash::leaf_hash(&leaf),
+                leaf,
+                inclusion_path,
+                in_checkpoint: plan.is_some(),
+            });
+        }
+        Ok(CallProof {
+            checkpoint_note: stored.note,
+            checkpoint,
+            events,
+        })
+    }
+
+    /// The proof that the tree of `from` events is a prefix of the tree of
+    /// `to` events.
+    pub async fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ProveError> {
+        let mut db = self.pool.acquire().await?;
+        let size = store::size(&mut db).await?;
+        if from == 0 || from > to || to > size {
+            return Err(ProveError::Sizes(size));
+        }
+        if from == to {
+            return Ok(Vec::new());
+        }
+        let plan = Plan::consistency(from, to);
+        let subtrees = store::subtrees(&mut db, &plan.needed).await?;
+        plan.hashes(&subtrees).ok_or(ProveError::Incomplete)
+    }
+}
+
+/// The leaf bytes of `events`, from their rows.
+pub(super) async fn leaves_of(
+    db: &mut sqlx::PgConnection,
+    events: &[EventRow],
+) -> Result<Vec<Vec<u8>>, ProveError> {
+    let attempts = store::attempts(db, &ids(events, "attempt", |e| Some(e.call_id))).await?;
+    let outcomes = store::outcomes(db, &ids(events, "outcome", |e| e.row_id)).await?;
+    let confirmations =
+        store::confirmations(db, &ids(events, "confirmation", |e| e.row_id)).await?;
+    events
+        .iter()
+        .map(|e| {
+            let i = e.log_index;
+            let leaf = match e.kind.as_str() {
+                "attempt" => attempts
+                    .iter()
+                    .find(|a| a.call_id == e.call_id)
+                    .map(|a| a.leaf(i)),
+                "outcome" => outcomes
+                    .iter()
+                    .find(|o| Some(o.outcome_id) == e.row_id)
+                    .map(|o| o.leaf(i)),
+                _ => confirmations
+                    .iter()
+                    .find(|c| Some(c.confirmation_id) == e.row_id)
+                    .map(|c| c.leaf(i)),
+            };
+            leaf.ok_or(ProveError::RowMissing(i as u64))
+        })
+        .collect()
+}
+
+fn ids<T>(events: &[EventRow], kind: &str, id: impl Fn(&EventRow) -> Option<T>) -> Vec<T> {
+    events
+        .iter()
+        .filter(|e| e.kind == kind)
+        .filter_map(id)
+        .collect()
+}

@@ -1,0 +1,263 @@
+//! `audit verify`: recomputes the log from the rows alone — every leaf from
+//! its row, the tree from the leaves — and checks it against the stored
+//! leaf hashes, the stored subtrees, every stored checkpoint and every
+//! checkpoint given (kept outside the database, which is what makes them
+//! evidence). It names the first break it finds and what kind it is.
+
+use super::checkpoint::{Checkpoint, open};
+use super::hash::{Frontier, Hash, leaf_hash};
+use super::proof::Plan;
+use super::prove::leaves_of;
+use super::store;
+use sqlx::PgConnection;
+use std::fmt;
+
+/// Events read at a time: memory stays bounded however long the log is.
+const PAGE: i64 = 1000;
+
+/// A checkpoint to check, and where it came from.
+#[derive(Debug, Clone)]
+pub struct Anchor {
+    pub checkpoint: Checkpoint,
+    pub source: String,
+}
+
+/// What is wrong with the log, at the first place it is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Break {
+    /// No log entry has this index, though later ones exist: an entry was
+    /// deleted (or the numbering rewritten).
+    Gap { index: u64 },
+    /// The entry names a row that no longer exists: the row was deleted.
+    RowMissing {
+        index: u64,
+        kind: String,
+        id: String,
+    },
+    /// The row does not hash to the leaf recorded for its place: it was
+    /// changed, or moved to another place.
+    LeafDiffers {
+        index: u64,
+        kind: String,
+        id: String,
+    },
+    /// No leaf hash is stored for an entry.
+    LeafMissing { index: u64 },
+    /// A row that no log entry names: added around the log.
+    Unlogged { kind: String, id: String },
+    /// The log is shorter than a checkpoint: entries were removed from its end.
+    Truncated {
+        size: u64,
+        checkpoint: u64,
+        source: String,
+    },
+    /// The first `size` leaves do not have the root a checkpoint signed:
+    /// history before that checkpoint was rewritten.
+    RootDiffers { size: u64, source: String },
+    /// The stored subtrees (from which proofs are served) disagree with the
+    /// leaves.
+    SubtreesDiffer { size: u64 },
+}
+
+impl fmt::Display for Break {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Gap { index } => write!(
+                f,
+                "leaf {index}: missing from the log (an entry was deleted)"
+            ),
+            Self::RowMissing { index, kind, id } => write!(
+                f,
+                "leaf {index}: its {kind} row {id} is missing (the row was deleted)"
+            ),
+            Self::LeafDiffers { index, kind, id } => write!(
+                f,
+                "leaf {index}: the {kind} row {id} does not match the leaf recorded at this place (the row was changed, or moved)"
+            ),
+            Self::LeafMissing { index } => write!(f, "leaf {index}: no leaf hash is stored for it"),
+            Self::Unlogged { kind, id } => write!(
+                f,
+                "{kind} row {id} is in no log entry (it was added around the log: forged)"
+            ),
+            Self::Truncated {
+                size,
+                checkpoint,
+                source,
+            } => write!(
+                f,
+                "leaf {size}: the log ends here, but checkpoint {source} covers {checkpoint} leaves (the newest events were removed)"
+            ),
+            Self::RootDiffers { size, source } => write!(
+                f,
+                "the first {size} leaves do not have the root that checkpoint {source} signed (the history it covers was rewritten)"
+            ),
+            Self::SubtreesDiffer { size } => write!(
+                f,
+                "the stored subtrees of the tree of {size} leaves do not match its leaves (proofs served from them would fail)"
+            ),
+        }
+    }
+}
+
+/// What a verification found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub size: u64,
+    pub root: Hash,
+    pub checkpoints: usize,
+    pub broken: Option<Break>,
+}
+
+/// Reads the stored checkpoints; with `verifier_key`, only those whose
+/// signature verifies (a stored one that does not is itself a break).
+pub async fn stored_anchors(
+    db: &mut PgConnection,
+    verifier_key: Option<&str>,
+) -> Result<Vec<Anchor>, VerifyError> {
+    let mut anchors = Vec::new();
+    for stored in store::checkpoints(db).await? {
+        let source = format!("stored #{} (size {})", anchors.len() + 1, stored.tree_size);
+        let checkpoint = match verifier_key {
+            Some(key) => open(&stored.note, key)
+                .map_err(|e| VerifyError::Checkpoint(source.clone(), e.to_string()))?,
+            None => {
+                let body = stored
+                    .note
+                    .split("\n\n")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+                    + "\n";
+                Checkpoint::parse(&body)
+                    .map_err(|e| VerifyError::Checkpoint(source.clone(), e.to_string()))?
+            }
+        };
+        anchors.push(Anchor { checkpoint, source });
+    }
+    Ok(anchors)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the audit database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("checkpoint {0}: {1}")]
+    Checkpoint(String, String),
+    #[error("{0}")]
+    Rows(#[from] super::prove::ProveError),
+}
+
+/// Recomputes the log and checks it against `anchors`.
+pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report, VerifyError> {
+    let mut anchors: Vec<&Anchor> = anchors.iter().collect();
+    anchors.sort_by_key(|a| a.checkpoint.size);
+    let mut pending = anchors.iter().peekable();
+    let mut frontier = Frontier::default();
+    let report = |frontier: &Frontier, broken| Report {
+        size: frontier.size(),
+        root: frontier.root(),
+        checkpoints: anchors.len(),
+        broken,
+    };
+    // A checkpoint of the empty tree holds trivially; skip those.
+    while pending.next_if(|a| a.checkpoint.size == 0).is_some() {}
+    loop {
+        let from = frontier.size() as i64;
+        let events = store::events(db, from, PAGE).await?;
+        if events.is_empty() {
+            break;
+        }
+        let leaves = match leaves_of(db, &events).await {
+            Ok(leaves) => leaves.into_iter().map(Some).collect::<Vec<_>>(),
+            Err(super::prove::ProveError::RowMissing(_)) => rows_one_by_one(db, &events).await?,
+            Err(error) => return Err(error.into()),
+        };
+        for (event, leaf) in events.iter().zip(leaves) {
+            let index = frontier.size();
+            if event.log_index as u64 != index {
+                return Ok(report(&frontier, Some(Break::Gap { index })));
+            }
+            let id = match event.kind.as_str() {
+                "attempt" => event.call_id.to_string(),
+                _ => event.row_id.map(|r| r.to_string()).unwrap_or_default(),
+            };
+            let Some(leaf) = leaf else {
+                return Ok(report(
+                    &frontier,
+                    Some(Break::RowMissing {
+                        index,
+                        kind: event.kind.clone(),
+                        id,
+                    }),
+                ));
+            };
+            let hash = leaf_hash(&leaf);
+            match &event.leaf_hash {
+                None => return Ok(report(&frontier, Some(Break::LeafMissing { index }))),
+                Some(stored) if stored.as_slice() != hash => {
+                    return Ok(report(
+                        &frontier,
+                        Some(Break::LeafDiffers {
+                            index,
+                            kind: event.kind.clone(),
+                            id,
+                        }),
+                    ));
+                }
+                Some(_) => {}
+            }
+            frontier.push(hash);
+            while let Some(anchor) = pending.next_if(|a| a.checkpoint.size == frontier.size()) {
+                if anchor.checkpoint.root != frontier.root() {
+                    let broken = Break::RootDiffers {
+                        size: frontier.size(),
+                        source: anchor.source.clone(),
+                    };
+                    return Ok(report(&frontier, Some(broken)));
+                }
+            }
+        }
+    }
+    if let Some(anchor) = pending.next() {
+        let broken = Break::Truncated {
+            size: frontier.size(),
+            checkpoint: anchor.checkpoint.size,
+            source: anchor.source.clone(),
+        };
+        return Ok(report(&frontier, Some(broken)));
+    }
+    if let Some((kind, id)) = store::unlogged(db).await?.into_iter().next() {
+        return Ok(report(&frontier, Some(Break::Unlogged { kind, id })));
+    }
+    if frontier.size() > 0 {
+        let plan = Plan::root(frontier.size());
+        let subtrees = store::subtrees(db, &plan.needed).await?;
+        let stored = plan.hashes(&subtrees).and_then(|r| r.first().copied());
+        if stored != Some(frontier.root()) {
+            return Ok(report(
+                &frontier,
+                Some(Break::SubtreesDiffer {
+                    size: frontier.size(),
+                }),
+            ));
+        }
+    }
+    Ok(report(&frontier, None))
+}
+
+/// The leaves of a page in which some row is missing: each on its own, so
+/// that the missing one is named.
+async fn rows_one_by_one(
+    db: &mut PgConnection,
+    events: &[store::EventRow],
+) -> Result<Vec<Option<Vec<u8>>>, VerifyError> {
+    let mut leaves = Vec::with_capacity(events.len());
+    for event in events {
+        match leaves_of(db, std::slice::from_ref(event)).await {
+            Ok(mut one) => leaves.push(one.pop()),
+            Err(super::prove::ProveError::RowMissing(_)) => leaves.push(None),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(leaves)
+}
