@@ -28,7 +28,7 @@ fn node_range(node: u64, size: u64) -> Range<u64> {
 /// The complete subtrees that make up `range` (a node's leaves).
 fn parts(range: Range<u64>, out: &mut Vec<Subtree>) {
     let n = range.end - range.start;
-    if n.is_power_of_two() && range.start % n == 0 {
+    if n.is_power_of_two() && range.start.is_multiple_of(n) {
         out.push((n.trailing_zeros(), range.start / n));
         return;
     }
@@ -39,7 +39,7 @@ fn parts(range: Range<u64>, out: &mut Vec<Subtree>) {
 
 fn range_hash(range: Range<u64>, subtrees: &Subtrees) -> Option<Hash> {
     let n = range.end - range.start;
-    if n.is_power_of_two() && range.start % n == 0 {
+    if n.is_power_of_two() && range.start.is_multiple_of(n) {
         return subtrees
             .get(&(n.trailing_zeros(), range.start / n))
             .copied();
@@ -70,7 +70,7 @@ impl Plan {
 
     /// The root of a tree of `size` (≥ 1).
     pub fn root(size: u64) -> Self {
-        Self::of(vec![0..size])
+        Self::of(std::iter::once(0..size).collect())
     }
 
     /// The inclusion proof of leaf `index` in a tree of `size`.

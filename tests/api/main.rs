@@ -25,4 +25,5 @@ mod tls;
 mod token_cache;
 mod token_edges;
 mod tokens;
+mod trail;
 mod zc2;

@@ -1,0 +1,671 @@
+//! The verifiable audit log: receipts, inclusion and consistency proofs
+//! checked by a verifier written from README alone, checkpoints that are
+//! never signed over a rewritten history, and `audit verify` catching each
+//! kind of tampering by a superuser with the append-only guard disabled —
+//! in the manner of aws-cli's CloudTrail log-validation tests.
+
+use crate::helpers::{
+    AppOptions, TestApp, admin_database_url, as_gateway, assert_error, eventually, request,
+    spawn_app_with, test_settings, unauthenticated_request,
+};
+use crate::processes::GatewayProcess;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::Code;
+use uuid::Uuid;
+use zenlayer_gateway::pb::{ConsistencyProofRequest, GetReleaseRequest, ReleaseProof};
+use zenlayer_gateway::simulator::{Disk, DiskStatus, DiskType};
+use zenlayer_gateway::trail::checkpoint::LogKey;
+
+/// A log signing key on disk, with its verifier key.
+struct LogKeys {
+    dir: tempfile::TempDir,
+}
+
+impl LogKeys {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = LogKey::generate("audit.test/zenlayer-gateway");
+        std::fs::write(dir.path().join("log.key"), private).unwrap();
+        std::fs::write(dir.path().join("log.pub"), public).unwrap();
+        Self { dir }
+    }
+
+    fn private(&self) -> String {
+        self.dir.path().join("log.key").display().to_string()
+    }
+
+    fn public(&self) -> PathBuf {
+        self.dir.path().join("log.pub")
+    }
+
+    /// Keeps `note` outside the database, as a security team's cron job would.
+    fn keep(&self, name: &str, note: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, note).unwrap();
+        path
+    }
+}
+
+fn signing(keys: &LogKeys) -> HashMap<String, String> {
+    HashMap::from([
+        ("AUDIT_LOG_SIGNING_KEY_FILE".to_owned(), keys.private()),
+        ("AUDIT_CHECKPOINT_INTERVAL_MS".to_owned(), "100".to_owned()),
+    ])
+}
+
+async fn signing_app(keys: &LogKeys) -> TestApp {
+    spawn_app_with(AppOptions {
+        settings: signing(keys),
+        ..Default::default()
+    })
+    .await
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
+fn node(left: &[u8], right: &[u8]) -> [u8; 32] {
+    sha256(&[&[1], left, right])
+}
+
+/// RFC 9162 §2.1.3.2, as README points to it: the root an inclusion proof
+/// leads to.
+fn root_from_inclusion(
+    index: u64,
+    size: u64,
+    leaf_hash: &[u8],
+    path: &[Vec<u8>],
+) -> Option<Vec<u8>> {
+    if index >= size {
+        return None;
+    }
+    let (mut f, mut s) = (index, size - 1);
+    let mut r = leaf_hash.to_vec();
+    for p in path {
+        if s == 0 {
+            return None;
+        }
+        if f & 1 == 1 || f == s {
+            r = node(p, &r).to_vec();
+            if f & 1 == 0 {
+                while f & 1 == 0 && f != 0 {
+                    f >>= 1;
+                    s >>= 1;
+                }
+            }
+        } else {
+            r = node(&r, p).to_vec();
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    (s == 0).then_some(r)
+}
+
+/// RFC 9162 §2.1.4.2: whether `path` proves (first, first_root) a prefix of
+/// (second, second_root).
+fn consistent(
+    first: u64,
+    first_root: &[u8],
+    second: u64,
+    second_root: &[u8],
+    path: &[Vec<u8>],
+) -> bool {
+    if first == second {
+        return path.is_empty() && first_root == second_root;
+    }
+    let mut path = path.to_vec();
+    if first.is_power_of_two() {
+        path.insert(0, first_root.to_vec());
+    }
+    let (mut f, mut s) = (first - 1, second - 1);
+    while f & 1 == 1 {
+        f >>= 1;
+        s >>= 1;
+    }
+    let (mut fr, mut sr) = (path[0].clone(), path[0].clone());
+    for c in &path[1..] {
+        if s == 0 {
+            return false;
+        }
+        if f & 1 == 1 || f == s {
+            fr = node(c, &fr).to_vec();
+            sr = node(c, &sr).to_vec();
+            if f & 1 == 0 {
+                while f & 1 == 0 && f != 0 {
+                    f >>= 1;
+                    s >>= 1;
+                }
+            }
+        } else {
+            sr = node(&sr, c).to_vec();
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    fr == first_root && sr == second_root && s == 0
+}
+
+/// README's leaf encoding of a field.
+fn field(value: Option<&[u8]>) -> Vec<u8> {
+    match value {
+        None => vec![0],
+        Some(bytes) => [&[1u8][..], &(bytes.len() as u32).to_be_bytes(), bytes].concat(),
+    }
+}
+
+/// The attempt's leaf bytes, from its row as `psql` would show it, per
+/// README — independent of the gateway's encoder.
+async fn attempt_leaf_from_row(app: &TestApp, call_id: Uuid, log_index: i64) -> Vec<u8> {
+    let row: (serde_json::Value,) = sqlx::query_as(
+        "SELECT to_jsonb(a) || jsonb_build_object(
+                'received_us', (extract(epoch FROM received_at) * 1000000)::bigint,
+                'recorded_us', (extract(epoch FROM recorded_at) * 1000000)::bigint,
+                'snapshot_text', disk_snapshot::text, 'tags_text', disk_tags::text)
+         FROM audit.release_attempts a WHERE call_id = $1",
+    )
+    .bind(call_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let r = row.0;
+    let text = |name: &str| field(r[name].as_str().map(str::as_bytes));
+    let int = |name: &str| {
+        field(
+            r[name]
+                .as_i64()
+                .map(|v| v.to_be_bytes())
+                .as_ref()
+                .map(|b| &b[..]),
+        )
+    };
+    let uuid = |name: &str| {
+        field(
+            r[name]
+                .as_str()
+                .map(|u| Uuid::parse_str(u).unwrap().as_bytes().to_vec())
+                .as_deref(),
+        )
+    };
+    let roles: Vec<u8> = {
+        let roles = r["roles"].as_array().unwrap();
+        let mut inner = (roles.len() as u32).to_be_bytes().to_vec();
+        for role in roles {
+            inner.extend(field(role.as_str().map(str::as_bytes)));
+        }
+        field(Some(&inner))
+    };
+    [
+        b"zenlayer-gateway/attempt/v1\n".to_vec(),
+        field(Some(&log_index.to_be_bytes())),
+        uuid("call_id"),
+        int("received_us"),
+        int("recorded_us"),
+        text("principal"),
+        text("issuer"),
+        text("client_id"),
+        text("token_jti"),
+        text("token_fingerprint"),
+        roles,
+        text("peer_addr"),
+        text("peer_identity"),
+        text("user_agent"),
+        text("x_request_id"),
+        text("trace_id"),
+        text("disk_id"),
+        text("reason"),
+        text("idempotency_key"),
+        uuid("replay_of"),
+        text("decision"),
+        text("decision_reason"),
+        text("refusal_grpc_code"),
+        text("refusal_message"),
+        text("snapshot_text"),
+        text("disk_name"),
+        text("zone_id"),
+        int("disk_size_gib"),
+        text("disk_type"),
+        text("disk_status_before"),
+        text("tags_text"),
+    ]
+    .concat()
+}
+
+/// The call's proof once the newest checkpoint covers all its events.
+async fn proof_once_checkpointed(app: &TestApp, audit_id: &str) -> ReleaseProof {
+    let client = app.disks().await;
+    eventually(
+        Duration::from_secs(10),
+        "a checkpoint covering the call",
+        || {
+            let mut client = client.clone();
+            let mut read = tonic::Request::new(GetReleaseRequest {
+                audit_id: audit_id.to_owned(),
+            });
+            *read.metadata_mut() = request("any").metadata().clone();
+            async move {
+                let proof = client.get_release_proof(read).await.ok()?.into_inner();
+                let covered =
+                    !proof.events.is_empty() && proof.events.iter().all(|e| e.in_checkpoint);
+                covered.then_some(proof)
+            }
+        },
+    )
+    .await
+}
+
+fn note_root(note: &str) -> (u64, Vec<u8>) {
+    let mut lines = note.lines();
+    lines.next();
+    let size = lines.next().unwrap().parse().unwrap();
+    let root = base64::engine::general_purpose::STANDARD
+        .decode(lines.next().unwrap())
+        .unwrap();
+    (size, root)
+}
+
+#[tokio::test]
+async fn a_release_has_a_receipt_whose_inclusion_proof_verifies_against_the_signed_checkpoint() {
+    let keys = LogKeys::new();
+    let app = signing_app(&keys).await;
+    let response = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = app
+        .release(unauthenticated_request("disk-in-use"))
+        .await
+        .unwrap_err();
+    let metadata = assert_error(&refused, Code::Unauthenticated, "TOKEN_MISSING");
+    let refusal_index: u64 = metadata["audit_log_index"].parse().unwrap();
+
+    let proof = proof_once_checkpointed(&app, &response.audit_id).await;
+    let (size, root) = note_root(&proof.checkpoint);
+    assert_eq!(
+        (size, root.clone()),
+        (proof.tree_size, proof.root_hash.clone())
+    );
+    // The note is signed by the log's key.
+    let public = std::fs::read_to_string(keys.public()).unwrap();
+    zenlayer_gateway::trail::checkpoint::open(&proof.checkpoint, public.trim()).unwrap();
+
+    let kinds: Vec<&str> = proof.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["attempt", "outcome"]);
+    let attempt = &proof.events[0];
+    assert_eq!(
+        attempt.log_index, response.audit_log_index,
+        "the receipt names the attempt"
+    );
+    assert_ne!(attempt.log_index, refusal_index);
+    let call_id = Uuid::parse_str(&response.audit_id).unwrap();
+    let recomputed = attempt_leaf_from_row(&app, call_id, attempt.log_index as i64).await;
+    assert_eq!(
+        recomputed, attempt.leaf,
+        "the leaf is README's encoding of the row"
+    );
+    for event in &proof.events {
+        let leaf_hash = sha256(&[&[0], &event.leaf]);
+        assert_eq!(leaf_hash.to_vec(), event.leaf_hash);
+        let reached = root_from_inclusion(event.log_index, size, &leaf_hash, &event.inclusion_path);
+        assert_eq!(
+            reached,
+            Some(root.clone()),
+            "{} {}",
+            event.kind,
+            event.log_index
+        );
+        let forged = sha256(&[&[0], b"forged"]);
+        let reached = root_from_inclusion(event.log_index, size, &forged, &event.inclusion_path);
+        assert_ne!(reached, Some(root.clone()));
+    }
+    // The admin listener serves the same newest checkpoint.
+    let served = reqwest::get(format!("http://{}/audit/checkpoint", app.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(note_root(&served).0 >= size);
+}
+
+#[tokio::test]
+async fn consistency_proofs_between_checkpoints_verify_and_bad_sizes_are_refused() {
+    let keys = LogKeys::new();
+    let app = signing_app(&keys).await;
+    let first = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    let before = proof_once_checkpointed(&app, &first.audit_id).await;
+    for i in 0..5 {
+        let disk = format!("disk-more-{i}");
+        app.simulator
+            .put_disk(Disk::new(&disk, DiskType::Data, DiskStatus::Recycled));
+        app.release(request(&disk)).await.unwrap();
+    }
+    let after = proof_once_checkpointed(&app, &first.audit_id).await;
+    assert!(after.tree_size > before.tree_size);
+
+    let mut client = app.disks().await;
+    let ask = |from_size, to_size| {
+        let mut call = tonic::Request::new(ConsistencyProofRequest { from_size, to_size });
+        *call.metadata_mut() = request("x").metadata().clone();
+        call
+    };
+    let proof = client
+        .get_consistency_proof(ask(before.tree_size, after.tree_size))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(consistent(
+        before.tree_size,
+        &before.root_hash,
+        after.tree_size,
+        &after.root_hash,
+        &proof.path
+    ));
+    assert!(!consistent(
+        before.tree_size,
+        &sha256(&[b"another history"]),
+        after.tree_size,
+        &after.root_hash,
+        &proof.path
+    ));
+    let status = client
+        .get_consistency_proof(ask(after.tree_size, before.tree_size))
+        .await
+        .unwrap_err();
+    assert_error(&status, Code::InvalidArgument, "INVALID_TREE_SIZES");
+    let status = client
+        .get_consistency_proof(tonic::Request::new(ConsistencyProofRequest {
+            from_size: 1,
+            to_size: 2,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+/// Runs `zenlayer-gateway audit verify` as an `audit_reader` login.
+async fn verify(database_url: &str, keys: &LogKeys, kept: &[&Path]) -> (bool, String) {
+    let reader = reader_login(database_url).await;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"));
+    command
+        .args(["audit", "verify", "--public-key"])
+        .arg(keys.public())
+        .env_clear()
+        .env("DATABASE_URL", reader);
+    for path in kept {
+        command.arg("--checkpoint").arg(path);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("audit verify finishes")
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+/// `database_url` as a login that is only a member of `audit_reader`.
+async fn reader_login(database_url: &str) -> String {
+    let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+    sqlx::raw_sql(
+        "DO $$ BEGIN
+            CREATE ROLE audit_reader_test LOGIN IN ROLE audit_reader;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+         END $$",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let mut url = reqwest::Url::parse(database_url).unwrap();
+    url.set_username("audit_reader_test").unwrap();
+    url.to_string()
+}
+
+/// A copy of `database_url`'s database, for one tampering.
+async fn copy_of(database_url: &str, name: &str) -> String {
+    let source = reqwest::Url::parse(database_url).unwrap();
+    let source_name = source.path().trim_start_matches('/').to_owned();
+    let admin = sqlx::PgPool::connect(&admin_database_url()).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+        .bind(&source_name)
+        .execute(&admin)
+        .await
+        .unwrap();
+    let copy = format!("{source_name}_{name}");
+    // The names are the test's own, never a caller's.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE \"{copy}\" TEMPLATE \"{source_name}\""
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
+    let mut url = source;
+    url.set_path(&copy);
+    url.to_string()
+}
+
+/// Runs `sql` as a superuser with every trigger (the append-only guard,
+/// the log's numbering, foreign keys) switched off.
+async fn tamper(database_url: &str, sql: &str) {
+    use sqlx::Connection as _;
+    let mut db = sqlx::PgConnection::connect(database_url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET session_replication_role = replica; {sql}"
+    )))
+    .execute(&mut db)
+    .await
+    .unwrap();
+}
+
+/// The log's leaves and subtrees recomputed from the rows as they are now,
+/// as a forger who controls the database would.
+const REBUILD_TREE: &str = "
+    DELETE FROM audit.log_nodes;
+    SELECT audit.add_leaves(0, ARRAY(
+        SELECT CASE e.kind
+            WHEN 'attempt' THEN (SELECT audit.attempt_leaf(e.log_index, a) FROM audit.release_attempts a WHERE a.call_id = e.call_id)
+            WHEN 'outcome' THEN (SELECT audit.outcome_leaf(e.log_index, o) FROM audit.release_outcomes o WHERE o.outcome_id = e.row_id)
+            ELSE (SELECT audit.confirmation_leaf(e.log_index, c) FROM audit.release_confirmations c WHERE c.confirmation_id = e.row_id)
+        END FROM audit.events e ORDER BY e.log_index));";
+
+#[tokio::test]
+async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail() {
+    let keys = LogKeys::new();
+    let app = signing_app(&keys).await;
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        let disk = format!("disk-trail-{i}");
+        app.simulator
+            .put_disk(Disk::new(&disk, DiskType::Data, DiskStatus::Recycled));
+        calls.push(app.release(request(&disk)).await.unwrap().into_inner());
+    }
+    app.release(unauthenticated_request("disk-trail-0"))
+        .await
+        .unwrap_err();
+    let last = calls.last().unwrap().audit_id.clone();
+    let proof = proof_once_checkpointed(&app, &last).await;
+    // 6 attempts, 6 outcomes, 1 refusal, all under the kept checkpoint.
+    assert_eq!(proof.tree_size, 13);
+    let kept = keys.keep("kept.checkpoint", &proof.checkpoint);
+    let database_url = app.database_url.clone();
+    app.shut_down().await.unwrap();
+
+    let (ok, said) = verify(&database_url, &keys, &[&kept]).await;
+    assert!(ok, "an untouched trail verifies: {said}");
+    assert!(said.contains("intact: 13 events"), "{said}");
+
+    let third = &calls[2].audit_id;
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "changed",
+            format!("UPDATE audit.release_attempts SET reason = 'nothing to see' WHERE call_id = '{third}'"),
+            "row was changed",
+        ),
+        (
+            "deleted",
+            format!("DELETE FROM audit.release_outcomes WHERE call_id = '{third}'"),
+            "row was deleted",
+        ),
+        (
+            "forged",
+            "INSERT INTO audit.release_attempts (call_id, received_at, x_request_id, trace_id, disk_id, decision)
+             VALUES (gen_random_uuid(), now() - interval '1 day', 'r', 't', 'disk-never-asked', 'allowed')"
+                .to_owned(),
+            "forged",
+        ),
+        (
+            "swapped",
+            "UPDATE audit.events SET log_index = 1000000 WHERE log_index = 4;
+             UPDATE audit.events SET log_index = 4 WHERE log_index = 5;
+             UPDATE audit.events SET log_index = 5 WHERE log_index = 1000000;"
+                .to_owned(),
+            "leaf 4:",
+        ),
+        (
+            "truncated",
+            "DELETE FROM audit.release_outcomes o USING audit.events e
+                 WHERE e.kind = 'outcome' AND e.row_id = o.outcome_id AND e.log_index >= 10;
+             DELETE FROM audit.release_attempts a USING audit.events e
+                 WHERE e.kind = 'attempt' AND e.call_id = a.call_id AND e.log_index >= 10;
+             DELETE FROM audit.log_nodes WHERE level = 0 AND node_index >= 10;
+             DELETE FROM audit.events WHERE log_index >= 10;
+             UPDATE audit.log_head SET size = 10;"
+                .to_owned(),
+            "the newest events were removed",
+        ),
+        (
+            "rewritten",
+            format!(
+                "UPDATE audit.release_attempts SET principal = 'someone-else' WHERE call_id = '{third}'; DELETE FROM audit.checkpoints; {REBUILD_TREE}"
+            ),
+            "was rewritten",
+        ),
+    ];
+    for (name, sql, expected) in cases {
+        let copy = copy_of(&database_url, name).await;
+        tamper(&copy, &sql).await;
+        let (ok, said) = verify(&copy, &keys, &[&kept]).await;
+        assert!(!ok, "{name}: verify must fail: {said}");
+        assert!(
+            said.contains(expected),
+            "{name}: expected {expected:?} in: {said}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rewritten_history_is_never_signed() {
+    let keys = LogKeys::new();
+    let app = signing_app(&keys).await;
+    let first = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    let signed = proof_once_checkpointed(&app, &first.audit_id).await;
+    tamper(
+        &app.database_url,
+        &format!(
+            "UPDATE audit.release_attempts SET reason = 'rewritten' WHERE call_id = '{}'; {REBUILD_TREE}",
+            first.audit_id
+        ),
+    )
+    .await;
+    app.simulator.put_disk(Disk::new(
+        "disk-after",
+        DiskType::Data,
+        DiskStatus::Recycled,
+    ));
+    app.release(request("disk-after")).await.unwrap();
+    // Several checkpoint intervals pass: none is signed over the new tree.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let newest: i64 = sqlx::query_scalar("SELECT max(tree_size) FROM audit.checkpoints")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        newest as u64, signed.tree_size,
+        "no checkpoint after the rewrite"
+    );
+    assert!(
+        crate::helpers::captured_logs().contains("history was rewritten"),
+        "the refusal to sign is logged for operators"
+    );
+}
+
+#[tokio::test]
+async fn three_gateways_writing_at_once_leave_a_gap_free_trail_that_verifies() {
+    let keys = LogKeys::new();
+    let app = signing_app(&keys).await;
+    let mut env = test_settings(
+        &as_gateway(&app.database_url),
+        &app.simulator,
+        &app.key_server,
+    );
+    env.insert("GATEWAY_LOG_FORMAT".into(), "json".into());
+    env.extend(signing(&keys));
+    let mut gateways = Vec::new();
+    for _ in 0..3 {
+        gateways.push(GatewayProcess::spawn(&env).await);
+    }
+    let mut calls = Vec::new();
+    for i in 0..30 {
+        let disk = format!("disk-fleet-{i:02}");
+        app.simulator
+            .put_disk(Disk::new(&disk, DiskType::Data, DiskStatus::Recycled));
+        let endpoint = format!("http://{}", gateways[i % 3].addr);
+        calls.push(tokio::spawn(async move {
+            let channel = tonic::transport::Channel::from_shared(endpoint)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut client =
+                zenlayer_gateway::pb::disk_service_client::DiskServiceClient::new(channel);
+            client
+                .release_disk(request(&disk))
+                .await
+                .map(|r| r.into_inner())
+        }));
+    }
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    for gateway in gateways {
+        assert!(gateway.terminate().await.success());
+    }
+    let indexes: Vec<i64> =
+        sqlx::query_scalar("SELECT log_index FROM audit.events ORDER BY log_index")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        indexes,
+        (0..60).collect::<Vec<i64>>(),
+        "30 attempts and 30 outcomes, no gap"
+    );
+    let database_url = app.database_url.clone();
+    app.shut_down().await.unwrap();
+    let (ok, said) = verify(&database_url, &keys, &[]).await;
+    assert!(ok, "{said}");
+    assert!(said.contains("intact: 60 events"), "{said}");
+}
