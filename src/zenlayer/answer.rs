@@ -228,4 +228,44 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn a_403_with_an_api_error_and_no_challenge_is_zenlayers_refusal() {
+        // The gateway's key lacks permission: on-call must see Zenlayer's
+        // code (and be paged for it), not an edge challenge.
+        let body =
+            br#"{"requestId":"T4","code":"AUTHFAILURE_UNAUTHORIZED_OPERATION","message":"no"}"#;
+        match interpret(StatusCode::FORBIDDEN, &json_headers(), body).unwrap_err() {
+            UpstreamError::Api {
+                http_status: 403,
+                code,
+                ..
+            } => assert_eq!(code, "AUTHFAILURE_UNAUTHORIZED_OPERATION"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unreadable_answer_is_described_by_its_size_and_content_type() {
+        // What on-call reads in the log and the audit trail instead of the
+        // body: enough to tell a proxy's HTML page from an empty answer.
+        let mut html = HeaderMap::new();
+        html.insert("content-type", "text/html".parse().unwrap());
+        let page = b"<html>bad gateway</html>";
+        match interpret(StatusCode::BAD_GATEWAY, &html, page).unwrap_err() {
+            UpstreamError::Unreadable { detail, .. } => {
+                assert!(detail.contains(&format!("{} byte", page.len())), "{detail}");
+                assert!(detail.contains("text/html"), "{detail}");
+                assert!(detail.contains("not Zenlayer API JSON"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match interpret(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), b"").unwrap_err() {
+            UpstreamError::Unreadable { detail, .. } => {
+                assert!(detail.contains("empty body"), "{detail}");
+                assert!(detail.contains("no content type"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -367,3 +367,6 @@ fn record_result(result: &Result<Accepted, UpstreamError>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -239,4 +239,84 @@ mod tests {
             assert_eq!(error.fate(), fate, "{error:?}");
         }
     }
+
+    /// What the caller's ErrorInfo and the audit trail carry for each error:
+    /// Zenlayer's code, the HTTP status of its answer and its requestId,
+    /// each only when Zenlayer (or its edge) really answered with one.
+    #[tokio::test]
+    async fn each_error_reports_only_the_code_status_and_request_id_it_had() {
+        let (connect, dropped) = transport_errors().await;
+        let cases = [
+            (
+                api(404, "INVALID_DISK_NOT_FOUND"),
+                (Some("INVALID_DISK_NOT_FOUND"), Some(404), Some("T1")),
+            ),
+            (
+                UpstreamError::RateLimited {
+                    http_status: 429,
+                    request_id: Some("T3".to_owned()),
+                    retry_after: None,
+                },
+                (Some("REQUEST_LIMIT_EXCEEDED"), Some(429), Some("T3")),
+            ),
+            (UpstreamError::SecurityChallenge, (None, Some(403), None)),
+            (UpstreamError::RequestBlocked, (None, Some(451), None)),
+            (unreadable(502), (None, Some(502), None)),
+            (unreadable(200), (None, Some(200), None)),
+            (UpstreamError::NotSent(connect), (None, None, None)),
+            (
+                UpstreamError::OutcomeUnknown {
+                    caller_deadline: false,
+                    source: dropped,
+                },
+                (None, None, None),
+            ),
+            (
+                UpstreamError::DeadlineTooShort {
+                    remaining: Duration::from_millis(5),
+                },
+                (None, None, None),
+            ),
+        ];
+        for (error, expected) in cases {
+            let reported = (
+                error.zenlayer_code(),
+                error.http_status(),
+                error.upstream_request_id(),
+            );
+            assert_eq!(reported, expected, "{error:?}");
+        }
+    }
+
+    /// A release is irreversible: it is sent again only when Zenlayer
+    /// certainly did not receive it (rate limited, or never connected).
+    #[tokio::test]
+    async fn only_a_rate_limited_or_unsent_call_is_safe_to_retry() {
+        let (connect, dropped) = transport_errors().await;
+        let rate_limited = UpstreamError::RateLimited {
+            http_status: 429,
+            request_id: None,
+            retry_after: None,
+        };
+        assert!(rate_limited.retryable());
+        assert!(UpstreamError::NotSent(connect).retryable());
+        let not_retried = [
+            UpstreamError::OutcomeUnknown {
+                caller_deadline: false,
+                source: dropped,
+            },
+            api(500, "INTERNAL_SERVER_ERROR"),
+            api(404, "INVALID_DISK_NOT_FOUND"),
+            unreadable(200),
+            unreadable(502),
+            UpstreamError::SecurityChallenge,
+            UpstreamError::RequestBlocked,
+            UpstreamError::DeadlineTooShort {
+                remaining: Duration::from_millis(5),
+            },
+        ];
+        for error in not_retried {
+            assert!(!error.retryable(), "{error:?}");
+        }
+    }
 }

@@ -141,6 +141,20 @@ mod tests {
     }
 
     #[test]
+    fn header_values_are_signed_trimmed_and_lower_cased() {
+        // Zenlayer lower-cases and trims the signed header values, so vector
+        // D's signature holds however the same values are spelled.
+        let d = &VECTORS[3];
+        let spelled = SignedParts {
+            content_type: " Application/JSON; charset=UTF-8 ",
+            host: "Console.Zenlayer.com ",
+            ..parts(d)
+        };
+        assert_eq!(spelled.canonical_request_hash(), d.canonical_hash);
+        assert_eq!(spelled.sign(d.secret.as_bytes()), d.signature);
+    }
+
+    #[test]
     fn authorization_header_names_the_key_the_headers_and_the_signature() {
         let header = authorization_header("AKIDz8krbsJ5yKBZQpn74WFkmLPx3", "abc123");
         assert_eq!(

@@ -1,0 +1,61 @@
+//! The client against the simulator on a real TCP port.
+
+use super::*;
+use crate::simulator::{self, Disk, DiskStatus, DiskType, SimulatorConfig, SimulatorHandle};
+use crate::zenlayer::Credential;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+
+const KEY_ID: &str = "AKIDclientTestKey";
+const PASSWORD: &str = "client-test-password";
+
+async fn start(disks: Vec<Disk>) -> (SimulatorHandle, ZenlayerClient) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = SimulatorConfig {
+        credentials: vec![simulator::Credential::AccessKey {
+            id: KEY_ID.into(),
+            password: PASSWORD.into(),
+        }],
+        disks,
+        ..Default::default()
+    };
+    let sim = simulator::spawn(config, listener).await.unwrap();
+    let settings = ZenlayerSettings {
+        base_url: Url::parse(&sim.base_url()).unwrap(),
+        credential: Credential::AccessKey {
+            id: KEY_ID.into(),
+            password: SecretString::from(PASSWORD),
+        },
+        api_version: "2023-03-13".into(),
+        timeout: Duration::from_secs(10),
+        rate_limit_retries: 0,
+        retry_backoff: Duration::from_millis(10),
+        preflight: true,
+    };
+    let client = settings.client().unwrap();
+    (sim, client)
+}
+
+/// A disk that carries many long tags (as a team's cost, owner and ticket
+/// labels make it) is described in full: an answer of several KiB is well
+/// within what the gateway reads, and none of its tags is lost.
+#[tokio::test]
+async fn a_describe_answer_of_several_kib_is_read_whole() {
+    let mut disk = Disk::new("disk-many-tags", DiskType::Data, DiskStatus::Recycled);
+    for n in 0..20 {
+        disk = disk.tagged(&format!("label-{n:02}"), &"v".repeat(200));
+    }
+    let (_sim, client) = start(vec![disk]).await;
+    let disk_id = DiskId::parse("disk-many-tags").unwrap();
+    let described = client
+        .describe_disk(&disk_id, Deadline::NONE)
+        .await
+        .expect("the answer is read");
+    let entry = described.disk.expect("the disk is listed");
+    assert!(
+        entry.entry.to_string().len() > 4 * 1024,
+        "the answer is several KiB"
+    );
+    assert_eq!(entry.tags.len(), 20);
+    assert_eq!(entry.tags["label-19"], "v".repeat(200));
+}
