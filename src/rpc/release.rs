@@ -142,9 +142,10 @@ impl ReleasePath {
         outcome
     }
 
-    /// Answers from the call already holding the key, if any; looks at the
-    /// disk; records the attempt (with what it saw), claiming the key; then
-    /// calls Zenlayer.
+    /// Looks at the disk; records the attempt (with what it saw), claiming
+    /// the key; then calls Zenlayer. A key another call holds is found by
+    /// the claim, in the attempt's own write, so the usual call makes no
+    /// extra trip to the database for it.
     async fn forward(
         &self,
         call: &CallContext,
@@ -158,29 +159,27 @@ impl ReleasePath {
             key: key.as_str().to_owned(),
             disk_id: request.disk_id.as_str().to_owned(),
         });
-        // Before the pre-flight: a retry after a success must get the same
-        // answer, not NOT_FOUND for the disk its first call released.
-        if let Some(claim) = &claim {
-            match self.audit.key_holder(claim).await {
-                Ok(None) => {}
-                Ok(Some(holder)) => {
-                    return Concluded::answered(self.replay(call, attempt, holder, request).await);
-                }
-                Err(error) => {
-                    alerts::audit_unavailable(&error);
-                    return Concluded::answered(explain::audit_unavailable(&request.disk_id));
-                }
-            }
-        }
-        if self.zenlayer.preflight() {
-            match self.preflight(call, &mut attempt, request).await {
-                Ok(()) => {}
-                Err(outcome) => {
-                    return Concluded::answered(
-                        self.conclude("preflight", call, attempt, outcome).await,
-                    );
+        if self.zenlayer.preflight()
+            && let Err(outcome) = self.preflight(call, &mut attempt, request).await
+        {
+            // A retry after a success must get the same answer, not NOT_FOUND
+            // for the disk its first call released (or a pre-flight failure):
+            // the key's holder, if any, answers before the look does.
+            if let Some(claim) = &claim {
+                match self.audit.key_holder(claim).await {
+                    Ok(None) => {}
+                    Ok(Some(holder)) => {
+                        return Concluded::answered(
+                            self.replay(call, attempt, holder, request).await,
+                        );
+                    }
+                    Err(error) => {
+                        alerts::audit_unavailable(&error);
+                        return Concluded::answered(explain::audit_unavailable(&request.disk_id));
+                    }
                 }
             }
+            return Concluded::answered(self.conclude("preflight", call, attempt, outcome).await);
         }
         let log_index = match self.audit.record_attempt(&attempt, claim.as_ref()).await {
             Ok(Recorded::Stored { log_index }) => log_index,
