@@ -10,6 +10,7 @@ pub mod decision;
 pub mod dev;
 pub mod domain;
 pub mod ephemeral_postgres;
+pub mod export;
 pub mod health;
 pub mod metrics;
 pub mod pb;

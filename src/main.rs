@@ -50,9 +50,9 @@ enum Command {
     /// Mint a development token signed with the key `dev` prints, for a
     /// subject and roles of your choosing. Prints the token.
     Token(TokenArgs),
-    /// The audit trail's verifiable log: check it, prove a call is in it,
-    /// or make its signing key. Runs with DATABASE_URL (an audit_reader
-    /// login is enough).
+    /// The audit trail: export it for SIEMs, check its verifiable log,
+    /// prove a call is in it, or make the log's signing key. Runs with
+    /// DATABASE_URL (an audit_reader login is enough: see README).
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -87,6 +87,46 @@ enum AuditCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write audit events from DATABASE_URL to standard output as JSON
+    /// lines, in commit order, each with its cursor (`log_index`).
+    Export(ExportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    /// `ocsf` (OCSF 1.8 API Activity) or `jsonl` (the trail's own rows).
+    #[arg(long, value_enum)]
+    format: ExportFormat,
+    /// Start at the first event recorded at or after this RFC 3339 time
+    /// (e.g. 2026-12-01T00:00:00Z).
+    #[arg(long, conflicts_with = "after", value_parser = parse_time)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Start after this cursor: the `log_index` (jsonl) or
+    /// `metadata.sequence` (ocsf) of the last event already taken.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    after: Option<i64>,
+    /// Keep writing new events as they are recorded, until SIGTERM or SIGINT.
+    #[arg(long)]
+    follow: bool,
+    /// With --follow, how long to wait at the end of the log before
+    /// looking again.
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    poll_interval_ms: u64,
+    /// Events read per query.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    page_size: i64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Ocsf,
+    Jsonl,
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.to_utc())
+        .map_err(|e| format!("not an RFC 3339 time such as 2026-12-01T00:00:00Z: {e}"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -154,21 +194,61 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn audit_command(source: &dyn Source, command: AuditCommand) -> anyhow::Result<()> {
     use zenlayer_gateway::trail::commands;
-    if let AuditCommand::Keygen { origin, out } = &command {
-        return commands::generate_key(origin, out);
-    }
-    let database = DatabaseSettings::load(source)?;
-    let pool = sqlx::PgPool::connect_with(database.connect_options()?)
-        .await
-        .context("connect to DATABASE_URL")?;
     match command {
+        AuditCommand::Keygen { origin, out } => commands::generate_key(&origin, &out),
+        AuditCommand::Export(args) => export(source, args).await,
         AuditCommand::Verify {
             checkpoints,
             public_key,
-        } => commands::verify_log(&pool, &checkpoints, public_key.as_deref()).await,
-        AuditCommand::Prove { audit_id } => commands::prove_call(&pool, &audit_id).await,
-        AuditCommand::Keygen { .. } => unreachable!("handled above"),
+        } => {
+            let pool = audit_pool(source).await?;
+            commands::verify_log(&pool, &checkpoints, public_key.as_deref()).await
+        }
+        AuditCommand::Prove { audit_id } => {
+            let pool = audit_pool(source).await?;
+            commands::prove_call(&pool, &audit_id).await
+        }
     }
+}
+
+/// DATABASE_URL, for the commands that read the audit trail.
+async fn audit_pool(source: &dyn Source) -> anyhow::Result<sqlx::PgPool> {
+    let database = DatabaseSettings::load(source)?;
+    sqlx::PgPool::connect_with(database.connect_options()?)
+        .await
+        .context("connect to DATABASE_URL")
+}
+
+async fn export(source: &dyn Source, args: ExportArgs) -> anyhow::Result<()> {
+    use zenlayer_gateway::export::{ExportOptions, Format, Start};
+    let database = DatabaseSettings::load(source)?;
+    // Standard output carries the events: logs go to standard error.
+    telemetry::init_on_stderr(&TelemetrySettings::load(source)?)?;
+    let options = ExportOptions {
+        format: match args.format {
+            ExportFormat::Ocsf => Format::Ocsf,
+            ExportFormat::Jsonl => Format::Jsonl,
+        },
+        start: match (args.since, args.after) {
+            (Some(since), _) => Start::Since(since),
+            (None, Some(after)) => Start::After(after),
+            (None, None) => Start::Beginning,
+        },
+        follow: args.follow,
+        page_size: args.page_size,
+        poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let last = zenlayer_gateway::export::export(
+        &database,
+        &options,
+        &mut out,
+        shutdown::signal_received(),
+    )
+    .await?;
+    tracing::info!(last_cursor = last, "audit export stopped");
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

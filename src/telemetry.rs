@@ -46,6 +46,22 @@ pub fn init(settings: &TelemetrySettings) -> anyhow::Result<Telemetry> {
     Ok(Telemetry { provider })
 }
 
+/// Logs on standard error, for commands whose standard output is their
+/// product (`audit export`). No spans are exported.
+pub fn init_on_stderr(settings: &TelemetrySettings) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match settings.log_format {
+        LogFormat::Json => logs.json().boxed(),
+        LogFormat::Text => logs.boxed(),
+    };
+    Registry::default()
+        .with(filter)
+        .with(logs)
+        .try_init()
+        .context("install the log subscriber")
+}
+
 /// The tracer provider: exporting over OTLP when an endpoint is set, and
 /// otherwise only minting trace and span ids.
 pub fn tracer_provider(settings: &TelemetrySettings) -> anyhow::Result<SdkTracerProvider> {

@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod deadlines;
+mod export;
 mod follow_up;
 mod get_release;
 mod group_commit;
@@ -15,6 +16,7 @@ mod idempotency;
 mod jwks;
 mod monitoring;
 mod observability;
+mod ocsf;
 mod otlp;
 mod outcomes;
 mod preflight;
