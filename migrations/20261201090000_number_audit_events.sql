@@ -190,16 +190,20 @@ DECLARE
     nodes bigint[] := '{}';
     hashes bytea[] := '{}';
     made integer := 0;
-    edge record;
+    edge_hash bytea;
     node bigint;
     lvl smallint;
     h bytea;
 BEGIN
-    FOR edge IN SELECT n.level, n.hash FROM audit.log_nodes n
-                JOIN generate_series(0, 62) AS k(level)
-                  ON n.level = k.level AND n.node_index = (first_index >> k.level) - 1
-                WHERE (first_index >> k.level) % 2 = 1 LOOP
-        pending[edge.level + 1] := edge.hash;
+    -- One primary-key lookup per bit set: whatever plan a join would get,
+    -- this never reads more than the edge.
+    FOR k IN 0 .. 62 LOOP
+        EXIT WHEN (first_index >> k) = 0;
+        IF (first_index >> k) % 2 = 1 THEN
+            SELECT n.hash INTO edge_hash FROM audit.log_nodes n
+            WHERE n.level = k AND n.node_index = (first_index >> k) - 1;
+            pending[k + 1] := edge_hash;
+        END IF;
     END LOOP;
     FOR i IN 1 .. coalesce(array_length(leaves, 1), 0) LOOP
         node := first_index + i - 1;
@@ -241,12 +245,14 @@ CREATE FUNCTION audit.number_attempts() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     first_index bigint;
+    added bigint;
 BEGIN
+    added := (SELECT count(*) FROM new_rows);
     -- (A statement that added nothing takes nothing, not even the lock.)
-    IF NOT EXISTS (SELECT 1 FROM new_rows) THEN
+    IF added = 0 THEN
         RETURN NULL;
     END IF;
-    first_index := audit.take_indexes((SELECT count(*) FROM new_rows));
+    first_index := audit.take_indexes(added);
     -- Numbered by call_id, so each query below sees the same order; the
     -- leaves are computed in one query, whose plan serves every row, and
     -- added together.
@@ -268,12 +274,14 @@ CREATE FUNCTION audit.number_outcomes() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     first_index bigint;
+    added bigint;
 BEGIN
+    added := (SELECT count(*) FROM new_rows);
     -- (A statement that added nothing takes nothing, not even the lock.)
-    IF NOT EXISTS (SELECT 1 FROM new_rows) THEN
+    IF added = 0 THEN
         RETURN NULL;
     END IF;
-    first_index := audit.take_indexes((SELECT count(*) FROM new_rows));
+    first_index := audit.take_indexes(added);
     -- Numbered by outcome_id, so each query below sees the same order; the
     -- leaves are computed in one query, whose plan serves every row, and
     -- added together.
@@ -295,12 +303,14 @@ CREATE FUNCTION audit.number_confirmations() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     first_index bigint;
+    added bigint;
 BEGIN
+    added := (SELECT count(*) FROM new_rows);
     -- (A statement that added nothing takes nothing, not even the lock.)
-    IF NOT EXISTS (SELECT 1 FROM new_rows) THEN
+    IF added = 0 THEN
         RETURN NULL;
     END IF;
-    first_index := audit.take_indexes((SELECT count(*) FROM new_rows));
+    first_index := audit.take_indexes(added);
     -- Numbered by confirmation_id, so each query below sees the same order; the
     -- leaves are computed in one query, whose plan serves every row, and
     -- added together.

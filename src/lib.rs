@@ -9,6 +9,7 @@ pub mod deadline;
 pub mod decision;
 pub mod dev;
 pub mod domain;
+pub mod freeze;
 pub mod ephemeral_postgres;
 pub mod export;
 pub mod health;

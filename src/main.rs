@@ -50,6 +50,22 @@ enum Command {
     /// Mint a development token signed with the key `dev` prints, for a
     /// subject and roles of your choosing. Prints the token.
     Token(TokenArgs),
+    /// Stop every release on every replica (within a second) until
+    /// `unfreeze`; `freeze status` says whether releases are frozen. Runs
+    /// with DATABASE_URL, a login that is a member of release_operator.
+    Freeze {
+        #[command(subcommand)]
+        command: Option<FreezeCommand>,
+        /// Why (an incident, a change freeze): shown to every refused caller.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume releases after a freeze.
+    Unfreeze {
+        /// Why releases may resume.
+        #[arg(long)]
+        reason: String,
+    },
     /// The audit trail: export it for SIEMs, check its verifiable log,
     /// prove a call is in it, or make the log's signing key. Runs with
     /// DATABASE_URL (an audit_reader login is enough: see README).
@@ -57,6 +73,12 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum FreezeCommand {
+    /// Whether releases are frozen, since when, by whom and why.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +211,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulator { listen } => run_simulator(&source, listen).await,
         Command::Token(args) => mint_token(args),
         Command::Audit { command } => audit_command(&source, command).await,
+        Command::Freeze { command, reason } => {
+            use zenlayer_gateway::freeze::FreezeAction;
+            let pool = audit_pool(&source).await?;
+            match (command, reason) {
+                (Some(FreezeCommand::Status), _) => freeze_status(&pool).await,
+                (None, Some(reason)) => flip(&pool, FreezeAction::Freeze, &reason).await,
+                (None, None) => anyhow::bail!("freeze needs --reason \"…\": every refused caller is told it"),
+            }
+        }
+        Command::Unfreeze { reason } => {
+            let pool = audit_pool(&source).await?;
+            flip(&pool, zenlayer_gateway::freeze::FreezeAction::Unfreeze, &reason).await
+        }
     }
 }
 
@@ -209,6 +244,43 @@ async fn audit_command(source: &dyn Source, command: AuditCommand) -> anyhow::Re
             commands::prove_call(&pool, &audit_id).await
         }
     }
+}
+
+async fn flip(
+    pool: &sqlx::PgPool,
+    action: zenlayer_gateway::freeze::FreezeAction,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let mut db = pool.acquire().await?;
+    let record = zenlayer_gateway::freeze::record_freeze(&mut db, action, reason)
+        .await
+        .context("record it in audit.release_freezes (is this login a member of release_operator?)")?;
+    println!(
+        "{} by {} at {}: {}",
+        match action {
+            zenlayer_gateway::freeze::FreezeAction::Freeze => "releases frozen",
+            zenlayer_gateway::freeze::FreezeAction::Unfreeze => "releases resumed",
+        },
+        record.operator,
+        record.recorded_at.to_rfc3339(),
+        record.reason
+    );
+    Ok(())
+}
+
+async fn freeze_status(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    use zenlayer_gateway::freeze::{FreezeState, current};
+    let mut db = pool.acquire().await?;
+    match FreezeState::of(current(&mut db).await?) {
+        FreezeState::Frozen(f) => println!(
+            "frozen since {} by {}: {}",
+            f.since.to_rfc3339(),
+            f.operator,
+            f.reason
+        ),
+        FreezeState::Open | FreezeState::Unknown => println!("not frozen: releases go ahead"),
+    }
+    Ok(())
 }
 
 /// DATABASE_URL, for the commands that read the audit trail.

@@ -175,7 +175,8 @@ pub(super) async fn attempt_indexes(
     calls: &[Uuid],
 ) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
     let rows = sqlx::query!(
-        "SELECT call_id, log_index FROM audit.events WHERE kind = 'attempt' AND call_id = ANY($1)",
+        r#"SELECT call_id AS "call_id!", log_index FROM audit.events
+           WHERE kind = 'attempt' AND call_id = ANY($1)"#,
         calls,
     )
     .fetch_all(db)

@@ -130,6 +130,28 @@ pub struct ConfirmationRow {
     pub recorded_by: String,
 }
 
+/// A freeze or unfreeze, as `audit.release_freezes` holds it.
+#[derive(Debug, Clone)]
+pub struct FreezeRow {
+    pub freeze_id: i64,
+    pub action: String,
+    pub reason: String,
+    pub operator: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl FreezeRow {
+    pub fn leaf(&self, log_index: i64) -> Vec<u8> {
+        let mut l = Leaf::new("freeze", log_index);
+        l.int(Some(self.freeze_id));
+        l.text(Some(&self.action));
+        l.text(Some(&self.reason));
+        l.text(Some(&self.operator));
+        l.time(Some(self.recorded_at));
+        l.0
+    }
+}
+
 impl AttemptRow {
     pub fn leaf(&self, log_index: i64) -> Vec<u8> {
         let mut l = Leaf::new("attempt", log_index);

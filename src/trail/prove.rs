@@ -133,10 +133,11 @@ pub(super) async fn leaves_of(
     db: &mut sqlx::PgConnection,
     events: &[EventRow],
 ) -> Result<Vec<Vec<u8>>, ProveError> {
-    let attempts = store::attempts(db, &ids(events, "attempt", |e| Some(e.call_id))).await?;
+    let attempts = store::attempts(db, &ids(events, "attempt", |e| e.call_id)).await?;
     let outcomes = store::outcomes(db, &ids(events, "outcome", |e| e.row_id)).await?;
     let confirmations =
         store::confirmations(db, &ids(events, "confirmation", |e| e.row_id)).await?;
+    let freezes = store::freezes(db, &ids(events, "freeze", |e| e.row_id)).await?;
     events
         .iter()
         .map(|e| {
@@ -144,12 +145,16 @@ pub(super) async fn leaves_of(
             let leaf = match e.kind.as_str() {
                 "attempt" => attempts
                     .iter()
-                    .find(|a| a.call_id == e.call_id)
+                    .find(|a| Some(a.call_id) == e.call_id)
                     .map(|a| a.leaf(i)),
                 "outcome" => outcomes
                     .iter()
                     .find(|o| Some(o.outcome_id) == e.row_id)
                     .map(|o| o.leaf(i)),
+                "freeze" => freezes
+                    .iter()
+                    .find(|f| Some(f.freeze_id) == e.row_id)
+                    .map(|f| f.leaf(i)),
                 _ => confirmations
                     .iter()
                     .find(|c| Some(c.confirmation_id) == e.row_id)

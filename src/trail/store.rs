@@ -1,7 +1,7 @@
 //! The log's SQL: its size, stored subtrees, checkpoints, and the rows
 //! behind its leaves.
 
-use super::leaf::{AttemptRow, ConfirmationRow, OutcomeRow};
+use super::leaf::{AttemptRow, ConfirmationRow, FreezeRow, OutcomeRow};
 use super::proof::{Subtree, Subtrees};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -88,7 +88,8 @@ pub async fn insert_checkpoint(
 pub struct EventRow {
     pub log_index: i64,
     pub kind: String,
-    pub call_id: Uuid,
+    /// `None` for a freeze, which belongs to no call.
+    pub call_id: Option<Uuid>,
     pub row_id: Option<i64>,
     pub leaf_hash: Option<Vec<u8>>,
 }
@@ -176,7 +177,18 @@ pub async fn confirmations(
     .await
 }
 
-/// Rows of the three tables that no log entry names: written around the
+pub async fn freezes(db: &mut PgConnection, ids: &[i64]) -> Result<Vec<FreezeRow>, sqlx::Error> {
+    sqlx::query_as!(
+        FreezeRow,
+        "SELECT freeze_id, action, reason, operator, recorded_at
+         FROM audit.release_freezes WHERE freeze_id = ANY($1)",
+        ids,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Rows of the four tables that no log entry names: written around the
 /// log (with its trigger disabled), so the log does not vouch for them.
 pub async fn unlogged(db: &mut PgConnection) -> Result<Vec<(String, String)>, sqlx::Error> {
     let rows = sqlx::query!(
@@ -188,6 +200,9 @@ pub async fn unlogged(db: &mut PgConnection) -> Result<Vec<(String, String)>, sq
            UNION ALL
            SELECT 'confirmation', c.confirmation_id::text FROM audit.release_confirmations c
            WHERE NOT EXISTS (SELECT 1 FROM audit.events e WHERE e.kind = 'confirmation' AND e.row_id = c.confirmation_id)
+           UNION ALL
+           SELECT 'freeze', f.freeze_id::text FROM audit.release_freezes f
+           WHERE NOT EXISTS (SELECT 1 FROM audit.events e WHERE e.kind = 'freeze' AND e.row_id = f.freeze_id)
            LIMIT 100"#
     )
     .fetch_all(db)

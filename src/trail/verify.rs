@@ -178,7 +178,7 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
                 return Ok(report(&frontier, Some(Break::Gap { index })));
             }
             let id = match event.kind.as_str() {
-                "attempt" => event.call_id.to_string(),
+                "attempt" => event.call_id.map(|c| c.to_string()).unwrap_or_default(),
                 _ => event.row_id.map(|r| r.to_string()).unwrap_or_default(),
             };
             let Some(leaf) = leaf else {

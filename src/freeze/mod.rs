@@ -1,0 +1,46 @@
+//! The freeze switch: one append-only table (`audit.release_freezes`) whose
+//! newest row says whether releases are stopped, why, since when and by
+//! whom. Every gateway keeps that state in memory, refreshed the moment a
+//! row is added (LISTEN/NOTIFY) and every second regardless (a lost
+//! notification, a dropped connection), and refuses releases while frozen.
+//! Operators flip it with `zenlayer-gateway freeze` / `unfreeze`.
+
+mod store;
+mod watch;
+
+pub use store::{FreezeAction, FreezeRecord, record_freeze, current};
+pub use watch::{FreezeWatch, spawn_freeze_watch};
+
+use chrono::{DateTime, Utc};
+
+/// Whether releases may go ahead, as this gateway last read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FreezeState {
+    /// Not read yet (the database has not answered since start-up):
+    /// releases wait for it, as they wait for the audit trail.
+    Unknown,
+    Open,
+    Frozen(Freeze),
+}
+
+/// A freeze in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freeze {
+    pub reason: String,
+    pub operator: String,
+    pub since: DateTime<Utc>,
+}
+
+impl FreezeState {
+    /// The state the newest record says.
+    pub fn of(newest: Option<FreezeRecord>) -> Self {
+        match newest {
+            Some(record) if record.action == FreezeAction::Freeze => Self::Frozen(Freeze {
+                reason: record.reason,
+                operator: record.operator,
+                since: record.recorded_at,
+            }),
+            Some(_) | None => Self::Open,
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The freeze switch's SQL.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreezeAction {
+    Freeze,
+    Unfreeze,
+}
+
+impl FreezeAction {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Freeze => "freeze",
+            Self::Unfreeze => "unfreeze",
+        }
+    }
+}
+
+/// One row of `audit.release_freezes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreezeRecord {
+    pub action: FreezeAction,
+    pub reason: String,
+    pub operator: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The newest freeze or unfreeze, if there ever was one.
+pub async fn current(db: &mut PgConnection) -> Result<Option<FreezeRecord>, sqlx::Error> {
+    let row = sqlx::query!(
+        "SELECT action, reason, operator, recorded_at FROM audit.release_freezes
+         ORDER BY freeze_id DESC LIMIT 1"
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| FreezeRecord {
+        action: if r.action == "freeze" {
+            FreezeAction::Freeze
+        } else {
+            FreezeAction::Unfreeze
+        },
+        reason: r.reason,
+        operator: r.operator,
+        recorded_at: r.recorded_at,
+    }))
+}
+
+/// Records a freeze or unfreeze; the database stamps who and when.
+pub async fn record_freeze(
+    db: &mut PgConnection,
+    action: FreezeAction,
+    reason: &str,
+) -> Result<FreezeRecord, sqlx::Error> {
+    let row = sqlx::query!(
+        "INSERT INTO audit.release_freezes (action, reason, operator) VALUES ($1, $2, '')
+         RETURNING reason, operator, recorded_at",
+        action.label(),
+        reason,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(FreezeRecord {
+        action,
+        reason: row.reason,
+        operator: row.operator,
+        recorded_at: row.recorded_at,
+    })
+}
