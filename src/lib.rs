@@ -13,6 +13,7 @@ pub mod ephemeral_postgres;
 pub mod health;
 pub mod metrics;
 pub mod pb;
+pub mod policy;
 pub mod rpc;
 pub mod settings;
 pub mod shutdown;
