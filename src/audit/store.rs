@@ -27,9 +27,11 @@ pub(super) async fn insert_attempt(
             call_id, received_at, principal, issuer, client_id, token_jti, token_fingerprint, roles,
             peer_addr, user_agent, x_request_id, trace_id, disk_id, reason, idempotency_key,
             decision, decision_reason, refusal_grpc_code, refusal_message, replay_of, peer_identity,
-            disk_snapshot, disk_name, zone_id, disk_size_gib, disk_type, disk_status_before, disk_tags)
+            disk_snapshot, disk_name, zone_id, disk_size_gib, disk_type, disk_status_before, disk_tags,
+            policy_set_hash, policy_decision, policy_ids,
+            shadow_policy_set_hash, shadow_policy_decision, shadow_policy_ids)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                 $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
+                 $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)",
         attempt.call_id,
         attempt.received_at,
         caller.principal.as_deref().map(text),
@@ -58,6 +60,12 @@ pub(super) async fn insert_attempt(
         disk_text(|d| &d.disk_type),
         disk_text(|d| &d.disk_status),
         disk.map(|d| serde_json::Value::Object(d.tags.clone())),
+        attempt.policy_set_hash.as_deref(),
+        attempt.policy.as_ref().map(|p| p.decision),
+        attempt.policy.as_ref().map(|p| p.policy_ids.as_slice()),
+        attempt.shadow_policy.as_ref().map(|p| p.set_hash.as_str()),
+        attempt.shadow_policy.as_ref().map(|p| p.decision),
+        attempt.shadow_policy.as_ref().map(|p| p.policy_ids.as_slice()),
     )
     .execute(db)
     .await?;
