@@ -7,7 +7,7 @@
 
 use super::CallContext;
 use super::explain;
-use super::get_release::ReleaseReader;
+use super::get_release::{ReadFrom, ReleaseReader};
 use super::received::Received;
 use super::release::ReleasePath;
 use crate::pb::disk_service_server::DiskService;
@@ -70,10 +70,15 @@ impl DiskService for DiskApi {
         request: Request<GetReleaseRequest>,
     ) -> Result<Response<Release>, Status> {
         let call = CallContext::of(&request);
-        let release = self
-            .reader
-            .get(&call, request.metadata().as_ref(), request.get_ref())
-            .await;
+        let peer_identity = request
+            .peer_certs()
+            .and_then(|chain| crate::tls::peer_identity(&chain));
+        let from = ReadFrom {
+            headers: request.metadata().as_ref(),
+            peer: request.remote_addr(),
+            peer_identity: peer_identity.as_deref(),
+        };
+        let release = self.reader.get(&call, from, request.get_ref()).await;
         tracing::info!(
             audit_id = %request.get_ref().audit_id.chars().take(64).collect::<String>(),
             grpc.code = super::codes::code_name(release.as_ref().map_or_else(|s| s.code(), |_| Code::Ok)),

@@ -56,6 +56,9 @@ pub struct Outcome {
     pub violations: Vec<FieldViolation>,
     /// For a refusal, the stable code recorded as `decision_reason`.
     pub refusal_reason: Option<String>,
+    /// For a refusal by policy, the ids of the policies that decided, sent
+    /// as `ErrorInfo.metadata.policy_ids`.
+    pub policy_ids: Option<Vec<String>>,
 }
 
 impl Outcome {
@@ -75,6 +78,7 @@ impl Outcome {
             replay_of: None,
             violations: Vec::new(),
             refusal_reason: None,
+            policy_ids: None,
         }
     }
 

@@ -15,6 +15,7 @@ mod jwks;
 mod observability;
 mod otlp;
 mod outcomes;
+mod policy;
 mod preflight;
 mod processes;
 mod release;
