@@ -281,6 +281,7 @@ impl Rig {
             client_id: None,
             token_id: None,
             roles: vec!["disk:release".into()],
+            groups: Vec::new(),
         }
         .authorize("disk:release", "roles")?;
         let mut histogram = new_histogram();

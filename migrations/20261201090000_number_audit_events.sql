@@ -123,6 +123,16 @@ CREATE FUNCTION audit.attempt_leaf(log_index bigint, r audit.release_attempts) R
         || CASE WHEN r.disk_type IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(convert_to(r.disk_type, 'UTF8'))) || convert_to(r.disk_type, 'UTF8') END
         || CASE WHEN r.disk_status_before IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(convert_to(r.disk_status_before, 'UTF8'))) || convert_to(r.disk_status_before, 'UTF8') END
         || CASE WHEN r.disk_tags IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(convert_to(r.disk_tags::text, 'UTF8'))) || convert_to(r.disk_tags::text, 'UTF8') END
+        || CASE WHEN r.policy_set_hash IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(convert_to(r.policy_set_hash, 'UTF8'))) || convert_to(r.policy_set_hash, 'UTF8') END
+        || CASE WHEN r.policy_decision IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(convert_to(r.policy_decision, 'UTF8'))) || convert_to(r.policy_decision, 'UTF8') END
+        || CASE WHEN r.policy_ids IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea
+           || int4send(length(int4send(coalesce(cardinality(r.policy_ids), 0)) || coalesce((SELECT string_agg(CASE WHEN e IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(convert_to(e, 'UTF8'))) || convert_to(e, 'UTF8') END, ''::bytea ORDER BY n) FROM unnest(r.policy_ids) WITH ORDINALITY AS u(e, n)), ''::bytea)))
+           || int4send(coalesce(cardinality(r.policy_ids), 0)) || coalesce((SELECT string_agg(CASE WHEN e IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(convert_to(e, 'UTF8'))) || convert_to(e, 'UTF8') END, ''::bytea ORDER BY n) FROM unnest(r.policy_ids) WITH ORDINALITY AS u(e, n)), ''::bytea) END  -- policy_ids
+        || CASE WHEN r.shadow_policy_set_hash IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(convert_to(r.shadow_policy_set_hash, 'UTF8'))) || convert_to(r.shadow_policy_set_hash, 'UTF8') END
+        || CASE WHEN r.shadow_policy_decision IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(convert_to(r.shadow_policy_decision, 'UTF8'))) || convert_to(r.shadow_policy_decision, 'UTF8') END
+        || CASE WHEN r.shadow_policy_ids IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea
+           || int4send(length(int4send(coalesce(cardinality(r.shadow_policy_ids), 0)) || coalesce((SELECT string_agg(CASE WHEN e IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(convert_to(e, 'UTF8'))) || convert_to(e, 'UTF8') END, ''::bytea ORDER BY n) FROM unnest(r.shadow_policy_ids) WITH ORDINALITY AS u(e, n)), ''::bytea)))
+           || int4send(coalesce(cardinality(r.shadow_policy_ids), 0)) || coalesce((SELECT string_agg(CASE WHEN e IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(convert_to(e, 'UTF8'))) || convert_to(e, 'UTF8') END, ''::bytea ORDER BY n) FROM unnest(r.shadow_policy_ids) WITH ORDINALITY AS u(e, n)), ''::bytea) END  -- shadow_policy_ids
 $$;
 
 CREATE FUNCTION audit.outcome_leaf(log_index bigint, r audit.release_outcomes) RETURNS bytea

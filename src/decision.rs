@@ -13,7 +13,8 @@ pub enum Decision {
     /// Authorized and valid: forwarded (or answered from an earlier call
     /// with the same idempotency key).
     Allowed,
-    /// Refused for the caller's identity or role (or no way to check it).
+    /// Refused for the caller's identity or role (or no way to check it),
+    /// or by the policies.
     Denied,
     /// Refused for the request's content.
     Invalid,
@@ -40,13 +41,21 @@ pub enum Refusal {
     KeyReused { key_disk: String },
     /// The request message is larger than any valid one can be.
     TooLarge { bytes: usize, limit: usize },
+    /// The policies in force do not permit the release: the `forbid`
+    /// policies that applied, or none when no `permit` did.
+    PolicyDenied { policy_ids: Vec<String> },
+    /// A policy could not be evaluated, which denies; the ids of the
+    /// policies that failed.
+    PolicyError { policy_ids: Vec<String> },
 }
 
 impl Refusal {
     /// The decision this refusal is recorded under.
     pub fn decision(&self) -> Decision {
         match self {
-            Self::Denied(_) => Decision::Denied,
+            Self::Denied(_) | Self::PolicyDenied { .. } | Self::PolicyError { .. } => {
+                Decision::Denied
+            }
             Self::Invalid(_) | Self::KeyReused { .. } | Self::TooLarge { .. } => Decision::Invalid,
         }
     }
@@ -61,6 +70,20 @@ impl Refusal {
             Self::Denied(error) => error.reason().to_owned(),
             Self::KeyReused { .. } => "IDEMPOTENCY_KEY_REUSED".to_owned(),
             Self::TooLarge { .. } => "MESSAGE_TOO_LARGE".to_owned(),
+            Self::PolicyDenied { .. } => "POLICY_DENIED".to_owned(),
+            Self::PolicyError { .. } => "POLICY_ERROR".to_owned(),
+        }
+    }
+
+    /// The policies that decided, for a refusal by policy.
+    pub fn policy_ids(&self) -> Option<&[String]> {
+        match self {
+            Self::PolicyDenied { policy_ids } | Self::PolicyError { policy_ids } => {
+                Some(policy_ids)
+            }
+            Self::Invalid(_) | Self::Denied(_) | Self::KeyReused { .. } | Self::TooLarge { .. } => {
+                None
+            }
         }
     }
 }
@@ -100,6 +123,20 @@ mod tests {
                 },
                 Decision::Invalid,
                 "MESSAGE_TOO_LARGE",
+            ),
+            (
+                Refusal::PolicyDenied {
+                    policy_ids: vec!["never-protected".into()],
+                },
+                Decision::Denied,
+                "POLICY_DENIED",
+            ),
+            (
+                Refusal::PolicyError {
+                    policy_ids: Vec::new(),
+                },
+                Decision::Denied,
+                "POLICY_ERROR",
             ),
         ];
         for (refusal, decision, reason) in cases {

@@ -217,12 +217,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match (command, reason) {
                 (Some(FreezeCommand::Status), _) => freeze_status(&pool).await,
                 (None, Some(reason)) => flip(&pool, FreezeAction::Freeze, &reason).await,
-                (None, None) => anyhow::bail!("freeze needs --reason \"…\": every refused caller is told it"),
+                (None, None) => {
+                    anyhow::bail!("freeze needs --reason \"…\": every refused caller is told it")
+                }
             }
         }
         Command::Unfreeze { reason } => {
             let pool = audit_pool(&source).await?;
-            flip(&pool, zenlayer_gateway::freeze::FreezeAction::Unfreeze, &reason).await
+            flip(
+                &pool,
+                zenlayer_gateway::freeze::FreezeAction::Unfreeze,
+                &reason,
+            )
+            .await
         }
     }
 }
@@ -254,7 +261,9 @@ async fn flip(
     let mut db = pool.acquire().await?;
     let record = zenlayer_gateway::freeze::record_freeze(&mut db, action, reason)
         .await
-        .context("record it in audit.release_freezes (is this login a member of release_operator?)")?;
+        .context(
+            "record it in audit.release_freezes (is this login a member of release_operator?)",
+        )?;
     println!(
         "{} by {} at {}: {}",
         match action {

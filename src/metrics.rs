@@ -34,6 +34,12 @@ struct ConfirmationLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    enforced: String,
+    shadow: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -58,6 +64,7 @@ struct Inner {
     jwks_refresh_failures: Counter,
     confirmations: Family<ConfirmationLabels, Counter>,
     reconciliations: Family<OutcomeLabels, Counter>,
+    shadow_disagreements: Family<ShadowLabels, Counter>,
 }
 
 /// The gateway's metrics; cheap to clone.
@@ -137,6 +144,12 @@ impl Metrics {
             "Unknown outcomes resolved from DescribeDisks, by the outcome found (succeeded, failed)",
             reconciliations.clone(),
         );
+        let shadow_disagreements = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "policy_shadow_disagreements",
+            "Releases the shadow policies decided otherwise than the enforced ones, by both decisions (permit, deny, error)",
+            shadow_disagreements.clone(),
+        );
         Self(Arc::new(Inner {
             registry,
             calls,
@@ -149,6 +162,7 @@ impl Metrics {
             jwks_refresh_failures,
             confirmations,
             reconciliations,
+            shadow_disagreements,
         }))
     }
 
@@ -203,6 +217,15 @@ impl Metrics {
         if !succeeded {
             self.0.audit_failures.get_or_create(&labels).inc();
         }
+    }
+
+    /// A release the shadow policies decided otherwise.
+    pub fn shadow_disagreed(&self, enforced: &str, shadow: &str) {
+        let labels = ShadowLabels {
+            enforced: enforced.to_owned(),
+            shadow: shadow.to_owned(),
+        };
+        self.0.shadow_disagreements.get_or_create(&labels).inc();
     }
 
     pub fn jwks_refresh_failed(&self) {

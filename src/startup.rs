@@ -6,6 +6,7 @@ use crate::audit::{self, AuditLog, FollowUpTiming, Upkeep};
 use crate::health::{self, HealthState};
 use crate::metrics::Metrics;
 use crate::pb::{self, disk_service_server::DiskServiceServer};
+use crate::policy::Policies;
 use crate::rpc::{CallContextLayer, DiskApi, ReleasePath, ReleaseReader};
 use crate::settings::{ServerSettings, Settings};
 use crate::tls::ServerTls;
@@ -63,6 +64,13 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
         let releases = TaskTracker::new();
+        // First: a policy file that does not validate stops start-up,
+        // naming the policy, line and column, before anything starts.
+        let policies = Policies::load(
+            &settings.policy,
+            &settings.auth.release_role,
+            &settings.auth.audit_role,
+        )?;
         let pool = settings.database.pool().context("DATABASE_URL")?;
         let metrics = Metrics::new();
         let audit = AuditLog::new(pool.clone(), metrics.clone());
@@ -71,9 +79,11 @@ impl Application {
         let longest_call = zenlayer.longest_call();
         let authenticator = settings.auth.authenticator(&stop, &metrics)?;
         let keys_held = authenticator.keys_held();
+        policies.spawn_reload(&stop);
         let reader = ReleaseReader::new(
             authenticator.clone(),
             audit.clone(),
+            policies.clone(),
             Trail::new(pool.clone()),
         );
         // Before binding: a signing key that cannot be used stops start-up.
@@ -81,7 +91,13 @@ impl Application {
             Some(path) => Some(Checkpointer::new(pool.clone(), LogKey::from_file(path)?)),
             None => None,
         };
-        let path = ReleasePath::new(authenticator, audit, zenlayer.clone(), metrics.clone());
+        let path = ReleasePath::new(
+            authenticator,
+            audit,
+            zenlayer.clone(),
+            policies,
+            metrics.clone(),
+        );
         let api = DiskApi::new(path, reader, releases.clone());
         // Before binding: a certificate file that cannot be used stops
         // start-up without ever opening the port.

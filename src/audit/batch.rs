@@ -55,6 +55,13 @@ pub(super) struct Attempts {
     pub disk_type: Vec<Option<String>>,
     pub disk_status_before: Vec<Option<String>>,
     pub disk_tags: Vec<Option<Value>>,
+    pub policy_set_hash: Vec<Option<String>>,
+    pub policy_decision: Vec<Option<&'static str>>,
+    /// As JSON arrays, like `roles`.
+    pub policy_ids: Vec<Option<Value>>,
+    pub shadow_policy_set_hash: Vec<Option<String>>,
+    pub shadow_policy_decision: Vec<Option<&'static str>>,
+    pub shadow_policy_ids: Vec<Option<Value>>,
     pub claims_key: Vec<bool>,
 }
 
@@ -143,6 +150,17 @@ impl Batch {
         a.disk_status_before.push(disk_text(|d| &d.disk_status));
         a.disk_tags
             .push(disk.map(|d| Value::Object(d.tags.clone())));
+        let ids =
+            |ids: &[String]| Value::Array(ids.iter().map(|i| Value::String(text(i))).collect());
+        let policy = attempt.policy.as_ref();
+        let shadow = attempt.shadow_policy.as_ref();
+        a.policy_set_hash.push(attempt.policy_set_hash.clone());
+        a.policy_decision.push(policy.map(|p| p.decision));
+        a.policy_ids.push(policy.map(|p| ids(&p.policy_ids)));
+        a.shadow_policy_set_hash
+            .push(shadow.map(|p| p.set_hash.clone()));
+        a.shadow_policy_decision.push(shadow.map(|p| p.decision));
+        a.shadow_policy_ids.push(shadow.map(|p| ids(&p.policy_ids)));
         a.claims_key.push(claim.is_some());
     }
 

@@ -17,7 +17,8 @@ mod writer;
 pub use error::AuditError;
 pub use follow_up::{FollowUpTiming, spawn_follow_up};
 pub use record::{
-    Answer, Attempt, Caller, Claim, OutcomeKind, OutcomeRecord, PriorCall, Recorded, RefusalRecord,
+    Answer, Attempt, Caller, Claim, OutcomeKind, OutcomeRecord, PolicyRecord, PriorCall, Recorded,
+    RefusalRecord,
 };
 pub use store::CallRow;
 pub use upkeep::{Upkeep, spawn_upkeep};

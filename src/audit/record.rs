@@ -66,6 +66,24 @@ pub struct Attempt {
     pub replay_of: Option<Uuid>,
     /// The disk as the pre-flight `DescribeDisks` listed it, when it did.
     pub disk: Option<DiskSnapshot>,
+    /// Hex SHA-256 of the policy set in force when the call was decided.
+    pub policy_set_hash: Option<String>,
+    /// What the enforced policies decided; `None` for a call refused or
+    /// answered before they were asked.
+    pub policy: Option<PolicyRecord>,
+    /// What the shadow policies would have decided, when there are some.
+    pub shadow_policy: Option<PolicyRecord>,
+}
+
+/// One policy set's decision on a call, as the audit trail records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRecord {
+    /// `permit`, `deny` or `error`.
+    pub decision: &'static str,
+    /// The policies that decided (for `error`, those that failed).
+    pub policy_ids: Vec<String>,
+    /// Hex SHA-256 of the set that decided.
+    pub set_hash: String,
 }
 
 /// How an allowed call ended.

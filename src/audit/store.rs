@@ -32,26 +32,36 @@ pub(super) async fn write_batch(
                  roles, peer_addr, user_agent, x_request_id, trace_id, disk_id, reason,
                  idempotency_key, decision, decision_reason, refusal_grpc_code, refusal_message,
                  replay_of, peer_identity, disk_snapshot, disk_name, zone_id, disk_size_gib,
-                 disk_type, disk_status_before, disk_tags)
+                 disk_type, disk_status_before, disk_tags, policy_set_hash, policy_decision,
+                 policy_ids, shadow_policy_set_hash, shadow_policy_decision, shadow_policy_ids)
              SELECT r.call_id, r.received_at, r.principal, r.issuer, r.client_id, r.token_jti,
                     r.token_fingerprint,
                     ARRAY(SELECT jsonb_array_elements_text(r.roles)),
                     r.peer_addr, r.user_agent, r.x_request_id, r.trace_id, r.disk_id, r.reason,
                     r.idempotency_key, r.decision, r.decision_reason, r.refusal_grpc_code,
                     r.refusal_message, r.replay_of, r.peer_identity, r.disk_snapshot, r.disk_name,
-                    r.zone_id, r.disk_size_gib, r.disk_type, r.disk_status_before, r.disk_tags
+                    r.zone_id, r.disk_size_gib, r.disk_type, r.disk_status_before, r.disk_tags,
+                    r.policy_set_hash, r.policy_decision,
+                    CASE WHEN r.policy_ids IS NOT NULL
+                         THEN ARRAY(SELECT jsonb_array_elements_text(r.policy_ids)) END,
+                    r.shadow_policy_set_hash, r.shadow_policy_decision,
+                    CASE WHEN r.shadow_policy_ids IS NOT NULL
+                         THEN ARRAY(SELECT jsonb_array_elements_text(r.shadow_policy_ids)) END
              FROM UNNEST($6::uuid[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
                          $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::text[],
                          $16::text[], $17::text[], $18::text[], $19::text[], $20::text[],
                          $21::text[], $22::text[], $23::text[], $24::text[], $25::uuid[],
                          $26::text[], $27::jsonb[], $28::text[], $29::text[], $30::int8[],
-                         $31::text[], $32::text[], $33::jsonb[], $34::bool[])
+                         $31::text[], $32::text[], $33::jsonb[], $46::text[], $47::text[],
+                         $48::jsonb[], $49::text[], $50::text[], $51::jsonb[], $34::bool[])
                   AS r(call_id, received_at, principal, issuer, client_id, token_jti,
                        token_fingerprint, roles, peer_addr, user_agent, x_request_id, trace_id,
                        disk_id, reason, idempotency_key, decision, decision_reason,
                        refusal_grpc_code, refusal_message, replay_of, peer_identity,
                        disk_snapshot, disk_name, zone_id, disk_size_gib, disk_type,
-                       disk_status_before, disk_tags, claims_key)
+                       disk_status_before, disk_tags, policy_set_hash, policy_decision,
+                       policy_ids, shadow_policy_set_hash, shadow_policy_decision,
+                       shadow_policy_ids, claims_key)
              WHERE NOT r.claims_key OR r.call_id IN (SELECT call_id FROM claimed)
              RETURNING call_id
            ), outcomes AS (
@@ -114,6 +124,12 @@ pub(super) async fn write_batch(
         &o.error_message as &[Option<String>],
         &o.zenlayer_action as &[Option<String>],
         &batch.freed,
+        &a.policy_set_hash as &[Option<String>],
+        &a.policy_decision as &[Option<&str>],
+        &a.policy_ids as &[Option<serde_json::Value>],
+        &a.shadow_policy_set_hash as &[Option<String>],
+        &a.shadow_policy_decision as &[Option<&str>],
+        &a.shadow_policy_ids as &[Option<serde_json::Value>],
     )
     .fetch_all(db)
     .await?;

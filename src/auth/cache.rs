@@ -119,6 +119,7 @@ mod tests {
             client_id: None,
             token_id: None,
             roles: vec!["disk:release".into()],
+            groups: Vec::new(),
         }
     }
 

@@ -132,6 +132,7 @@ mod tests {
             algorithms: vec![Algorithm::EdDSA],
             leeway_seconds: 0,
             roles_claim: "realm_access.roles".into(),
+            groups_claim: "groups".into(),
         };
         let keys = KeySet::from_jwks(key.jwks().as_bytes()).unwrap();
         let principal = super::super::token::verify(&token, &keys, &policy).unwrap();

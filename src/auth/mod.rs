@@ -1,7 +1,7 @@
-//! Who may release a disk: authentication from the caller's JWT, then
-//! authorization by role. Default deny: a call is forwarded only with an
+//! Who may release a disk: authentication from the caller's JWT, then the
+//! release role. Default deny: a call is forwarded only with an
 //! [`Authorized`] proof, which only a verified token carrying the release
-//! role produces.
+//! role produces; the policies then decide on the disk itself.
 
 mod cache;
 pub mod dev_keys;
@@ -39,41 +39,30 @@ pub struct Authenticator {
     keys: KeySource,
     policy: Arc<TokenPolicy>,
     release_role: Arc<str>,
-    audit_role: Arc<str>,
     verified: Arc<VerifiedTokens>,
 }
 
-/// Proof that a verified caller may read calls from the audit trail: its
-/// own, or any with the audit role. Only [`Authenticator::check_reader`]
-/// makes one.
+/// A verified caller who wants to read calls from the audit trail; which
+/// calls it may read is the policies' to decide. Only
+/// [`Authenticator::check_reader`] makes one.
 #[derive(Debug, Clone)]
 pub struct Reader {
     principal: Principal,
-    reads_all: bool,
 }
 
 impl Reader {
-    /// Whether the call made by `issuer`/`subject` may be shown. Default
-    /// deny: a call with no verified caller is shown only to the audit role.
-    pub fn may_read(&self, issuer: Option<&str>, subject: Option<&str>) -> bool {
-        self.reads_all
-            || (issuer == Some(self.principal.issuer.as_str())
-                && subject == Some(self.principal.subject.as_str()))
-    }
-
     pub fn principal(&self) -> &Principal {
         &self.principal
     }
 }
 
 impl Authenticator {
-    pub fn new(keys: KeySource, policy: TokenPolicy, release_role: &str, audit_role: &str) -> Self {
+    pub fn new(keys: KeySource, policy: TokenPolicy, release_role: &str) -> Self {
         Self {
             keys,
             verified: Arc::new(VerifiedTokens::new(policy.leeway_seconds)),
             policy: Arc::new(policy),
             release_role: release_role.into(),
-            audit_role: audit_role.into(),
         }
     }
 
@@ -85,11 +74,7 @@ impl Authenticator {
         let principal = self
             .verify(token, &Sha256::digest(token.as_bytes()).into())
             .await?;
-        let reads_all = principal.roles.iter().any(|r| **r == *self.audit_role);
-        Ok(Reader {
-            principal,
-            reads_all,
-        })
+        Ok(Reader { principal })
     }
 
     /// Whether token signing keys are held, and when that changes: without

@@ -18,6 +18,9 @@ pub struct Principal {
     pub token_id: Option<String>,
     /// The roles found under the configured claim path.
     pub roles: Vec<String>,
+    /// The groups found under the configured claim path (`JWT_GROUPS_CLAIM`),
+    /// for policies to decide on.
+    pub groups: Vec<String>,
 }
 
 /// Proof that a principal holds the release role. Only [`Principal::authorize`]
@@ -34,8 +37,13 @@ impl Authorized {
 }
 
 impl Principal {
-    /// Reads the principal from verified claims; `roles_claim` is a dotted path.
-    pub(super) fn from_claims(claims: &Value, roles_claim: &str) -> Result<Self, AuthError> {
+    /// Reads the principal from verified claims; `roles_claim` and
+    /// `groups_claim` are dotted paths.
+    pub(super) fn from_claims(
+        claims: &Value,
+        roles_claim: &str,
+        groups_claim: &str,
+    ) -> Result<Self, AuthError> {
         let text = |name: &str| {
             claims
                 .get(name)
@@ -49,6 +57,7 @@ impl Principal {
             client_id: text("azp").or_else(|| text("client_id")),
             token_id: text("jti"),
             roles: roles_at(claims, roles_claim),
+            groups: roles_at(claims, groups_claim),
         })
     }
 
@@ -66,8 +75,8 @@ impl Principal {
     }
 }
 
-/// Roles under a dotted claim path (`realm_access.roles`), given as an array
-/// of strings or as one space-separated string (OAuth `scope`, `scp`).
+/// Roles (or groups) under a dotted claim path (`realm_access.roles`), given
+/// as an array of strings or as one space-separated string (OAuth `scope`, `scp`).
 fn roles_at(claims: &Value, path: &str) -> Vec<String> {
     let found = path
         .split('.')
@@ -89,7 +98,7 @@ mod tests {
     use serde_json::json;
 
     fn principal(claims: Value, path: &str) -> Principal {
-        Principal::from_claims(&claims, path).unwrap()
+        Principal::from_claims(&claims, path, "groups").unwrap()
     }
 
     #[test]
@@ -120,6 +129,18 @@ mod tests {
             error.to_string(),
             "caller svc lacks the role disk:release (looked for in claim roles)"
         );
+    }
+
+    #[test]
+    fn groups_are_read_like_roles_from_their_own_claim() {
+        let claims = json!({"sub": "s", "iss": "i", "groups": ["team-billing", "oncall"]});
+        assert_eq!(
+            principal(claims.clone(), "roles").groups,
+            ["team-billing", "oncall"]
+        );
+        let nested = json!({"sub": "s", "iss": "i", "idp": {"teams": "a b"}});
+        let p = Principal::from_claims(&nested, "roles", "idp.teams").unwrap();
+        assert_eq!(p.groups, ["a", "b"]);
     }
 
     #[test]

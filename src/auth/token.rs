@@ -23,6 +23,8 @@ pub struct TokenPolicy {
     pub algorithms: Vec<Algorithm>,
     pub leeway_seconds: u64,
     pub roles_claim: String,
+    /// Dotted path to the caller's groups (`JWT_GROUPS_CLAIM`).
+    pub groups_claim: String,
 }
 
 /// The bearer token from the `authorization` metadata.
@@ -125,7 +127,7 @@ pub fn verify(token: &str, keys: &KeySet, policy: &TokenPolicy) -> Result<Princi
     {
         return Err(AuthError::IssuedInFuture(iat));
     }
-    Principal::from_claims(&claims, &policy.roles_claim)
+    Principal::from_claims(&claims, &policy.roles_claim, &policy.groups_claim)
 }
 
 fn validation(alg: Algorithm, policy: &TokenPolicy) -> Validation {

@@ -8,7 +8,7 @@
 mod store;
 mod watch;
 
-pub use store::{FreezeAction, FreezeRecord, record_freeze, current};
+pub use store::{FreezeAction, FreezeRecord, current, record_freeze};
 pub use watch::{FreezeWatch, spawn_freeze_watch};
 
 use chrono::{DateTime, Utc};

@@ -4,6 +4,7 @@
 use crate::audit::AuditError;
 use crate::auth::AuthError;
 use crate::decision::Refusal;
+use crate::policy::Verdict;
 use crate::zenlayer::UpstreamError;
 
 /// An error and its causes, outermost first.
@@ -21,6 +22,14 @@ fn chain(error: &dyn std::error::Error) -> String {
 pub(super) fn refusal(refusal: &Refusal) {
     if let Refusal::Denied(AuthError::KeySourceDown(detail)) = refusal {
         tracing::error!(error = %detail, "cannot check caller tokens: the key source is down");
+    }
+}
+
+/// A policy that cannot be evaluated denies every call it touches: its
+/// author must fix it. `set` names the enforced or the shadow set.
+pub(super) fn policy_failed(set: &str, verdict: &Verdict) {
+    if let Verdict::Error { policy_ids, errors } = verdict {
+        tracing::error!(set, policy_ids = ?policy_ids, errors = ?errors, "a policy could not be evaluated: the call is denied (POLICY_ERROR) until the policy is fixed");
     }
 }
 

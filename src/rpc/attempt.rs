@@ -51,5 +51,8 @@ pub fn received(
         refusal: None,
         replay_of: None,
         disk: None,
+        policy_set_hash: None,
+        policy: None,
+        shadow_policy: None,
     }
 }

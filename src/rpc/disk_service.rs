@@ -7,7 +7,7 @@
 
 use super::CallContext;
 use super::explain;
-use super::get_release::ReleaseReader;
+use super::get_release::{ReadFrom, ReleaseReader};
 use super::received::Received;
 use super::release::ReleasePath;
 use crate::pb::disk_service_server::DiskService;
@@ -73,9 +73,14 @@ impl DiskService for DiskApi {
         request: Request<GetReleaseRequest>,
     ) -> Result<Response<Release>, Status> {
         let call = CallContext::of(&request);
+        let peer_identity = peer_identity(&request);
         let release = self
             .reader
-            .get(&call, request.metadata().as_ref(), request.get_ref())
+            .get(
+                &call,
+                read_from(&request, &peer_identity),
+                request.get_ref(),
+            )
             .await;
         tracing::info!(
             audit_id = %request.get_ref().audit_id.chars().take(64).collect::<String>(),
@@ -90,9 +95,14 @@ impl DiskService for DiskApi {
         request: Request<GetReleaseRequest>,
     ) -> Result<Response<ReleaseProof>, Status> {
         let call = CallContext::of(&request);
+        let peer_identity = peer_identity(&request);
         let proof = self
             .reader
-            .prove(&call, request.metadata().as_ref(), request.get_ref())
+            .prove(
+                &call,
+                read_from(&request, &peer_identity),
+                request.get_ref(),
+            )
             .await;
         tracing::info!(
             audit_id = %request.get_ref().audit_id.chars().take(64).collect::<String>(),
@@ -119,5 +129,20 @@ impl DiskService for DiskApi {
             "GetConsistencyProof answered"
         );
         proof.map(Response::new)
+    }
+}
+
+/// The subject of the caller's TLS client certificate, when it sent one.
+fn peer_identity<T>(request: &Request<T>) -> Option<String> {
+    request
+        .peer_certs()
+        .and_then(|chain| crate::tls::peer_identity(&chain))
+}
+
+fn read_from<'a, T>(request: &'a Request<T>, peer_identity: &'a Option<String>) -> ReadFrom<'a> {
+    ReadFrom {
+        headers: request.metadata().as_ref(),
+        peer: request.remote_addr(),
+        peer_identity: peer_identity.as_deref(),
     }
 }

@@ -61,15 +61,36 @@ pub(super) fn refused(refusal: &Refusal) -> Outcome {
                 "the request is {bytes} bytes; at most {limit} are accepted (a disk_id has at most 64 characters, a reason 1024)"
             ),
         ),
+        Refusal::PolicyDenied { policy_ids } => (
+            Code::PermissionDenied,
+            "POLICY_DENIED",
+            match policy_ids.as_slice() {
+                [] => "no policy permits this release; nothing was released".to_owned(),
+                ids => format!(
+                    "the release is forbidden by policy {}; nothing was released",
+                    ids.join(", ")
+                ),
+            },
+        ),
+        Refusal::PolicyError { .. } => (
+            Code::PermissionDenied,
+            "POLICY_ERROR",
+            "a policy could not be evaluated for this call, which denies it; nothing was released. Operators: the gateway's log names the policy and the error".to_owned(),
+        ),
     };
     let violations = match refusal {
         Refusal::Invalid(violations) => violations.clone(),
-        Refusal::Denied(_) | Refusal::KeyReused { .. } | Refusal::TooLarge { .. } => Vec::new(),
+        Refusal::Denied(_)
+        | Refusal::KeyReused { .. }
+        | Refusal::TooLarge { .. }
+        | Refusal::PolicyDenied { .. }
+        | Refusal::PolicyError { .. } => Vec::new(),
     };
     Outcome {
         decision: refusal.decision(),
         violations,
         refusal_reason: Some(refusal.reason()),
+        policy_ids: refusal.policy_ids().map(<[String]>::to_vec),
         ..Outcome::new(code, reason, message, Fate::NotActed)
     }
 }

@@ -1,15 +1,18 @@
 //! `DiskService/GetRelease`: what the audit trail knows about one call,
-//! for the caller who made it or for a holder of the audit role. A call
-//! that does not exist and one the caller may not see are answered alike,
-//! so that the answer never reveals that someone else's call exists.
+//! for whom the policies let read it (by default: the caller who made it,
+//! or a holder of the audit role). A call that does not exist and one the
+//! caller may not see are answered alike, so that the answer never reveals
+//! that someone else's call exists; a policy that fails to evaluate hides
+//! the call too, and is logged for operators.
 
 use super::CallContext;
 use super::explain;
 use super::outcome::{Audited, Outcome};
 use crate::audit::{AuditLog, CallRow};
-use crate::auth::{AuthError, Authenticator};
+use crate::auth::{AuthError, Authenticator, Reader};
 use crate::decision::Refusal;
 use crate::pb::{Disk, GetReleaseRequest, Release};
+use crate::policy::{CallerFacts, Policies, ReadFacts, Verdict};
 use crate::trail::Trail;
 use crate::zenlayer::Fate;
 use serde_json::Value;
@@ -21,14 +24,29 @@ use uuid::Uuid;
 pub struct ReleaseReader {
     pub(super) authenticator: Authenticator,
     audit: AuditLog,
+    policies: Policies,
     pub(super) trail: Trail,
 }
 
+/// Where a read comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadFrom<'a> {
+    pub headers: &'a http::HeaderMap,
+    pub peer: Option<std::net::SocketAddr>,
+    pub peer_identity: Option<&'a str>,
+}
+
 impl ReleaseReader {
-    pub fn new(authenticator: Authenticator, audit: AuditLog, trail: Trail) -> Self {
+    pub fn new(
+        authenticator: Authenticator,
+        audit: AuditLog,
+        policies: Policies,
+        trail: Trail,
+    ) -> Self {
         Self {
             authenticator,
             audit,
+            policies,
             trail,
         }
     }
@@ -36,19 +54,20 @@ impl ReleaseReader {
     pub async fn get(
         &self,
         call: &CallContext,
-        headers: &http::HeaderMap,
+        from: ReadFrom<'_>,
         request: &GetReleaseRequest,
     ) -> Result<Release, Status> {
-        self.visible(call, headers, request).await.map(release_of)
+        self.visible(call, from, request).await.map(release_of)
     }
 
-    /// The call `request` names, if the caller may see it.
+    /// The call `request` names, if the policies let the caller read it.
     pub(super) async fn visible(
         &self,
         call: &CallContext,
-        headers: &http::HeaderMap,
+        from: ReadFrom<'_>,
         request: &GetReleaseRequest,
     ) -> Result<CallRow, Status> {
+        let headers = from.headers;
         let reader = self
             .authenticator
             .check_reader(headers)
@@ -86,11 +105,37 @@ impl ReleaseReader {
             )
         })?;
         match row {
-            Some(row) if reader.may_read(row.issuer.as_deref(), row.principal.as_deref()) => {
-                Ok(row)
-            }
+            Some(row) if self.may_read(call, &from, &reader, &row) => Ok(row),
             Some(_) | None => Err(not_found()),
         }
+    }
+
+    /// The policies' decision on reading `row`; an evaluation error hides it.
+    fn may_read(
+        &self,
+        call: &CallContext,
+        from: &ReadFrom<'_>,
+        reader: &Reader,
+        row: &CallRow,
+    ) -> bool {
+        let call_id = row.call_id.map(|id| id.to_string()).unwrap_or_default();
+        let facts = ReadFacts {
+            caller: CallerFacts {
+                principal: reader.principal(),
+                peer_identity: from.peer_identity,
+                ip: from.peer.map(|p| p.ip()),
+                at: call.received_wall,
+            },
+            call_id: &call_id,
+            disk_id: row.disk_id.as_deref().unwrap_or_default(),
+            call_subject: row.principal.as_deref(),
+            call_issuer: row.issuer.as_deref(),
+        };
+        let verdict = self.policies.decide_read(&facts);
+        if let Verdict::Error { policy_ids, errors } = &verdict {
+            tracing::error!(policy_ids = ?policy_ids, errors = ?errors, "a policy could not be evaluated for GetRelease: the call is shown as not found");
+        }
+        verdict.permits()
     }
 }
 

@@ -58,6 +58,9 @@ pub struct Outcome {
     pub refusal_reason: Option<String>,
     /// The audit log index of the call's attempt event: its receipt.
     pub log_index: Option<u64>,
+    /// For a refusal by policy, the ids of the policies that decided, sent
+    /// as `ErrorInfo.metadata.policy_ids`.
+    pub policy_ids: Option<Vec<String>>,
 }
 
 impl Outcome {
@@ -78,6 +81,7 @@ impl Outcome {
             violations: Vec::new(),
             refusal_reason: None,
             log_index: None,
+            policy_ids: None,
         }
     }
 

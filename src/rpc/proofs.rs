@@ -2,7 +2,7 @@
 //! proofs, for the same readers as `GetRelease`.
 
 use super::CallContext;
-use super::get_release::{ReleaseReader, denied, unaudited};
+use super::get_release::{ReadFrom, ReleaseReader, denied, unaudited};
 use crate::pb::{
     ConsistencyProof, ConsistencyProofRequest, GetReleaseRequest, LoggedEvent, ReleaseProof,
 };
@@ -13,10 +13,10 @@ impl ReleaseReader {
     pub async fn prove(
         &self,
         call: &CallContext,
-        headers: &http::HeaderMap,
+        from: ReadFrom<'_>,
         request: &GetReleaseRequest,
     ) -> Result<ReleaseProof, Status> {
-        let row = self.visible(call, headers, request).await?;
+        let row = self.visible(call, from, request).await?;
         let call_id = row.call_id.unwrap_or_default();
         let proof = self
             .trail

@@ -1,8 +1,9 @@
 //! The path of one release, as steps over values: authenticate, validate,
 //! decide; then either record the refusal, or look at the disk
-//! (`DescribeDisks`, a read), record the attempt with what was seen
-//! (claiming its idempotency key) and call Zenlayer's `ReleaseDisk`; then
-//! answer and record the outcome. Nothing is released before the attempt is
+//! (`DescribeDisks`, a read), ask the policies about it (a refusal by
+//! policy is recorded like any other), record the attempt with what was
+//! seen and decided (claiming its idempotency key) and call Zenlayer's
+//! `ReleaseDisk`; then answer and record the outcome. Nothing is released before the attempt is
 //! durably recorded. The whole path runs in a task of its own, so a caller who
 //! cancels, or whose deadline expires, cannot cut it short: every call the
 //! gateway received leaves its record, and a recorded attempt always gets
@@ -23,7 +24,9 @@ use crate::auth::{AuthError, Authenticator, Authorized};
 use crate::decision::Refusal;
 use crate::domain::ReleaseRequest;
 use crate::metrics::Metrics;
+use crate::policy::{CallerFacts, Judgement, Policies, ReleaseFacts, Verdict};
 use crate::zenlayer::{DiskSnapshot, ZenlayerClient};
+use std::net::SocketAddr;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -33,6 +36,7 @@ pub struct ReleasePath {
     authenticator: Authenticator,
     audit: AuditLog,
     zenlayer: ZenlayerClient,
+    policies: Policies,
     metrics: Metrics,
 }
 
@@ -63,12 +67,14 @@ impl ReleasePath {
         authenticator: Authenticator,
         audit: AuditLog,
         zenlayer: ZenlayerClient,
+        policies: Policies,
         metrics: Metrics,
     ) -> Self {
         Self {
             authenticator,
             audit,
             zenlayer,
+            policies,
             metrics,
         }
     }
@@ -80,10 +86,17 @@ impl ReleasePath {
         let authentication = self.authenticator.check(&received.headers).await;
         let raw = &received.message;
         let parsed = ReleaseRequest::parse(&raw.disk_id, &raw.idempotency_key, &raw.reason);
-        let attempt = attempt::received(&call, &authentication, &received, parsed.as_ref().ok());
+        let mut attempt =
+            attempt::received(&call, &authentication, &received, parsed.as_ref().ok());
+        // Every call records the set in force; one the policies decide,
+        // the set that decided it.
+        attempt.policy_set_hash = Some(self.policies.set_hash().to_string());
         let principal = authentication.principal.as_ref().map(|p| p.subject.clone());
         let concluded = match decide(received.bytes, parsed, authentication.result) {
-            Ok((request, caller)) => self.forward(&call, attempt, &caller, &request).await,
+            Ok((request, caller)) => {
+                self.forward(&call, attempt, &caller, &request, received.peer)
+                    .await
+            }
             Err(refusal) => Concluded::answered(self.refuse(attempt, &refusal).await),
         };
         let reported = Reported {
@@ -142,16 +155,20 @@ impl ReleasePath {
         outcome
     }
 
-    /// Looks at the disk; records the attempt (with what it saw), claiming
+    /// Looks at the disk; asks the policies (before telling anything the
+    /// look found, so that a caller the policies refuse learns nothing
+    /// about the disk); records the attempt (with what it saw), claiming
     /// the key; then calls Zenlayer. A key another call holds is found by
     /// the claim, in the attempt's own write, so the usual call makes no
-    /// extra trip to the database for it.
+    /// extra trip to the database for it; only a call the look would stop
+    /// asks first who holds its key (see `held`).
     async fn forward(
         &self,
         call: &CallContext,
         mut attempt: Attempt,
         caller: &Authorized,
         request: &ReleaseRequest,
+        peer: Option<SocketAddr>,
     ) -> Concluded {
         let claim = request.idempotency_key.as_ref().map(|key| Claim {
             issuer: caller.principal().issuer.clone(),
@@ -159,26 +176,34 @@ impl ReleasePath {
             key: key.as_str().to_owned(),
             disk_id: request.disk_id.as_str().to_owned(),
         });
-        if self.zenlayer.preflight()
-            && let Err(outcome) = self.preflight(call, &mut attempt, request).await
-        {
-            // A retry after a success must get the same answer, not NOT_FOUND
-            // for the disk its first call released (or a pre-flight failure):
-            // the key's holder, if any, answers before the look does.
-            if let Some(claim) = &claim {
-                match self.audit.key_holder(claim).await {
-                    Ok(None) => {}
-                    Ok(Some(holder)) => {
-                        return Concluded::answered(
-                            self.replay(call, attempt, holder, request).await,
-                        );
-                    }
-                    Err(error) => {
-                        alerts::audit_unavailable(&error);
-                        return Concluded::answered(explain::audit_unavailable(&request.disk_id));
-                    }
+        let described = if self.zenlayer.preflight() {
+            match self.look(call, &mut attempt, request).await {
+                Ok(request_id) => Some(request_id),
+                Err(outcome) => {
+                    let attempt = match self.held(call, attempt, claim.as_ref(), request).await {
+                        Ok(answered) => return answered,
+                        Err(attempt) => attempt,
+                    };
+                    return Concluded::answered(
+                        self.conclude("preflight", call, attempt, outcome).await,
+                    );
                 }
             }
+        } else {
+            None
+        };
+        let stopped = described
+            .and_then(|request_id| preflight_refusal(request, attempt.disk.as_ref(), &request_id));
+        if stopped.is_some() {
+            attempt = match self.held(call, attempt, claim.as_ref(), request).await {
+                Ok(answered) => return answered,
+                Err(attempt) => attempt,
+            };
+        }
+        if let Err(refusal) = self.judge(&mut attempt, caller, request, peer) {
+            return Concluded::answered(self.refuse(attempt, &refusal).await);
+        }
+        if let Some(outcome) = stopped {
             return Concluded::answered(self.conclude("preflight", call, attempt, outcome).await);
         }
         let log_index = match self.audit.record_attempt(&attempt, claim.as_ref()).await {
@@ -212,16 +237,44 @@ impl ReleasePath {
         }
     }
 
+    /// For a keyed call the look stopped: the answer of the call already
+    /// holding its key, if any, since a retry after a success must get the
+    /// same answer, not NOT_FOUND for the disk its first call released (and
+    /// a key's earlier answer comes before the policies). Gives the attempt
+    /// back when there is no holder.
+    async fn held(
+        &self,
+        call: &CallContext,
+        attempt: Attempt,
+        claim: Option<&Claim>,
+        request: &ReleaseRequest,
+    ) -> Result<Concluded, Attempt> {
+        let Some(claim) = claim else {
+            return Err(attempt);
+        };
+        match self.audit.key_holder(claim).await {
+            Ok(None) => Err(attempt),
+            Ok(Some(holder)) => Ok(Concluded::answered(
+                self.replay(call, attempt, holder, request).await,
+            )),
+            Err(error) => {
+                alerts::audit_unavailable(&error);
+                Ok(Concluded::answered(explain::audit_unavailable(
+                    &request.disk_id,
+                )))
+            }
+        }
+    }
+
     /// Looks at the disk before releasing it: keeps what Zenlayer listed in
-    /// the attempt, and refuses (with nothing released) a disk that is not
-    /// listed, cannot be released, or could not be looked at. Zenlayer's
-    /// answer to the release still decides: the disk can change meanwhile.
-    async fn preflight(
+    /// the attempt and returns the describe's request id; refuses (with
+    /// nothing released) when the disk could not be looked at.
+    async fn look(
         &self,
         call: &CallContext,
         attempt: &mut Attempt,
         request: &ReleaseRequest,
-    ) -> Result<(), Outcome> {
+    ) -> Result<String, Outcome> {
         let looked = self
             .zenlayer
             .describe_disk(&request.disk_id, call.deadline.first_half())
@@ -231,13 +284,52 @@ impl ReleasePath {
             explain::preflight_unavailable(&request.disk_id, &error)
         })?;
         attempt.disk = described.disk;
-        match &attempt.disk {
-            Some(disk) if releasable(disk) => Ok(()),
-            disk => Err(explain::preflight_refused(
-                &request.disk_id,
-                disk.as_ref(),
-                &described.request_id,
-            )),
+        Ok(described.request_id)
+    }
+
+    /// Asks the enforced policies (and the shadow ones) about the release,
+    /// with the disk as the pre-flight saw it, and keeps what they decided
+    /// in the attempt. A denial or an evaluation error refuses the call.
+    fn judge(
+        &self,
+        attempt: &mut Attempt,
+        caller: &Authorized,
+        request: &ReleaseRequest,
+        peer: Option<SocketAddr>,
+    ) -> Result<(), Refusal> {
+        let facts = ReleaseFacts {
+            caller: CallerFacts {
+                principal: caller.principal(),
+                peer_identity: attempt.peer_identity.as_deref(),
+                ip: peer.map(|p| p.ip()),
+                at: attempt.received_at,
+            },
+            disk_id: request.disk_id.as_str(),
+            disk: attempt.disk.as_ref(),
+            reason: request.reason.as_str(),
+            has_idempotency_key: request.idempotency_key.is_some(),
+        };
+        let judgement = self.policies.decide_release(&facts);
+        self.render_judgement(attempt, &judgement);
+        match judgement.enforced {
+            Verdict::Permit { .. } => Ok(()),
+            Verdict::Deny { policy_ids } => Err(Refusal::PolicyDenied { policy_ids }),
+            Verdict::Error { policy_ids, .. } => Err(Refusal::PolicyError { policy_ids }),
+        }
+    }
+
+    /// The judgement as the audit trail, the metrics and the error log see it.
+    fn render_judgement(&self, attempt: &mut Attempt, judgement: &Judgement) {
+        alerts::policy_failed("enforced", &judgement.enforced);
+        attempt.policy_set_hash = Some(judgement.set_hash.to_string());
+        attempt.policy = Some(policy_record(&judgement.enforced, &judgement.set_hash));
+        if let Some((shadow, hash)) = &judgement.shadow {
+            alerts::policy_failed("shadow", shadow);
+            attempt.shadow_policy = Some(policy_record(shadow, hash));
+            if judgement.shadow_disagrees() {
+                self.metrics
+                    .shadow_disagreed(judgement.enforced.label(), shadow.label());
+            }
         }
     }
 
@@ -307,6 +399,32 @@ fn decide(
     let request = parsed.map_err(Refusal::Invalid)?;
     let caller = authorized.map_err(Refusal::Denied)?;
     Ok((request, caller))
+}
+
+/// What the pre-flight saw, judged: the refusal of a disk that is not
+/// listed or cannot be released (nothing released), if it is one. Zenlayer's
+/// answer to the release still decides: the disk can change meanwhile.
+fn preflight_refusal(
+    request: &ReleaseRequest,
+    disk: Option<&DiskSnapshot>,
+    describe_request_id: &str,
+) -> Option<Outcome> {
+    match disk {
+        Some(disk) if releasable(disk) => None,
+        disk => Some(explain::preflight_refused(
+            &request.disk_id,
+            disk,
+            describe_request_id,
+        )),
+    }
+}
+
+fn policy_record(verdict: &Verdict, set_hash: &str) -> crate::audit::PolicyRecord {
+    crate::audit::PolicyRecord {
+        decision: verdict.label(),
+        policy_ids: verdict.policy_ids().to_vec(),
+        set_hash: set_hash.to_owned(),
+    }
 }
 
 /// Only a data disk in the recycle bin can be released.

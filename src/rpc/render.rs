@@ -72,6 +72,11 @@ impl Outcome {
         {
             put("zenlayer_action", action.to_owned());
         }
+        // Comma-separated; Cedar ids cannot be empty, and an empty value
+        // says that no policy permitted the call.
+        if let Some(ids) = &self.policy_ids {
+            put("policy_ids", ids.join(","));
+        }
         if let Some(original) = self.replay_of {
             put("replayed", "true".to_owned());
             put("original_audit_id", original.to_string());

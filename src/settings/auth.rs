@@ -36,11 +36,12 @@ pub enum KeySourceSettings {
 pub struct AuthSettings {
     pub keys: KeySourceSettings,
     /// `JWT_ISSUER`, `JWT_AUDIENCE`, `JWT_ALGORITHMS`, `JWT_LEEWAY_SECONDS`,
-    /// `JWT_ROLES_CLAIM`.
+    /// `JWT_ROLES_CLAIM`, `JWT_GROUPS_CLAIM`.
     pub policy: TokenPolicy,
     /// `RELEASE_DISK_ROLE`.
     pub release_role: String,
-    /// `AUDIT_ROLE`: may read any call with `GetRelease`.
+    /// `AUDIT_ROLE`: may read any call with `GetRelease` (by the default
+    /// policies).
     pub audit_role: String,
 }
 
@@ -69,6 +70,9 @@ impl AuthSettings {
             roles_claim: r
                 .raw("JWT_ROLES_CLAIM")
                 .unwrap_or_else(|| "roles".to_owned()),
+            groups_claim: r
+                .raw("JWT_GROUPS_CLAIM")
+                .unwrap_or_else(|| "groups".to_owned()),
         };
         Self {
             keys,
@@ -114,7 +118,6 @@ impl AuthSettings {
             keys,
             self.policy.clone(),
             &self.release_role,
-            &self.audit_role,
         ))
     }
 }

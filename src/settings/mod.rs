@@ -7,6 +7,7 @@
 
 mod auth;
 mod database;
+mod policy;
 mod reader;
 mod server;
 mod source;
@@ -18,6 +19,7 @@ mod zenlayer;
 
 pub use self::auth::{AuthSettings, KeySourceSettings};
 pub use self::database::DatabaseSettings;
+pub use self::policy::PolicySettings;
 pub use self::server::ServerSettings;
 pub use self::telemetry::{LogFormat, TelemetrySettings};
 pub use self::tls::{TlsFiles, TlsSettings};
@@ -36,6 +38,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub zenlayer: ZenlayerSettings,
     pub auth: AuthSettings,
+    pub policy: PolicySettings,
     pub telemetry: TelemetrySettings,
     pub trail: TrailSettings,
 }
@@ -49,6 +52,7 @@ impl Settings {
             database: DatabaseSettings::read(&mut reader),
             zenlayer: zenlayer::read(&mut reader),
             auth: AuthSettings::read(&mut reader),
+            policy: PolicySettings::read(&mut reader),
             telemetry: TelemetrySettings::read(&mut reader),
             trail: TrailSettings::read(&mut reader),
         };

@@ -97,6 +97,12 @@ pub struct AttemptRow {
     pub disk_type: Option<String>,
     pub disk_status_before: Option<String>,
     pub disk_tags: Option<String>,
+    pub policy_set_hash: Option<String>,
+    pub policy_decision: Option<String>,
+    pub policy_ids: Option<Vec<String>>,
+    pub shadow_policy_set_hash: Option<String>,
+    pub shadow_policy_decision: Option<String>,
+    pub shadow_policy_ids: Option<Vec<String>>,
 }
 
 /// An outcome row, as `audit.release_outcomes` holds it.
@@ -184,6 +190,12 @@ impl AttemptRow {
         l.text(self.disk_type.as_deref());
         l.text(self.disk_status_before.as_deref());
         l.text(self.disk_tags.as_deref());
+        l.text(self.policy_set_hash.as_deref());
+        l.text(self.policy_decision.as_deref());
+        l.texts(self.policy_ids.as_deref());
+        l.text(self.shadow_policy_set_hash.as_deref());
+        l.text(self.shadow_policy_decision.as_deref());
+        l.texts(self.shadow_policy_ids.as_deref());
         l.0
     }
 }

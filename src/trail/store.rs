@@ -141,7 +141,9 @@ pub async fn attempts(db: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Attempt
                   trace_id, disk_id, reason, idempotency_key, replay_of, decision,
                   decision_reason, refusal_grpc_code, refusal_message,
                   disk_snapshot::text AS disk_snapshot, disk_name, zone_id, disk_size_gib,
-                  disk_type, disk_status_before, disk_tags::text AS disk_tags
+                  disk_type, disk_status_before, disk_tags::text AS disk_tags, policy_set_hash,
+                  policy_decision, policy_ids, shadow_policy_set_hash, shadow_policy_decision,
+                  shadow_policy_ids
            FROM audit.release_attempts WHERE call_id = ANY($1)"#,
         ids,
     )

@@ -206,6 +206,22 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     }
 }
 
+/// Settings as [`spawn_app_with`] makes them, over a fresh database, for a
+/// test that builds the gateway itself (to see the build refuse them).
+pub async fn settings_for_build(changed: &[(&str, &str)]) -> Settings {
+    init_test_logging();
+    let database_url = fresh_database(&admin_database_url()).await;
+    let simulator = spawn_simulator(Duration::ZERO).await;
+    let key_server = KeyServer::start(&[tokens::RSA]).await;
+    let mut values = test_settings(&as_gateway(&database_url), &simulator, &key_server);
+    values.extend(
+        changed
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    Settings::load(&values).expect("valid test settings")
+}
+
 /// `database_url` as the gateway's least-privileged login.
 pub fn as_gateway(database_url: &str) -> String {
     let mut url = reqwest::Url::parse(database_url).expect("a database URL");

@@ -19,6 +19,7 @@ mod observability;
 mod ocsf;
 mod otlp;
 mod outcomes;
+mod policy;
 mod preflight;
 mod processes;
 mod release;

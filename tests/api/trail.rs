@@ -196,14 +196,17 @@ async fn attempt_leaf_from_row(app: &TestApp, call_id: Uuid, log_index: i64) -> 
                 .as_deref(),
         )
     };
-    let roles: Vec<u8> = {
-        let roles = r["roles"].as_array().unwrap();
-        let mut inner = (roles.len() as u32).to_be_bytes().to_vec();
-        for role in roles {
-            inner.extend(field(role.as_str().map(str::as_bytes)));
+    let texts = |name: &str| match r[name].as_array() {
+        None => field(None),
+        Some(items) => {
+            let mut inner = (items.len() as u32).to_be_bytes().to_vec();
+            for item in items {
+                inner.extend(field(item.as_str().map(str::as_bytes)));
+            }
+            field(Some(&inner))
         }
-        field(Some(&inner))
     };
+    let roles = texts("roles");
     [
         b"zenlayer-gateway/attempt/v1\n".to_vec(),
         field(Some(&log_index.to_be_bytes())),
@@ -236,6 +239,12 @@ async fn attempt_leaf_from_row(app: &TestApp, call_id: Uuid, log_index: i64) -> 
         text("disk_type"),
         text("disk_status_before"),
         text("tags_text"),
+        text("policy_set_hash"),
+        text("policy_decision"),
+        texts("policy_ids"),
+        text("shadow_policy_set_hash"),
+        text("shadow_policy_decision"),
+        texts("shadow_policy_ids"),
     ]
     .concat()
 }
@@ -490,7 +499,14 @@ const REBUILD_TREE: &str = "
 #[tokio::test]
 async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail() {
     let keys = LogKeys::new();
-    let app = signing_app(&keys).await;
+    // No confirmations while the trail is built: its size is known.
+    let mut settings = signing(&keys);
+    settings.insert("GATEWAY_FOLLOW_UP_INTERVAL_MS".into(), "3600000".into());
+    let app = spawn_app_with(AppOptions {
+        settings,
+        ..Default::default()
+    })
+    .await;
     let mut calls = Vec::new();
     for i in 0..6 {
         let disk = format!("disk-trail-{i}");

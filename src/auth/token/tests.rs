@@ -28,6 +28,7 @@ fn policy() -> TokenPolicy {
         algorithms: vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
         leeway_seconds: 30,
         roles_claim: "roles".to_owned(),
+        groups_claim: "groups".to_owned(),
     }
 }
 

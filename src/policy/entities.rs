@@ -1,0 +1,197 @@
+//! The Cedar request for a call, built from its facts: the caller as a
+//! `Caller` entity, the disk (or audit record) as the resource, and the
+//! context. Building checks everything against the schema, so a request the
+//! policies were not validated for cannot be evaluated by accident.
+
+use super::facts::{CallerFacts, ReadFacts, ReleaseFacts};
+use super::schema::{Action, schema};
+use cedar_policy::{
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
+};
+use chrono::{Datelike as _, Timelike as _};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::str::FromStr as _;
+use std::sync::LazyLock;
+
+/// A request and the entities it refers to.
+pub(super) struct Built {
+    pub request: Request,
+    pub entities: Entities,
+}
+
+type Attrs = HashMap<String, RestrictedExpression>;
+
+static CALLER: LazyLock<EntityTypeName> = LazyLock::new(|| type_name("Caller"));
+static DISK: LazyLock<EntityTypeName> = LazyLock::new(|| type_name("Disk"));
+static RELEASE: LazyLock<EntityTypeName> = LazyLock::new(|| type_name("Release"));
+
+fn type_name(name: &str) -> EntityTypeName {
+    EntityTypeName::from_str(name).expect("a type of the schema")
+}
+
+fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
+}
+
+fn text(value: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(value.to_owned())
+}
+
+fn texts(values: &[String]) -> RestrictedExpression {
+    RestrictedExpression::new_set(values.iter().map(|v| text(v)))
+}
+
+/// Puts `value` under `name` when there is one: optional attributes are
+/// absent, never empty, so that `has` tells.
+fn put(attrs: &mut Attrs, name: &str, value: Option<RestrictedExpression>) {
+    if let Some(value) = value {
+        attrs.insert(name.to_owned(), value);
+    }
+}
+
+pub(super) fn release(facts: &ReleaseFacts<'_>) -> anyhow::Result<Built> {
+    let (caller_uid, caller) = caller(&facts.caller)?;
+    let (disk_uid, disk) = disk(facts)?;
+    let mut context = clock(&facts.caller);
+    context.insert("reason".to_owned(), text(facts.reason));
+    context.insert(
+        "has_idempotency_key".to_owned(),
+        RestrictedExpression::new_bool(facts.has_idempotency_key),
+    );
+    build(
+        Action::ReleaseDisk,
+        caller_uid,
+        caller,
+        disk_uid,
+        disk,
+        context,
+    )
+}
+
+pub(super) fn read(facts: &ReadFacts<'_>) -> anyhow::Result<Built> {
+    let (caller_uid, caller) = caller(&facts.caller)?;
+    let release_uid = uid(&RELEASE, facts.call_id);
+    let mut attrs = Attrs::new();
+    attrs.insert("id".to_owned(), text(facts.call_id));
+    attrs.insert("disk_id".to_owned(), text(facts.disk_id));
+    put(&mut attrs, "caller_subject", facts.call_subject.map(text));
+    put(&mut attrs, "caller_issuer", facts.call_issuer.map(text));
+    let release = Entity::new(release_uid.clone(), attrs, Default::default())?;
+    let context = clock(&facts.caller);
+    build(
+        Action::GetRelease,
+        caller_uid,
+        caller,
+        release_uid,
+        release,
+        context,
+    )
+}
+
+fn build(
+    action: Action,
+    principal_uid: EntityUid,
+    principal: Entity,
+    resource_uid: EntityUid,
+    resource: Entity,
+    context: Attrs,
+) -> anyhow::Result<Built> {
+    let schema = schema();
+    let context = Context::from_pairs(context)?;
+    let request = Request::new(
+        principal_uid,
+        action.uid().clone(),
+        resource_uid,
+        context,
+        Some(schema),
+    )?;
+    let entities = Entities::from_entities([principal, resource], Some(schema))?;
+    Ok(Built { request, entities })
+}
+
+fn caller(facts: &CallerFacts<'_>) -> anyhow::Result<(EntityUid, Entity)> {
+    let p = facts.principal;
+    let caller_uid = uid(&CALLER, &p.subject);
+    let mut attrs = Attrs::new();
+    attrs.insert("subject".to_owned(), text(&p.subject));
+    attrs.insert("issuer".to_owned(), text(&p.issuer));
+    attrs.insert("roles".to_owned(), texts(&p.roles));
+    attrs.insert("groups".to_owned(), texts(&p.groups));
+    put(&mut attrs, "client_id", p.client_id.as_deref().map(text));
+    put(&mut attrs, "peer_identity", facts.peer_identity.map(text));
+    let entity = Entity::new(caller_uid.clone(), attrs, Default::default())?;
+    Ok((caller_uid, entity))
+}
+
+fn disk(facts: &ReleaseFacts<'_>) -> anyhow::Result<(EntityUid, Entity)> {
+    let disk_uid = uid(&DISK, facts.disk_id);
+    let mut attrs = Attrs::new();
+    attrs.insert("id".to_owned(), text(facts.disk_id));
+    attrs.insert(
+        "described".to_owned(),
+        RestrictedExpression::new_bool(facts.disk.is_some()),
+    );
+    let mut tags = Vec::new();
+    if let Some(d) = facts.disk {
+        let optional = [
+            ("name", &d.disk_name),
+            ("zone", &d.zone_id),
+            ("type", &d.disk_type),
+            ("category", &d.disk_category),
+            ("status", &d.disk_status),
+            ("instance_id", &d.instance_id),
+        ];
+        for (name, value) in optional {
+            put(&mut attrs, name, value.as_deref().map(text));
+        }
+        put(
+            &mut attrs,
+            "size_gib",
+            d.disk_size_gib.map(RestrictedExpression::new_long),
+        );
+        tags = d
+            .tags
+            .iter()
+            .map(|(key, value)| (key.clone(), text(&tag_text(value))))
+            .collect();
+    }
+    let entity = Entity::new_with_tags(disk_uid.clone(), attrs, [], tags)?;
+    Ok((disk_uid, entity))
+}
+
+/// Tags are text to policies: a string as it is, anything else (a number
+/// Zenlayer might send) as its JSON, and no value as the empty string.
+fn tag_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// When and from where, as every action's context has it. The UTC parts
+/// are spelled out because Cedar's datetime has no weekday.
+fn clock(facts: &CallerFacts<'_>) -> Attrs {
+    let at = facts.at;
+    let mut context = Attrs::new();
+    let long = |n: u32| RestrictedExpression::new_long(i64::from(n));
+    context.insert(
+        "time".to_owned(),
+        RestrictedExpression::new_datetime(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+    );
+    context.insert(
+        "utc_weekday".to_owned(),
+        long(at.weekday().number_from_monday()),
+    );
+    context.insert("utc_hour".to_owned(), long(at.hour()));
+    context.insert("utc_minute".to_owned(), long(at.minute()));
+    put(
+        &mut context,
+        "caller_ip",
+        facts
+            .ip
+            .map(|ip| RestrictedExpression::new_ip(ip.to_string())),
+    );
+    context
+}
