@@ -20,4 +20,5 @@ pub mod simulator;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;
+pub mod transport;
 pub mod zenlayer;

@@ -7,8 +7,9 @@ use crate::health::{self, HealthState};
 use crate::metrics::Metrics;
 use crate::pb::{self, disk_service_server::DiskServiceServer};
 use crate::rpc::{CallContextLayer, DiskApi, ReleasePath, ReleaseReader};
-use crate::settings::{ServerSettings, Settings};
+use crate::settings::{ServerSettings, Settings, TransportLimits};
 use crate::tls::ServerTls;
+use crate::transport::{self, IntakeLayer};
 use crate::zenlayer::ZenlayerClient;
 use anyhow::Context as _;
 use sqlx::PgPool;
@@ -159,7 +160,9 @@ impl Application {
             timing,
             stop.clone(),
         );
-        let router = Server::builder()
+        let limits = &self.settings.server.limits;
+        let router = bounded_server(limits)
+            .layer(IntakeLayer::new(limits))
             .layer(CallContextLayer)
             .add_service(health_service)
             .add_service(reflection_v1()?)
@@ -179,14 +182,13 @@ impl Application {
         announce_transport(self.local_addr, self.tls.as_ref(), &self.settings.server);
         let serve = match self.tls {
             Some(tls) => {
-                Either::Left(router.serve_with_incoming_shutdown(
-                    tls.incoming(self.listener, stop.clone()),
-                    stopped,
-                ))
+                let incoming = transport::admit(tls.incoming(self.listener, stop.clone()), limits);
+                Either::Left(router.serve_with_incoming_shutdown(incoming, stopped))
             }
-            None => Either::Right(
-                router.serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stopped),
-            ),
+            None => {
+                let incoming = transport::admit(TcpListenerStream::new(self.listener), limits);
+                Either::Right(router.serve_with_incoming_shutdown(incoming, stopped))
+            }
         };
         let drained = Drain {
             stop: &self.stop,
@@ -197,6 +199,20 @@ impl Application {
         admin.abort();
         result
     }
+}
+
+/// tonic's server with the HTTP/2 bounds of `limits`. tonic leaves the
+/// number of streams per connection unbounded unless told; every other
+/// bound here is set explicitly so that README's defaults are the ones in
+/// force, whatever tonic's and hyper's defaults become.
+fn bounded_server(limits: &TransportLimits) -> Server {
+    Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .http2_max_header_list_size(limits.max_header_list_bytes)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .http2_max_pending_accept_reset_streams(Some(limits.max_pending_reset_streams))
+        .http2_max_local_error_reset_streams(Some(limits.max_local_error_resets))
 }
 
 /// Says how the listener is secured. Plaintext off loopback is allowed only

@@ -79,7 +79,7 @@ impl ReleasePath {
         let _in_flight = self.metrics.call_started();
         let authentication = self.authenticator.check(&received.headers).await;
         let raw = &received.message;
-        let parsed = ReleaseRequest::parse(&raw.disk_id, &raw.idempotency_key, &raw.reason);
+        let parsed = received.parse();
         let attempt = attempt::received(&call, &authentication, &received, parsed.as_ref().ok());
         let principal = authentication.principal.as_ref().map(|p| p.subject.clone());
         let concluded = match decide(received.bytes, parsed, authentication.result) {

@@ -7,6 +7,7 @@
 
 mod auth;
 mod database;
+mod limits;
 mod reader;
 mod server;
 mod source;
@@ -17,6 +18,7 @@ mod zenlayer;
 
 pub use self::auth::{AuthSettings, KeySourceSettings};
 pub use self::database::DatabaseSettings;
+pub use self::limits::TransportLimits;
 pub use self::server::ServerSettings;
 pub use self::telemetry::{LogFormat, TelemetrySettings};
 pub use self::tls::{TlsFiles, TlsSettings};
