@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod deadlines;
+mod faults;
 mod follow_up;
 mod get_release;
 mod group_commit;
