@@ -98,3 +98,61 @@ mod tests {
         assert_eq!(counter.second_message_at(&body), Some(PREFIX));
     }
 }
+
+/// Any messages, cut into any chunks: the second is found exactly where it
+/// begins, and never when there is only one.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Few cases in the usual run; `PROPTEST_CASES` asks for more. Failures
+    /// are not persisted to files: each one found is committed as a test.
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn a_second_message_is_found_where_it_begins_however_the_body_is_cut(
+            messages in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..4),
+            cuts in prop::collection::vec(1usize..30, 0..20),
+        ) {
+            let mut body = Vec::new();
+            let mut second_at = None;
+            for (i, payload) in messages.iter().enumerate() {
+                if i == 1 {
+                    second_at = Some(body.len());
+                }
+                body.push(0);
+                body.extend((payload.len() as u32).to_be_bytes());
+                body.extend(payload);
+            }
+            let mut counter = FrameCounter::default();
+            let (mut offset, mut found) = (0, None);
+            let mut rest = body.as_slice();
+            for cut in cuts.into_iter().chain(std::iter::once(usize::MAX)) {
+                let chunk = &rest[..cut.min(rest.len())];
+                if let Some(at) = counter.second_message_at(chunk) {
+                    found = Some(offset + at);
+                    break;
+                }
+                offset += chunk.len();
+                rest = &rest[chunk.len()..];
+                if rest.is_empty() {
+                    break;
+                }
+            }
+            prop_assert_eq!(found, second_at);
+        }
+    }
+}
