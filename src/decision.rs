@@ -4,7 +4,9 @@
 //! here and nowhere else.
 
 use crate::auth::AuthError;
+use crate::budget::OverBudget;
 use crate::domain::FieldViolation;
+use crate::freeze::Freeze;
 
 /// How the gateway decided on a call, as the audit trail, metrics and logs
 /// label it.
@@ -47,15 +49,24 @@ pub enum Refusal {
     /// A policy could not be evaluated, which denies; the ids of the
     /// policies that failed.
     PolicyError { policy_ids: Vec<String> },
+    /// An operator froze releases.
+    Frozen(Freeze),
+    /// Whether releases are frozen could not be read since start-up.
+    FreezeUnknown,
+    /// The release would exceed a release budget.
+    OverBudget(OverBudget),
 }
 
 impl Refusal {
     /// The decision this refusal is recorded under.
     pub fn decision(&self) -> Decision {
         match self {
-            Self::Denied(_) | Self::PolicyDenied { .. } | Self::PolicyError { .. } => {
-                Decision::Denied
-            }
+            Self::Denied(_)
+            | Self::PolicyDenied { .. }
+            | Self::PolicyError { .. }
+            | Self::Frozen(_)
+            | Self::FreezeUnknown
+            | Self::OverBudget(_) => Decision::Denied,
             Self::Invalid(_) | Self::KeyReused { .. } | Self::TooLarge { .. } => Decision::Invalid,
         }
     }
@@ -72,6 +83,9 @@ impl Refusal {
             Self::TooLarge { .. } => "MESSAGE_TOO_LARGE".to_owned(),
             Self::PolicyDenied { .. } => "POLICY_DENIED".to_owned(),
             Self::PolicyError { .. } => "POLICY_ERROR".to_owned(),
+            Self::Frozen(_) => "RELEASES_FROZEN".to_owned(),
+            Self::FreezeUnknown => "FREEZE_STATE_UNKNOWN".to_owned(),
+            Self::OverBudget(_) => "RELEASE_BUDGET_EXCEEDED".to_owned(),
         }
     }
 
@@ -81,9 +95,13 @@ impl Refusal {
             Self::PolicyDenied { policy_ids } | Self::PolicyError { policy_ids } => {
                 Some(policy_ids)
             }
-            Self::Invalid(_) | Self::Denied(_) | Self::KeyReused { .. } | Self::TooLarge { .. } => {
-                None
-            }
+            Self::Invalid(_)
+            | Self::Denied(_)
+            | Self::KeyReused { .. }
+            | Self::TooLarge { .. }
+            | Self::Frozen(_)
+            | Self::FreezeUnknown
+            | Self::OverBudget(_) => None,
         }
     }
 }

@@ -216,3 +216,83 @@ mod tests {
         assert_eq!(fields, ["disk_id", "idempotency_key", "reason"]);
     }
 }
+
+/// Request fields as any caller may send them.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Few cases in the usual run; `PROPTEST_CASES` asks for more. Failures
+    /// are not persisted to files: each one found is committed as a test.
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    fn id_shaped(c: char) -> bool {
+        c.is_ascii_alphanumeric() || c == '-' || c == '_'
+    }
+
+    /// Mostly id-like text with the odd stranger, or anything at all.
+    fn texts() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[A-Za-z0-9_-]{0,70}",
+            "[A-Za-z0-9_-]{0,10}[^A-Za-z0-9_-][A-Za-z0-9_-]{0,10}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn a_disk_id_is_accepted_exactly_when_it_has_the_documented_shape(value in texts()) {
+            let shaped = (1..=64).contains(&value.chars().count()) && value.chars().all(id_shaped);
+            match DiskId::parse(&value) {
+                Ok(id) => {
+                    prop_assert!(shaped);
+                    prop_assert_eq!(id.as_str(), value.as_str());
+                }
+                Err(violation) => {
+                    prop_assert!(!shaped);
+                    prop_assert_eq!(violation.field, "disk_id");
+                }
+            }
+        }
+
+        #[test]
+        fn an_idempotency_key_is_optional_and_otherwise_id_shaped(value in texts()) {
+            let shaped = value.chars().count() <= 64 && value.chars().all(id_shaped);
+            match IdempotencyKey::parse(&value) {
+                Ok(None) => prop_assert!(value.is_empty()),
+                Ok(Some(key)) => prop_assert_eq!(key.as_str(), value.as_str()),
+                Err(violation) => {
+                    prop_assert!(!shaped);
+                    prop_assert_eq!(violation.field, "idempotency_key");
+                }
+            }
+        }
+
+        #[test]
+        fn a_reason_is_kept_verbatim_or_refused(value in any::<String>()) {
+            let fits = value.chars().count() <= Reason::MAX_CHARS && !value.contains('\0');
+            match Reason::parse(&value) {
+                Ok(reason) => {
+                    prop_assert!(fits);
+                    prop_assert_eq!(reason.as_str(), value.as_str());
+                }
+                Err(violation) => {
+                    prop_assert!(!fits);
+                    prop_assert_eq!(violation.field, "reason");
+                }
+            }
+        }
+    }
+}

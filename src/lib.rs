@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod budget;
 pub mod database;
 pub mod deadline;
 pub mod decision;
@@ -24,4 +25,5 @@ pub mod startup;
 pub mod telemetry;
 pub mod tls;
 pub mod trail;
+pub mod transport;
 pub mod zenlayer;

@@ -8,10 +8,12 @@ use crate::metrics::Metrics;
 use crate::pb::{self, disk_service_server::DiskServiceServer};
 use crate::policy::Policies;
 use crate::rpc::{CallContextLayer, DiskApi, ReleasePath, ReleaseReader};
-use crate::settings::{ServerSettings, Settings};
+use crate::settings::{ServerSettings, Settings, TransportLimits};
 use crate::tls::ServerTls;
 use crate::trail::{Checkpointer, Trail, checkpoint::LogKey, spawn_checkpointer};
+use crate::transport::{self, IntakeLayer};
 use crate::zenlayer::ZenlayerClient;
+use crate::{freeze, rpc};
 use anyhow::Context as _;
 use sqlx::PgPool;
 use std::future::Future;
@@ -73,7 +75,12 @@ impl Application {
         )?;
         let pool = settings.database.pool().context("DATABASE_URL")?;
         let metrics = Metrics::new();
-        let audit = AuditLog::new(pool.clone(), metrics.clone());
+        let audit = AuditLog::new(
+            pool.clone(),
+            metrics.clone(),
+            settings.budgets,
+            rpc::budget_refusal,
+        );
         let audit_failures = audit.failures();
         let zenlayer = settings.zenlayer.client()?;
         let longest_call = zenlayer.longest_call();
@@ -91,11 +98,13 @@ impl Application {
             Some(path) => Some(Checkpointer::new(pool.clone(), LogKey::from_file(path)?)),
             None => None,
         };
+        let freeze = freeze::spawn_freeze_watch(pool.clone(), stop.clone()).await;
         let path = ReleasePath::new(
             authenticator,
             audit,
             zenlayer.clone(),
             policies,
+            freeze,
             metrics.clone(),
         );
         let api = DiskApi::new(path, reader, releases.clone());
@@ -199,7 +208,9 @@ impl Application {
                 "AUDIT_LOG_SIGNING_KEY_FILE is not set: no audit log checkpoints are signed, so tampering with the audit trail cannot be proven"
             ),
         }
-        let router = Server::builder()
+        let limits = &self.settings.server.limits;
+        let router = bounded_server(limits)
+            .layer(IntakeLayer::new(limits))
             .layer(CallContextLayer)
             .add_service(health_service)
             .add_service(reflection_v1()?)
@@ -219,14 +230,13 @@ impl Application {
         announce_transport(self.local_addr, self.tls.as_ref(), &self.settings.server);
         let serve = match self.tls {
             Some(tls) => {
-                Either::Left(router.serve_with_incoming_shutdown(
-                    tls.incoming(self.listener, stop.clone()),
-                    stopped,
-                ))
+                let incoming = transport::admit(tls.incoming(self.listener, stop.clone()), limits);
+                Either::Left(router.serve_with_incoming_shutdown(incoming, stopped))
             }
-            None => Either::Right(
-                router.serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stopped),
-            ),
+            None => {
+                let incoming = transport::admit(TcpListenerStream::new(self.listener), limits);
+                Either::Right(router.serve_with_incoming_shutdown(incoming, stopped))
+            }
         };
         let drained = Drain {
             stop: &self.stop,
@@ -243,6 +253,20 @@ impl Application {
         admin.abort();
         result
     }
+}
+
+/// tonic's server with the HTTP/2 bounds of `limits`. tonic leaves the
+/// number of streams per connection unbounded unless told; every other
+/// bound here is set explicitly so that README's defaults are the ones in
+/// force, whatever tonic's and hyper's defaults become.
+fn bounded_server(limits: &TransportLimits) -> Server {
+    Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .http2_max_header_list_size(limits.max_header_list_bytes)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .http2_max_pending_accept_reset_streams(Some(limits.max_pending_reset_streams))
+        .http2_max_local_error_reset_streams(Some(limits.max_local_error_resets))
 }
 
 /// Says how the listener is secured. Plaintext off loopback is allowed only

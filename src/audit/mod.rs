@@ -23,6 +23,7 @@ pub use record::{
 pub use store::CallRow;
 pub use upkeep::{Upkeep, spawn_upkeep};
 
+use crate::budget::Budgets;
 use crate::metrics::Metrics;
 use sqlx::PgPool;
 use std::future::Future;
@@ -32,6 +33,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
+pub use writer::BudgetRefusal;
 use writer::{Event, Writer};
 
 /// Backoff for outcome writes: a database blip of up to about half a
@@ -52,10 +54,12 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Starts the audit writer: call from within the runtime.
-    pub fn new(pool: PgPool, metrics: Metrics) -> Self {
+    /// Starts the audit writer, which enforces `budgets` (recording the
+    /// releases past them as `refusal` renders them): call from within the
+    /// runtime.
+    pub fn new(pool: PgPool, metrics: Metrics, budgets: Budgets, refusal: BudgetRefusal) -> Self {
         Self {
-            writer: Writer::spawn(pool.clone(), metrics.clone()),
+            writer: Writer::spawn(pool.clone(), metrics.clone(), budgets, refusal),
             pool,
             metrics,
             failures: Arc::new(watch::Sender::new(0)),
@@ -110,7 +114,7 @@ impl AuditLog {
         };
         match self.measured(record, self.writer.write(event)).await? {
             Recorded::Stored { log_index } => Ok(log_index),
-            Recorded::KeyTaken(_) => Ok(None),
+            Recorded::KeyTaken(_) | Recorded::OverBudget { .. } => Ok(None),
         }
     }
 

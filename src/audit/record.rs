@@ -147,6 +147,11 @@ pub enum Recorded {
     Stored { log_index: Option<u64> },
     /// Nothing stored: another call holds the key.
     KeyTaken(PriorCall),
+    /// Stored as a refusal: the release would exceed a budget.
+    OverBudget {
+        over: crate::budget::OverBudget,
+        log_index: Option<u64>,
+    },
 }
 
 impl Attempt {

@@ -185,6 +185,48 @@ pub(super) async fn key_holder(
     }))
 }
 
+/// Takes the release-budget lock for this transaction: replicas check
+/// budgets one at a time, each seeing what the one before committed.
+pub(super) async fn lock_budgets(db: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('zenlayer-gateway release budgets', 7215))"
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A release a budget counts.
+#[derive(Debug, Clone)]
+pub(super) struct Counted {
+    pub issuer: Option<String>,
+    pub principal: Option<String>,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The releases of the last `window` that Zenlayer may have acted on:
+/// allowed and sent (not replays), and not ended `failed` (a refusal by
+/// Zenlayer, a call never sent, or a pre-flight that stopped it), oldest
+/// first. Pending and unknown releases count.
+pub(super) async fn counted_releases(
+    db: &mut PgConnection,
+    window: Duration,
+) -> Result<Vec<Counted>, sqlx::Error> {
+    sqlx::query_as!(
+        Counted,
+        "SELECT a.issuer, a.principal, a.received_at
+         FROM audit.release_attempts a
+         WHERE a.decision = 'allowed' AND a.replay_of IS NULL
+           AND a.received_at > clock_timestamp() - make_interval(secs => $1)
+           AND NOT EXISTS (SELECT 1 FROM audit.release_outcomes o
+                           WHERE o.call_id = a.call_id AND o.outcome = 'failed')
+         ORDER BY a.received_at",
+        window.as_secs_f64(),
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// The log index of each of `calls`' attempt events.
 pub(super) async fn attempt_indexes(
     db: &mut PgConnection,

@@ -19,15 +19,25 @@
 //! batch of several records (a constraint, not a lost connection), each is
 //! written again on its own, so only the bad one fails.
 //!
+//! **Budgets.** When release budgets are set, a batch holding releases
+//! runs as a transaction that first takes one advisory lock (so replicas
+//! check budgets one at a time), then counts the releases in each window
+//! with a fresh snapshot (everything committed by whoever held the lock
+//! before), allots slots to the batch's releases in order, and records those
+//! past a budget as refusals in the same statement. Two replicas can never
+//! both take the last slot; batches without releases skip all of this.
+//!
 //! While a batch commits the next one gathers; at most
 //! [`CONCURRENT_BATCHES`] are in flight, so under load batches grow instead
 //! of queueing for connections, and a lone call is written at once.
 
 use super::batch::Batch;
 use super::error::AuditError;
-use super::record::{Attempt, Claim, OutcomeRecord, PriorCall, Recorded};
+use super::record::{Attempt, Claim, OutcomeRecord, PriorCall, Recorded, RefusalRecord};
 use super::store;
+use crate::budget::{Budget, BudgetScope, Budgets, OverBudget};
 use crate::metrics::Metrics;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,12 +89,29 @@ impl std::fmt::Debug for Job {
     }
 }
 
+/// How a release refused for its budget is recorded: the rendering the
+/// caller's answer comes from (the RPC layer's, handed in at start-up).
+pub type BudgetRefusal = fn(&OverBudget) -> RefusalRecord;
+
+/// What every batch is written with.
+#[derive(Debug, Clone)]
+struct Rules {
+    pool: PgPool,
+    budgets: Budgets,
+    refusal: BudgetRefusal,
+}
+
 impl Writer {
     /// Starts the writer; it stops once every `Writer` is dropped and the
     /// queue is empty.
-    pub fn spawn(pool: PgPool, metrics: Metrics) -> Self {
+    pub fn spawn(pool: PgPool, metrics: Metrics, budgets: Budgets, refusal: BudgetRefusal) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(pool, metrics, jobs));
+        let rules = Rules {
+            pool,
+            budgets,
+            refusal,
+        };
+        tokio::spawn(run(rules, metrics, jobs));
         Self { queue }
     }
 
@@ -100,7 +127,7 @@ impl Writer {
     }
 }
 
-async fn run(pool: PgPool, metrics: Metrics, mut queue: mpsc::Receiver<Job>) {
+async fn run(rules: Rules, metrics: Metrics, mut queue: mpsc::Receiver<Job>) {
     let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
     loop {
         let slot = slots
@@ -112,11 +139,11 @@ async fn run(pool: PgPool, metrics: Metrics, mut queue: mpsc::Receiver<Job>) {
         if queue.recv_many(&mut jobs, MAX_BATCH).await == 0 {
             return;
         }
-        let pool = pool.clone();
+        let rules = rules.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
             metrics.audit_batch(jobs.len());
-            commit(&pool, jobs).await;
+            commit(&rules, jobs).await;
             drop(slot);
         });
     }
@@ -124,8 +151,8 @@ async fn run(pool: PgPool, metrics: Metrics, mut queue: mpsc::Receiver<Job>) {
 
 /// Writes `jobs` and answers each; alone, one by one, if the database
 /// refused them together.
-async fn commit(pool: &PgPool, jobs: Vec<Job>) {
-    match write(pool, &jobs).await {
+async fn commit(rules: &Rules, jobs: Vec<Job>) {
+    match write(rules, &jobs).await {
         Ok(results) => {
             for (job, result) in jobs.into_iter().zip(results) {
                 let _ = job.reply.send(result);
@@ -136,7 +163,7 @@ async fn commit(pool: &PgPool, jobs: Vec<Job>) {
         {
             tracing::warn!(error = %error, records = jobs.len(), "the audit database refused a batch; writing its records one by one");
             for job in jobs {
-                let result = write(pool, std::slice::from_ref(&job)).await;
+                let result = write(rules, std::slice::from_ref(&job)).await;
                 let result = result.and_then(|mut results| results.remove(0));
                 let _ = job.reply.send(result);
             }
@@ -149,25 +176,32 @@ async fn commit(pool: &PgPool, jobs: Vec<Job>) {
     }
 }
 
-/// One statement for all of `jobs`, then, for any attempt whose claim was
-/// lost, the call holding its key.
+/// One statement for all of `jobs` (in a budget-checking transaction when
+/// they hold releases and budgets are set), then, for any attempt whose
+/// claim was lost, the call holding its key.
 async fn write(
-    pool: &PgPool,
+    rules: &Rules,
     jobs: &[Job],
 ) -> Result<Vec<Result<Recorded, AuditError>>, AuditError> {
-    let mut batch = Batch::default();
-    for job in jobs {
-        match &job.event {
-            Event::Attempt { attempt, claim } => batch.attempt(attempt, claim.as_ref()),
-            Event::Concluded { attempt, outcome } => {
-                batch.attempt(attempt, None);
-                batch.outcome(outcome);
-            }
-            Event::Outcome(outcome) => batch.outcome(outcome),
-        }
-    }
-    let mut db = pool.acquire().await?;
-    let stored = store::write_batch(&mut db, &batch).await?;
+    let releases: Vec<usize> = (0..jobs.len())
+        .filter(
+            |&i| matches!(&jobs[i].event, Event::Attempt { attempt, .. } if is_release(attempt)),
+        )
+        .collect();
+    let mut db = rules.pool.acquire().await?;
+    let (stored, over) = if rules.budgets.any() && !releases.is_empty() {
+        let mut tx = sqlx::Connection::begin(&mut *db).await?;
+        store::lock_budgets(&mut tx).await?;
+        let counted = store::counted_releases(&mut tx, rules.budgets.longest_window()).await?;
+        let over = allot(&rules.budgets, &counted, jobs, &releases, Utc::now());
+        let batch = batch_of(jobs, &over, rules.refusal);
+        let stored = store::write_batch(&mut tx, &batch).await?;
+        tx.commit().await?;
+        (stored, over)
+    } else {
+        let batch = batch_of(jobs, &HashMap::new(), rules.refusal);
+        (store::write_batch(&mut db, &batch).await?, HashMap::new())
+    };
     // Committed: from here on nothing may fail the batch. The receipts are
     // read back once (the log numbers events after the statement).
     let indexes: HashMap<Uuid, u64> = match store::attempt_indexes(&mut db, &stored).await {
@@ -178,8 +212,12 @@ async fn write(
         }
     };
     let mut results = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    for (i, job) in jobs.iter().enumerate() {
         let result = match &job.event {
+            Event::Attempt { attempt, .. } if over.contains_key(&i) => Ok(Recorded::OverBudget {
+                over: over[&i].clone(),
+                log_index: indexes.get(&attempt.call_id).copied(),
+            }),
             Event::Attempt {
                 attempt,
                 claim: Some(claim),
@@ -194,6 +232,117 @@ async fn write(
         results.push(result);
     }
     Ok(results)
+}
+
+/// A release: an allowed call about to be forwarded (not a refusal, not a
+/// replay), the only kind a budget counts.
+fn is_release(attempt: &Attempt) -> bool {
+    attempt.refusal.is_none() && attempt.replay_of.is_none()
+}
+
+/// The batch's columns; the releases past a budget (`over`) are recorded
+/// as refusals, claiming no key.
+fn batch_of(jobs: &[Job], over: &HashMap<usize, OverBudget>, refusal: BudgetRefusal) -> Batch {
+    let mut batch = Batch::default();
+    for (i, job) in jobs.iter().enumerate() {
+        match &job.event {
+            Event::Attempt { attempt, claim } => match over.get(&i) {
+                Some(over) => {
+                    let mut refused = attempt.clone();
+                    refused.refusal = Some(refusal(over));
+                    batch.attempt(&refused, None);
+                }
+                None => batch.attempt(attempt, claim.as_ref()),
+            },
+            Event::Concluded { attempt, outcome } => {
+                batch.attempt(attempt, None);
+                batch.outcome(outcome);
+            }
+            Event::Outcome(outcome) => batch.outcome(outcome),
+        }
+    }
+    batch
+}
+
+/// A caller, as budgets count it: token issuer and subject.
+type Principal = (Option<String>, Option<String>);
+
+/// Gives the batch's releases (in order) the slots the budgets have left
+/// after `counted` (the releases already in their windows, oldest first);
+/// returns those that get none, with when a slot frees.
+fn allot(
+    budgets: &Budgets,
+    counted: &[store::Counted],
+    jobs: &[Job],
+    releases: &[usize],
+    now: DateTime<Utc>,
+) -> HashMap<usize, OverBudget> {
+    let within = |budget: &Budget, at: &DateTime<Utc>| {
+        now.signed_duration_since(*at).to_std().unwrap_or_default() < budget.window
+    };
+    let mut total: Vec<DateTime<Utc>> = match &budgets.total {
+        Some(b) => counted
+            .iter()
+            .map(|c| c.received_at)
+            .filter(|t| within(b, t))
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut per: HashMap<Principal, Vec<DateTime<Utc>>> = HashMap::new();
+    if let Some(b) = &budgets.per_principal {
+        for c in counted.iter().filter(|c| within(b, &c.received_at)) {
+            per.entry((c.issuer.clone(), c.principal.clone()))
+                .or_default()
+                .push(c.received_at);
+        }
+    }
+    let mut over = HashMap::new();
+    for &i in releases {
+        let Event::Attempt { attempt, .. } = &jobs[i].event else {
+            continue;
+        };
+        let key = (
+            attempt.caller.issuer.clone(),
+            attempt.caller.principal.clone(),
+        );
+        let mine = per.entry(key).or_default();
+        let exceeded = [
+            (BudgetScope::Principal, budgets.per_principal, &*mine),
+            (BudgetScope::Total, budgets.total, &total),
+        ]
+        .into_iter()
+        .find_map(|(scope, budget, times)| {
+            let budget = budget?;
+            (times.len() >= budget.limit as usize).then(|| OverBudget {
+                scope,
+                budget,
+                retry_after: slot_frees(times, &budget, now),
+            })
+        });
+        match exceeded {
+            Some(refused) => {
+                over.insert(i, refused);
+            }
+            None => {
+                mine.push(now);
+                total.push(now);
+            }
+        }
+    }
+    over
+}
+
+/// When the window drops below the limit again: once the release that
+/// keeps it full (the (n - limit + 1)th oldest of n) is out of it.
+fn slot_frees(times: &[DateTime<Utc>], budget: &Budget, now: DateTime<Utc>) -> std::time::Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    let keeping = sorted.len() - budget.limit as usize;
+    let frees = sorted[keeping] + chrono::Duration::from_std(budget.window).unwrap_or_default();
+    frees
+        .signed_duration_since(now)
+        .to_std()
+        .unwrap_or_default()
 }
 
 /// Who holds the key a claim lost. A key freed or purged since is, for the

@@ -194,3 +194,80 @@ fn printable(value: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The `authorization` metadata and the token in it, as any caller may send
+/// them: never a panic, and a token handed on only in the documented shape.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Few cases in the usual run; `PROPTEST_CASES` asks for more. Failures
+    /// are not persisted to files: each one found is committed as a test.
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    fn policy() -> TokenPolicy {
+        TokenPolicy {
+            issuer: "https://issuer.example".to_owned(),
+            audience: "zenlayer-gateway".to_owned(),
+            algorithms: vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
+            leeway_seconds: 30,
+            roles_claim: "roles".to_owned(),
+            groups_claim: "groups".to_owned(),
+        }
+    }
+
+    /// Values that are sometimes `Bearer <something>`, sometimes anything.
+    fn authorization() -> impl Strategy<Value = Vec<u8>> {
+        let shaped = ("[bB][eE][aA][rR][eE][rR]", "[ \\t]{0,3}", "[ -~]{0,64}")
+            .prop_map(|(scheme, gap, token)| format!("{scheme} {gap}{token}").into_bytes());
+        prop_oneof![prop::collection::vec(any::<u8>(), 0..96), shaped]
+    }
+
+    /// Three dot-separated parts of base64url-ish text, or anything.
+    fn tokens() -> impl Strategy<Value = String> {
+        let part = "[A-Za-z0-9_=+/-]{0,48}";
+        prop_oneof![
+            (part, part, part).prop_map(|(a, b, c)| format!("{a}.{b}.{c}")),
+            "[ -~]{0,128}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn a_token_is_taken_only_from_a_bearer_value(values in prop::collection::vec(authorization(), 0..3)) {
+            let mut headers = HeaderMap::new();
+            for value in &values {
+                if let Ok(value) = http::HeaderValue::from_bytes(value) {
+                    headers.append(http::header::AUTHORIZATION, value);
+                }
+            }
+            if let Ok(token) = bearer_token(&headers) {
+                prop_assert_eq!(headers.get_all(http::header::AUTHORIZATION).iter().count(), 1);
+                prop_assert!(!token.is_empty() && token.len() <= MAX_TOKEN_BYTES);
+                prop_assert_eq!(token, token.trim());
+                let value = headers[http::header::AUTHORIZATION].to_str().unwrap();
+                prop_assert!(value.trim()[..6].eq_ignore_ascii_case("bearer"));
+                prop_assert!(value.ends_with(token) || value.trim_end().ends_with(token));
+            }
+        }
+
+        #[test]
+        fn no_token_passes_without_a_key(token in tokens()) {
+            let keys = KeySet::default();
+            let _ = names_unknown_key(&token, &keys, &policy());
+            prop_assert!(verify(&token, &keys, &policy()).is_err());
+        }
+    }
+}

@@ -108,3 +108,34 @@ pub struct ConfirmationRow {
     pub disk_status: Option<String>,
     pub recorded_by: String,
 }
+
+/// A freeze or unfreeze of releases (`audit.release_freezes`): an event of
+/// the log that belongs to no call.
+#[derive(Debug, Clone)]
+pub struct FreezeEvent {
+    pub log_index: i64,
+    pub recorded_at: DateTime<Utc>,
+    pub freeze_id: i64,
+    /// `freeze` or `unfreeze`.
+    pub action: String,
+    pub reason: String,
+    /// The database login that ran the command.
+    pub operator: String,
+}
+
+/// One exported entry of the log.
+#[derive(Debug, Clone)]
+pub enum Exported {
+    Call(Box<AuditEvent>),
+    Freeze(FreezeEvent),
+}
+
+impl Exported {
+    /// The entry's place in the log: its cursor.
+    pub fn log_index(&self) -> i64 {
+        match self {
+            Self::Call(event) => event.log_index,
+            Self::Freeze(freeze) => freeze.log_index,
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! for column (every column always present, null when empty). Every line
 //! carries its call's attempt, so a consumer needs no join.
 
-use super::event::{AttemptRow, AuditEvent, ConfirmationRow, OutcomeRow, Stage};
+use super::event::{AttemptRow, AuditEvent, ConfirmationRow, FreezeEvent, OutcomeRow, Stage};
 use super::time::rfc3339;
 use serde_json::{Value, json};
 
@@ -23,6 +23,24 @@ pub fn render(event: &AuditEvent) -> Value {
         Stage::Confirmation(row) => line["confirmation"] = confirmation(row),
     }
     line
+}
+
+/// A freeze or unfreeze: no call, so no attempt; the freeze row instead.
+pub fn render_freeze(f: &FreezeEvent) -> Value {
+    json!({
+        "log_index": f.log_index,
+        "kind": "freeze",
+        "call_id": null,
+        "row_id": f.freeze_id,
+        "recorded_at": rfc3339(f.recorded_at),
+        "freeze": {
+            "freeze_id": f.freeze_id,
+            "action": f.action,
+            "reason": f.reason,
+            "operator": f.operator,
+            "recorded_at": rfc3339(f.recorded_at),
+        },
+    })
 }
 
 fn attempt(a: &AttemptRow) -> Value {

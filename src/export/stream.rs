@@ -6,7 +6,7 @@
 //! reading, and a poll after a lost connection finds everything the
 //! connection missed, which notifications would not.
 
-use super::event::AuditEvent;
+use super::event::Exported;
 use super::options::{ExportOptions, Format, Start};
 use super::trail::{self, TrailError};
 use sqlx::PgPool;
@@ -58,10 +58,14 @@ pub async fn run(
             Err(error) => return Err(error.into()),
         };
         (answered, pause) = (true, RETRY_FIRST);
-        let full = page.len() as i64 == options.page_size;
+        let calls = page
+            .iter()
+            .filter(|e| matches!(e, Exported::Call(_)))
+            .count();
+        let full = calls as i64 == options.page_size;
         for event in &page {
             write_line(out, options.format, event)?;
-            cursor = event.log_index;
+            cursor = event.log_index();
             last = Some(cursor);
         }
         out.flush()?;
@@ -89,15 +93,17 @@ async fn start_cursor(pool: &PgPool, start: &Start) -> Result<i64, TrailError> {
     }
 }
 
-async fn read_page(pool: &PgPool, cursor: i64, limit: i64) -> Result<Vec<AuditEvent>, TrailError> {
+async fn read_page(pool: &PgPool, cursor: i64, limit: i64) -> Result<Vec<Exported>, TrailError> {
     let mut db = pool.acquire().await?;
     trail::page(&mut db, cursor, limit).await
 }
 
-fn write_line(out: &mut impl Write, format: Format, event: &AuditEvent) -> std::io::Result<()> {
-    let line = match format {
-        Format::Jsonl => super::jsonl::render(event),
-        Format::Ocsf => super::ocsf::render(event),
+fn write_line(out: &mut impl Write, format: Format, event: &Exported) -> std::io::Result<()> {
+    let line = match (format, event) {
+        (Format::Jsonl, Exported::Call(event)) => super::jsonl::render(event),
+        (Format::Jsonl, Exported::Freeze(freeze)) => super::jsonl::render_freeze(freeze),
+        (Format::Ocsf, Exported::Call(event)) => super::ocsf::render(event),
+        (Format::Ocsf, Exported::Freeze(freeze)) => super::ocsf::render_freeze(freeze),
     };
     serde_json::to_writer(&mut *out, &line)?;
     out.write_all(b"\n")

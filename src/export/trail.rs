@@ -2,7 +2,9 @@
 //! events after a cursor. Everything here only reads, so an `audit_reader`
 //! login is all it needs.
 
-use super::event::{AttemptRow, AuditEvent, ConfirmationRow, OutcomeRow, Stage};
+use super::event::{
+    AttemptRow, AuditEvent, ConfirmationRow, Exported, FreezeEvent, OutcomeRow, Stage,
+};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
@@ -35,13 +37,61 @@ pub async fn cursor_before(db: &mut PgConnection, since: DateTime<Utc>) -> Resul
     Ok(first - 1)
 }
 
-/// Up to `limit` events after `cursor`, in log order. `log_index` is handed
-/// out in commit order (the next index waits for the transaction holding
-/// the previous one to end), so once an event is visible every event before
-/// it is too: reading after the last index seen never skips one.
+/// Up to `limit` calls' events after `cursor`, with the freezes among
+/// them, in log order. `log_index` is handed out in commit order (the next
+/// index waits for the transaction holding the previous one to end), so
+/// once an event is visible every event before it is too: reading after
+/// the last index seen never skips one. Both reads stop at the log's size
+/// as first read, so an event committed between them cannot slip past.
 pub async fn page(
     db: &mut PgConnection,
     cursor: i64,
+    limit: i64,
+) -> Result<Vec<Exported>, TrailError> {
+    let end = sqlx::query_scalar!("SELECT size FROM audit.log_head")
+        .fetch_optional(&mut *db)
+        .await?
+        .unwrap_or(0);
+    let calls = call_page(db, cursor, end, limit).await?;
+    // A full page ends at its last event; the rest waits for the next one.
+    let upto = match calls.last() {
+        Some(last) if calls.len() as i64 == limit => last.log_index + 1,
+        _ => end,
+    };
+    let freezes = freezes_between(db, cursor, upto).await?;
+    let mut page: Vec<Exported> = calls
+        .into_iter()
+        .map(|event| Exported::Call(Box::new(event)))
+        .chain(freezes.into_iter().map(Exported::Freeze))
+        .collect();
+    page.sort_by_key(Exported::log_index);
+    Ok(page)
+}
+
+/// The freezes and unfreezes with `cursor < log_index < upto`.
+async fn freezes_between(
+    db: &mut PgConnection,
+    cursor: i64,
+    upto: i64,
+) -> Result<Vec<FreezeEvent>, TrailError> {
+    Ok(sqlx::query_as!(
+        FreezeEvent,
+        "SELECT e.log_index, f.recorded_at, f.freeze_id, f.action, f.reason, f.operator
+         FROM audit.events e
+         JOIN audit.release_freezes f ON e.kind = 'freeze' AND f.freeze_id = e.row_id
+         WHERE e.log_index > $1 AND e.log_index < $2
+         ORDER BY e.log_index",
+        cursor,
+        upto,
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+async fn call_page(
+    db: &mut PgConnection,
+    cursor: i64,
+    end: i64,
     limit: i64,
 ) -> Result<Vec<AuditEvent>, TrailError> {
     let rows = sqlx::query!(
@@ -72,11 +122,12 @@ pub async fn page(
            LEFT JOIN audit.release_outcomes o ON e.kind = 'outcome' AND o.outcome_id = e.row_id
            LEFT JOIN audit.release_confirmations f
                   ON e.kind = 'confirmation' AND f.confirmation_id = e.row_id
-           WHERE e.log_index > $1
+           WHERE e.log_index > $1 AND e.log_index < $3
            ORDER BY e.log_index
            LIMIT $2"#,
         cursor,
         limit,
+        end,
     )
     .fetch_all(db)
     .await?;

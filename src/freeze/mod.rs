@@ -5,42 +5,10 @@
 //! notification, a dropped connection), and refuses releases while frozen.
 //! Operators flip it with `zenlayer-gateway freeze` / `unfreeze`.
 
+mod state;
 mod store;
 mod watch;
 
+pub use state::{Freeze, FreezeState};
 pub use store::{FreezeAction, FreezeRecord, current, record_freeze};
 pub use watch::{FreezeWatch, spawn_freeze_watch};
-
-use chrono::{DateTime, Utc};
-
-/// Whether releases may go ahead, as this gateway last read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FreezeState {
-    /// Not read yet (the database has not answered since start-up):
-    /// releases wait for it, as they wait for the audit trail.
-    Unknown,
-    Open,
-    Frozen(Freeze),
-}
-
-/// A freeze in force.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Freeze {
-    pub reason: String,
-    pub operator: String,
-    pub since: DateTime<Utc>,
-}
-
-impl FreezeState {
-    /// The state the newest record says.
-    pub fn of(newest: Option<FreezeRecord>) -> Self {
-        match newest {
-            Some(record) if record.action == FreezeAction::Freeze => Self::Frozen(Freeze {
-                reason: record.reason,
-                operator: record.operator,
-                since: record.recorded_at,
-            }),
-            Some(_) | None => Self::Open,
-        }
-    }
-}

@@ -1,7 +1,8 @@
 //! Keeps the freeze state current: a LISTEN on the freezes channel for
 //! speed, a read every second for certainty.
 
-use super::{FreezeState, store};
+use super::state::FreezeState;
+use super::store;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use std::time::Duration;

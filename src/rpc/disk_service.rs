@@ -8,8 +8,10 @@
 use super::CallContext;
 use super::explain;
 use super::get_release::{ReadFrom, ReleaseReader};
-use super::received::Received;
+use super::outcome::{Audited, Outcome};
+use super::received::{self, Received};
 use super::release::ReleasePath;
+use crate::decision::Refusal;
 use crate::pb::disk_service_server::DiskService;
 use crate::pb::{
     ConsistencyProof, ConsistencyProofRequest, GetReleaseRequest, Release, ReleaseDiskRequest,
@@ -73,6 +75,15 @@ impl DiskService for DiskApi {
         request: Request<GetReleaseRequest>,
     ) -> Result<Response<Release>, Status> {
         let call = CallContext::of(&request);
+        if received::several_messages(&request) {
+            // A read leaves no audit record, so neither does this refusal.
+            let violation = received::several_messages_violation();
+            let outcome = Outcome {
+                audited: Audited::No,
+                ..explain::refused(&Refusal::Invalid(vec![violation]))
+            };
+            return Err(outcome.status(&call));
+        }
         let peer_identity = peer_identity(&request);
         let release = self
             .reader

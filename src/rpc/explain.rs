@@ -6,6 +6,7 @@ use super::codes::code_from_name;
 use super::outcome::{Audited, DESCRIBE_DISKS, Outcome, RELEASE_DISK, Upstream};
 use crate::audit::{Answer, OutcomeKind};
 use crate::auth::Verdict;
+use crate::budget::BudgetScope;
 use crate::decision::Refusal;
 use crate::domain::DiskId;
 use crate::zenlayer::{Accepted, DiskSnapshot, Fate, UpstreamError};
@@ -77,6 +78,39 @@ pub(super) fn refused(refusal: &Refusal) -> Outcome {
             "POLICY_ERROR",
             "a policy could not be evaluated for this call, which denies it; nothing was released. Operators: the gateway's log names the policy and the error".to_owned(),
         ),
+        Refusal::Frozen(freeze) => (
+            Code::FailedPrecondition,
+            "RELEASES_FROZEN",
+            format!(
+                "releases are frozen since {} by {}: {}. Nothing was released; retry once an operator runs `zenlayer-gateway unfreeze`",
+                freeze.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                freeze.operator,
+                freeze.reason
+            ),
+        ),
+        Refusal::FreezeUnknown => (
+            Code::Unavailable,
+            "FREEZE_STATE_UNKNOWN",
+            "whether releases are frozen cannot be read from the audit database yet, so nothing was released; retry shortly".to_owned(),
+        ),
+        Refusal::OverBudget(over) => (
+            Code::ResourceExhausted,
+            "RELEASE_BUDGET_EXCEEDED",
+            format!(
+                "{} of {} is used up; nothing was released. A slot frees in {} s (RetryInfo)",
+                match over.scope {
+                    BudgetScope::Principal => "your release budget",
+                    BudgetScope::Total => "the gateway's release budget for all callers",
+                },
+                over.budget,
+                over.retry_after.as_secs().max(1)
+            ),
+        ),
+    };
+    let retry_after = match refusal {
+        Refusal::OverBudget(over) => Some(over.retry_after.max(std::time::Duration::from_secs(1))),
+        Refusal::FreezeUnknown => Some(std::time::Duration::from_secs(1)),
+        _ => None,
     };
     let violations = match refusal {
         Refusal::Invalid(violations) => violations.clone(),
@@ -84,13 +118,17 @@ pub(super) fn refused(refusal: &Refusal) -> Outcome {
         | Refusal::KeyReused { .. }
         | Refusal::TooLarge { .. }
         | Refusal::PolicyDenied { .. }
-        | Refusal::PolicyError { .. } => Vec::new(),
+        | Refusal::PolicyError { .. }
+        | Refusal::Frozen(_)
+        | Refusal::FreezeUnknown
+        | Refusal::OverBudget(_) => Vec::new(),
     };
     Outcome {
         decision: refusal.decision(),
         violations,
         refusal_reason: Some(refusal.reason()),
         policy_ids: refusal.policy_ids().map(<[String]>::to_vec),
+        retry_after,
         ..Outcome::new(code, reason, message, Fate::NotActed)
     }
 }

@@ -22,3 +22,12 @@ pub use get_release::ReleaseReader;
 pub use outcome::{Audited, Outcome, Upstream};
 pub use release::{MAX_REQUEST_BYTES, ReleasePath};
 pub use render::{ERROR_DOMAIN, Reply};
+
+/// How the audit trail records a release refused for its budget: rendered
+/// here, from the same outcome the caller is answered with, and handed to
+/// the audit writer, which makes that decision in the attempt's transaction.
+pub fn budget_refusal(over: &crate::budget::OverBudget) -> crate::audit::RefusalRecord {
+    explain::refused(&crate::decision::Refusal::OverBudget(over.clone()))
+        .refusal_record()
+        .expect("a refusal has a refusal record")
+}

@@ -23,6 +23,7 @@ use crate::audit::{Answer, Attempt, AuditLog, Claim, OutcomeKind, PriorCall, Rec
 use crate::auth::{AuthError, Authenticator, Authorized};
 use crate::decision::Refusal;
 use crate::domain::ReleaseRequest;
+use crate::freeze::{FreezeState, FreezeWatch};
 use crate::metrics::Metrics;
 use crate::policy::{CallerFacts, Judgement, Policies, ReleaseFacts, Verdict};
 use crate::zenlayer::{DiskSnapshot, ZenlayerClient};
@@ -37,6 +38,7 @@ pub struct ReleasePath {
     audit: AuditLog,
     zenlayer: ZenlayerClient,
     policies: Policies,
+    freeze: FreezeWatch,
     metrics: Metrics,
 }
 
@@ -68,6 +70,7 @@ impl ReleasePath {
         audit: AuditLog,
         zenlayer: ZenlayerClient,
         policies: Policies,
+        freeze: FreezeWatch,
         metrics: Metrics,
     ) -> Self {
         Self {
@@ -75,6 +78,7 @@ impl ReleasePath {
             audit,
             zenlayer,
             policies,
+            freeze,
             metrics,
         }
     }
@@ -85,14 +89,15 @@ impl ReleasePath {
         let _in_flight = self.metrics.call_started();
         let authentication = self.authenticator.check(&received.headers).await;
         let raw = &received.message;
-        let parsed = ReleaseRequest::parse(&raw.disk_id, &raw.idempotency_key, &raw.reason);
+        let parsed = received.parse();
         let mut attempt =
             attempt::received(&call, &authentication, &received, parsed.as_ref().ok());
         // Every call records the set in force; one the policies decide,
         // the set that decided it.
         attempt.policy_set_hash = Some(self.policies.set_hash().to_string());
         let principal = authentication.principal.as_ref().map(|p| p.subject.clone());
-        let concluded = match decide(received.bytes, parsed, authentication.result) {
+        let freeze = self.freeze.current();
+        let concluded = match decide(received.bytes, parsed, authentication.result, &freeze) {
             Ok((request, caller)) => {
                 self.forward(&call, attempt, &caller, &request, received.peer)
                     .await
@@ -146,7 +151,7 @@ impl ReleasePath {
         attempt.refusal = outcome.refusal_record();
         match self.audit.record_attempt(&attempt, None).await {
             Ok(Recorded::Stored { log_index }) => outcome.log_index = log_index,
-            Ok(Recorded::KeyTaken(_)) => {}
+            Ok(Recorded::KeyTaken(_) | Recorded::OverBudget { .. }) => {}
             Err(error) => {
                 tracing::error!(error = %error, attempt = ?attempt, "a refused call could not be recorded in the audit trail; this log line is its record");
                 outcome.audited = Audited::No;
@@ -210,6 +215,13 @@ impl ReleasePath {
             Ok(Recorded::Stored { log_index }) => log_index,
             Ok(Recorded::KeyTaken(holder)) => {
                 return Concluded::answered(self.replay(call, attempt, holder, request).await);
+            }
+            Ok(Recorded::OverBudget { over, log_index }) => {
+                let refusal = Refusal::OverBudget(over);
+                alerts::refusal(&refusal);
+                let mut outcome = explain::refused(&refusal);
+                outcome.log_index = log_index;
+                return Concluded::answered(outcome);
             }
             Err(error) => {
                 alerts::audit_unavailable(&error);
@@ -384,11 +396,13 @@ pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
 /// The decision, made once: an oversized or invalid request is refused
 /// before the caller is judged (so callers learn of their own mistakes
-/// first), then the caller's token and role.
+/// first), then the caller's token and role, then a freeze (which only a
+/// caller who may release hears of).
 fn decide(
     bytes: usize,
     parsed: Result<ReleaseRequest, Vec<crate::domain::FieldViolation>>,
     authorized: Result<Authorized, AuthError>,
+    freeze: &FreezeState,
 ) -> Result<(ReleaseRequest, Authorized), Refusal> {
     if bytes > MAX_REQUEST_BYTES {
         return Err(Refusal::TooLarge {
@@ -398,7 +412,11 @@ fn decide(
     }
     let request = parsed.map_err(Refusal::Invalid)?;
     let caller = authorized.map_err(Refusal::Denied)?;
-    Ok((request, caller))
+    match freeze {
+        FreezeState::Open => Ok((request, caller)),
+        FreezeState::Frozen(freeze) => Err(Refusal::Frozen(freeze.clone())),
+        FreezeState::Unknown => Err(Refusal::FreezeUnknown),
+    }
 }
 
 /// What the pre-flight saw, judged: the refusal of a disk that is not

@@ -6,7 +6,9 @@
 //! them, and they are exposed only where a client is built.
 
 mod auth;
+mod budget;
 mod database;
+mod limits;
 mod policy;
 mod reader;
 mod server;
@@ -19,6 +21,7 @@ mod zenlayer;
 
 pub use self::auth::{AuthSettings, KeySourceSettings};
 pub use self::database::DatabaseSettings;
+pub use self::limits::TransportLimits;
 pub use self::policy::PolicySettings;
 pub use self::server::ServerSettings;
 pub use self::telemetry::{LogFormat, TelemetrySettings};
@@ -41,6 +44,7 @@ pub struct Settings {
     pub policy: PolicySettings,
     pub telemetry: TelemetrySettings,
     pub trail: TrailSettings,
+    pub budgets: crate::budget::Budgets,
 }
 
 impl Settings {
@@ -55,6 +59,7 @@ impl Settings {
             policy: PolicySettings::read(&mut reader),
             telemetry: TelemetrySettings::read(&mut reader),
             trail: TrailSettings::read(&mut reader),
+            budgets: budget::read(&mut reader),
         };
         reader.finish().map(|()| settings)
     }

@@ -1,6 +1,7 @@
 //! The gRPC listener and its lifecycle: addresses, shutdown, health and
-//! recovery intervals, idempotency retention, TLS.
+//! recovery intervals, idempotency retention, TLS, transport limits.
 
+use super::limits::TransportLimits;
 use super::reader::Reader;
 use super::tls::{self, TlsSettings};
 use std::net::SocketAddr;
@@ -44,6 +45,8 @@ pub struct ServerSettings {
     pub idempotency_retention: Duration,
     /// `GATEWAY_TLS_*` and `GATEWAY_ALLOW_PLAINTEXT`.
     pub tls: TlsSettings,
+    /// Connections, streams, headers, read times and calls in progress.
+    pub limits: TransportLimits,
 }
 
 impl ServerSettings {
@@ -80,6 +83,7 @@ impl ServerSettings {
             reconcile_after: r.millis("GATEWAY_RECONCILE_AFTER_MS", 120_000, (0, 86_400_000)),
             idempotency_retention: read_retention(r),
             tls,
+            limits: TransportLimits::read(r),
         }
     }
 

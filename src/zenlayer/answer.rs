@@ -269,3 +269,105 @@ mod tests {
         }
     }
 }
+
+/// Zenlayer's answers, and whatever a proxy in front of it sends: any status,
+/// any headers, any bytes.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Few cases in the usual run; `PROPTEST_CASES` asks for more. Failures
+    /// are not persisted to files: each one found is committed as a test.
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    fn headers() -> impl Strategy<Value = HeaderMap> {
+        let name = prop::sample::select(vec![
+            "cf-mitigated",
+            "retry-after",
+            "content-type",
+            "content-length",
+        ]);
+        prop::collection::vec((name, prop::collection::vec(any::<u8>(), 0..16)), 0..4).prop_map(
+            |pairs| {
+                let mut headers = HeaderMap::new();
+                for (name, value) in pairs {
+                    if let Ok(value) = http::HeaderValue::from_bytes(&value) {
+                        headers.append(name, value);
+                    }
+                }
+                headers
+            },
+        )
+    }
+
+    /// Bytes that are sometimes Zenlayer-shaped JSON, sometimes anything.
+    fn bodies() -> impl Strategy<Value = Vec<u8>> {
+        let json = (
+            prop::option::of("[A-Za-z0-9_-]{0,12}"),
+            prop::option::of("[A-Z_]{0,24}"),
+        )
+            .prop_map(|(id, code)| {
+                serde_json::json!({ "requestId": id, "code": code, "response": { "requestId": id } })
+                    .to_string()
+                    .into_bytes()
+            });
+        prop_oneof![prop::collection::vec(any::<u8>(), 0..256), json]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_answer_is_classified_without_panicking(
+            status in 100u16..1000,
+            headers in headers(),
+            body in bodies(),
+        ) {
+            let status = StatusCode::from_u16(status).unwrap();
+            match interpret(status, &headers, &body) {
+                Ok(accepted) => {
+                    prop_assert_eq!(status, StatusCode::OK);
+                    prop_assert!(!accepted.request_id.is_empty());
+                }
+                Err(UpstreamError::SecurityChallenge) => {
+                    prop_assert_eq!(status, StatusCode::FORBIDDEN);
+                }
+                Err(UpstreamError::RequestBlocked) => prop_assert_eq!(status.as_u16(), 451),
+                Err(UpstreamError::Api { http_status, code, .. }) => {
+                    prop_assert_eq!(http_status, status.as_u16());
+                    prop_assert!(!code.is_empty() && code != "REQUEST_LIMIT_EXCEEDED");
+                    prop_assert_ne!(status, StatusCode::OK);
+                }
+                Err(UpstreamError::RateLimited { http_status, .. }) => {
+                    prop_assert_eq!(http_status, status.as_u16());
+                    prop_assert_ne!(status, StatusCode::OK);
+                }
+                Err(UpstreamError::Unreadable { http_status, detail }) => {
+                    prop_assert_eq!(http_status, status.as_u16());
+                    // Never the body itself, which could be anything.
+                    prop_assert!(detail.len() < 200, "{}", detail);
+                }
+                Err(other) => prop_assert!(false, "an answer cannot be {:?}", other),
+            }
+        }
+
+        #[test]
+        fn a_429_is_always_a_rate_limit(headers in headers(), body in bodies()) {
+            let classified = interpret(StatusCode::TOO_MANY_REQUESTS, &headers, &body);
+            let rate_limited = matches!(classified, Err(UpstreamError::RateLimited { .. }));
+            let api = matches!(classified, Err(UpstreamError::Api { .. }));
+            // An API answer with its own code is Zenlayer's word for it.
+            prop_assert!(rate_limited || api, "{:?}", classified);
+        }
+    }
+}

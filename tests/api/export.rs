@@ -153,6 +153,15 @@ async fn a_trail_of_real_calls_exports_as_ocsf_api_activity_the_schema_accepts()
     )
     .await;
 
+    // An operator's freeze and unfreeze: events of the log, of no call.
+    sqlx::raw_sql(
+        "INSERT INTO audit.release_freezes (action, reason, operator)
+         VALUES ('freeze', 'drill', ''), ('unfreeze', 'drill over', '')",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+
     let events = export(&reader_url(&app).await, &["--format", "ocsf"]).await;
 
     let schema = Schema::load();
@@ -161,8 +170,15 @@ async fn a_trail_of_real_calls_exports_as_ocsf_api_activity_the_schema_accepts()
         let problems = schema.validate("api_activity", event);
         assert!(problems.is_empty(), "{problems:#?}\nin {event:#}");
         assert_eq!(event["metadata"]["version"], schema.version);
-        assert_eq!(event["type_uid"], 600304);
+        let update = event["metadata"]["event_code"] == "freeze";
+        assert_eq!(event["type_uid"], if update { 600303 } else { 600304 });
     }
+    let freezes: Vec<&str> = events
+        .iter()
+        .filter(|e| e["metadata"]["event_code"] == "freeze")
+        .map(|e| e["api"]["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(freezes, ["FreezeReleases", "UnfreezeReleases"]);
     let sequence: Vec<i64> = events
         .iter()
         .map(|e| e["metadata"]["sequence"].as_i64().unwrap())

@@ -4,8 +4,10 @@
 
 mod audit;
 mod auth;
+mod blast_radius;
 mod deadlines;
 mod export;
+mod faults;
 mod follow_up;
 mod get_release;
 mod group_commit;
@@ -22,6 +24,7 @@ mod outcomes;
 mod policy;
 mod preflight;
 mod processes;
+mod raw_h2;
 mod release;
 mod sdk;
 mod tls;
@@ -29,4 +32,5 @@ mod token_cache;
 mod token_edges;
 mod tokens;
 mod trail;
+mod transport;
 mod zc2;

@@ -73,6 +73,17 @@ impl GatewayProcess {
         }
     }
 
+    /// Its resident memory (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("the gateway is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line")
+    }
+
     /// How many log lines it has written whose message starts with `prefix`.
     pub fn logged(&self, prefix: &str) -> usize {
         let messages = self.messages.lock().unwrap();

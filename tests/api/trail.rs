@@ -631,14 +631,21 @@ async fn a_rewritten_history_is_never_signed() {
 #[tokio::test]
 async fn three_gateways_writing_at_once_leave_a_gap_free_trail_that_verifies() {
     let keys = LogKeys::new();
-    let app = signing_app(&keys).await;
+    // No confirmations meanwhile: the trail's size is known.
+    let mut settings = signing(&keys);
+    settings.insert("GATEWAY_FOLLOW_UP_INTERVAL_MS".into(), "3600000".into());
+    let app = spawn_app_with(AppOptions {
+        settings: settings.clone(),
+        ..Default::default()
+    })
+    .await;
     let mut env = test_settings(
         &as_gateway(&app.database_url),
         &app.simulator,
         &app.key_server,
     );
     env.insert("GATEWAY_LOG_FORMAT".into(), "json".into());
-    env.extend(signing(&keys));
+    env.extend(settings);
     let mut gateways = Vec::new();
     for _ in 0..3 {
         gateways.push(GatewayProcess::spawn(&env).await);

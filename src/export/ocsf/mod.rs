@@ -10,7 +10,7 @@ mod caller;
 mod resource;
 mod verdict;
 
-use super::event::{AttemptRow, AuditEvent, OutcomeRow, Stage};
+use super::event::{AttemptRow, AuditEvent, FreezeEvent, OutcomeRow, Stage};
 use super::fields::Fields;
 use super::time::{epoch_millis, rfc3339};
 use crate::rpc::codes::code_from_name;
@@ -67,6 +67,76 @@ pub fn render(event: &AuditEvent) -> Value {
         .with("http_request", caller::http_request(a))
         .with("resources", vec![Value::from(resource::disk(a))])
         .with("unmapped", unmapped(event))
+        .into()
+}
+
+/// Update: a freeze changes what the gateway allows.
+pub const ACTIVITY_UPDATE: u32 = 3;
+
+/// A freeze or unfreeze of releases, as API Activity Update by the operator
+/// who ran it (a database login, not a token's principal), from an endpoint
+/// the trail does not know.
+pub fn render_freeze(f: &FreezeEvent) -> Value {
+    let operation = match f.action.as_str() {
+        "freeze" => "FreezeReleases",
+        _ => "UnfreezeReleases",
+    };
+    let product = Fields::new()
+        .with("name", env!("CARGO_PKG_NAME"))
+        .with("version", env!("CARGO_PKG_VERSION"));
+    let metadata = Fields::new()
+        .with("version", OCSF_VERSION)
+        .with("product", product)
+        .with("uid", format!("freeze:{}", f.freeze_id))
+        .with("sequence", f.log_index)
+        .with("event_code", "freeze")
+        .with("log_name", "audit.events")
+        .with("logged_time", epoch_millis(f.recorded_at))
+        .with("original_time", rfc3339(f.recorded_at));
+    let actor = Fields::new().with(
+        "user",
+        Fields::new()
+            .with("name", f.operator.as_str())
+            .with("uid", f.operator.as_str()),
+    );
+    let api = Fields::new()
+        .with("operation", operation)
+        .with("service", Fields::new().with("name", "zenlayer-gateway"))
+        .with(
+            "request",
+            Fields::new()
+                .with("uid", format!("freeze:{}", f.freeze_id))
+                .with("data", Fields::new().with("reason", f.reason.as_str())),
+        );
+    Fields::new()
+        .with("activity_id", ACTIVITY_UPDATE)
+        .with("activity_name", "Update")
+        .with("category_uid", CATEGORY_UID)
+        .with("category_name", "Application Activity")
+        .with("class_uid", CLASS_UID)
+        .with("class_name", "API Activity")
+        .with("type_uid", CLASS_UID * 100 + ACTIVITY_UPDATE)
+        .with("type_name", "API Activity: Update")
+        // A freeze stops every release: operators and the SOC want to see it.
+        .with("severity_id", 3)
+        .with("severity", "Medium")
+        .with("status_id", 1)
+        .with("status", "Success")
+        .with(
+            "message",
+            format!("{operation} by {}: {}", f.operator, f.reason),
+        )
+        .with("time", epoch_millis(f.recorded_at))
+        .with("metadata", metadata)
+        .with("actor", actor)
+        .with("api", api)
+        .with("src_endpoint", Fields::new().with("name", "unknown"))
+        .with(
+            "unmapped",
+            Fields::new()
+                .with("freeze_action", f.action.as_str())
+                .with("freeze_reason", f.reason.as_str()),
+        )
         .into()
 }
 

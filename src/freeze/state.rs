@@ -1,0 +1,36 @@
+//! What the newest freeze record means for releases.
+
+use super::store::{FreezeAction, FreezeRecord};
+use chrono::{DateTime, Utc};
+
+/// Whether releases may go ahead, as this gateway last read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FreezeState {
+    /// Not read yet (the database has not answered since start-up):
+    /// releases wait for it, as they wait for the audit trail.
+    Unknown,
+    Open,
+    Frozen(Freeze),
+}
+
+/// A freeze in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freeze {
+    pub reason: String,
+    pub operator: String,
+    pub since: DateTime<Utc>,
+}
+
+impl FreezeState {
+    /// The state the newest record says.
+    pub fn of(newest: Option<FreezeRecord>) -> Self {
+        match newest {
+            Some(record) if record.action == FreezeAction::Freeze => Self::Frozen(Freeze {
+                reason: record.reason,
+                operator: record.operator,
+                since: record.recorded_at,
+            }),
+            Some(_) | None => Self::Open,
+        }
+    }
+}

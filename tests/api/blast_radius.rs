@@ -1,0 +1,342 @@
+//! Bounding the blast radius: release budgets enforced across replicas in
+//! the attempt's transaction, and the freeze switch that stops every
+//! release on every replica within a second. Every refusal is recorded and
+//! none reaches Zenlayer's `ReleaseDisk`.
+
+use crate::helpers::{
+    AppOptions, TestApp, as_gateway, assert_error, eventually, request, spawn_app, spawn_app_with,
+    test_settings, unauthenticated_request,
+};
+use crate::processes::GatewayProcess;
+use crate::tokens::{RSA, bearer, good_claims};
+use serde_json::json;
+use std::time::Duration;
+use tonic::Code;
+use tonic_types::StatusExt as _;
+use zenlayer_gateway::simulator::{Disk, DiskStatus, DiskType, Fault};
+
+fn releasable(app: &TestApp, disk_id: &str) {
+    app.simulator
+        .put_disk(Disk::new(disk_id, DiskType::Data, DiskStatus::Recycled));
+}
+
+fn with(settings: &[(&str, &str)]) -> AppOptions {
+    AppOptions {
+        settings: settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// A second gateway process on the same database and simulator.
+async fn another_gateway(app: &TestApp, settings: &[(&str, &str)]) -> GatewayProcess {
+    let mut env = test_settings(
+        &as_gateway(&app.database_url),
+        &app.simulator,
+        &app.key_server,
+    );
+    env.insert("GATEWAY_LOG_FORMAT".into(), "json".into());
+    for (k, v) in settings {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    GatewayProcess::spawn(&env).await
+}
+
+async fn client(
+    addr: std::net::SocketAddr,
+) -> zenlayer_gateway::pb::disk_service_client::DiskServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    zenlayer_gateway::pb::disk_service_client::DiskServiceClient::new(channel)
+}
+
+async fn refusals(app: &TestApp, reason: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM audit.release_disk_calls WHERE decision = 'denied' AND decision_reason = $1",
+    )
+    .bind(reason)
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn two_gateways_with_a_budget_of_50_release_exactly_50_of_80_concurrent_calls() {
+    let budget = [("GATEWAY_RELEASE_BUDGET_PER_PRINCIPAL", "50/1h")];
+    let app = spawn_app_with(with(&budget)).await;
+    let other = another_gateway(&app, &budget).await;
+    let addrs = [app.addr, other.addr];
+    let mut calls = Vec::new();
+    for i in 0..80 {
+        let disk = format!("disk-budget-{i:02}");
+        releasable(&app, &disk);
+        let mut client = client(addrs[i % 2]).await;
+        calls.push(tokio::spawn(async move {
+            client.release_disk(request(&disk)).await
+        }));
+    }
+    let (mut released, mut refused) = (0, 0);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => released += 1,
+            Err(status) => {
+                assert_error(&status, Code::ResourceExhausted, "RELEASE_BUDGET_EXCEEDED");
+                let retry = status.get_details_retry_info().expect("RetryInfo");
+                let delay = retry.retry_delay.expect("a delay");
+                assert!(
+                    delay > Duration::from_secs(3000),
+                    "the hour's first slot frees in about an hour: {delay:?}"
+                );
+                assert!(
+                    status.message().contains("50 releases per 1h"),
+                    "{}",
+                    status.message()
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((released, refused), (50, 30));
+    assert_eq!(
+        app.simulator.release_disk_requests(),
+        50,
+        "nothing past the budget was sent"
+    );
+    assert_eq!(
+        refusals(&app, "RELEASE_BUDGET_EXCEEDED").await,
+        30,
+        "every refusal recorded"
+    );
+}
+
+#[tokio::test]
+async fn only_releases_zenlayer_may_have_acted_on_count_and_the_total_budget_spans_callers() {
+    let app = spawn_app_with(with(&[
+        ("GATEWAY_RELEASE_BUDGET_PER_PRINCIPAL", "2/1h"),
+        ("GATEWAY_RELEASE_BUDGET_TOTAL", "3/1h"),
+    ]))
+    .await;
+    for i in 0..5 {
+        releasable(&app, &format!("disk-count-{i}"));
+    }
+    // Zenlayer refuses the first: it did not act, so it takes no slot.
+    app.simulator.fail_release(
+        Fault::Status {
+            http_status: 400,
+            code: "OPERATION_DENIED_DISK_LOCKED".into(),
+        },
+        1,
+    );
+    let first = app.release(request("disk-count-0")).await.unwrap_err();
+    assert_ne!(first.code(), Code::ResourceExhausted);
+    // A pre-flight refusal takes none either.
+    app.release(request("disk-in-use")).await.unwrap_err();
+    app.release(request("disk-count-1")).await.unwrap();
+    app.release(request("disk-count-2")).await.unwrap();
+    let status = app.release(request("disk-count-3")).await.unwrap_err();
+    assert_error(&status, Code::ResourceExhausted, "RELEASE_BUDGET_EXCEEDED");
+    assert!(
+        status.message().contains("your release budget"),
+        "{}",
+        status.message()
+    );
+
+    // Another caller has a budget of its own, but the total has one slot left.
+    let mut claims = good_claims();
+    claims["sub"] = json!("another-service");
+    let other = |disk: &str| {
+        let mut call = unauthenticated_request(disk);
+        call.metadata_mut()
+            .insert("authorization", bearer(&RSA.sign(&claims)));
+        call
+    };
+    app.release(other("disk-count-3")).await.unwrap();
+    let status = app.release(other("disk-count-4")).await.unwrap_err();
+    assert_error(&status, Code::ResourceExhausted, "RELEASE_BUDGET_EXCEEDED");
+    assert!(
+        status.message().contains("for all callers"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(app.simulator.release_disk_requests(), 4);
+    assert_eq!(refusals(&app, "RELEASE_BUDGET_EXCEEDED").await, 2);
+}
+
+/// `database_url` as a login that is only a member of `release_operator`.
+async fn operator_login(app: &TestApp) -> String {
+    sqlx::raw_sql(
+        "DO $$ BEGIN
+            CREATE ROLE release_operator_test LOGIN IN ROLE release_operator;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+         END $$",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let mut url = reqwest::Url::parse(&app.database_url).unwrap();
+    url.set_username("release_operator_test").unwrap();
+    url.to_string()
+}
+
+/// Runs the binary with `args` as `database_url`; its standard output.
+async fn command(database_url: &str, args: &[&str]) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"))
+            .args(args)
+            .env_clear()
+            .env("DATABASE_URL", database_url)
+            .output(),
+    )
+    .await
+    .expect("the command finishes")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_freeze_stops_releases_on_every_replica_within_a_second_and_an_unfreeze_restores_them() {
+    let app = spawn_app().await;
+    let other = another_gateway(&app, &[]).await;
+    let operator = operator_login(&app).await;
+    for i in 0..4 {
+        releasable(&app, &format!("disk-freeze-{i}"));
+    }
+
+    let said = command(
+        &operator,
+        &["freeze", "--reason", "incident 4711: runaway cleanup"],
+    )
+    .await;
+    assert!(
+        said.contains("releases frozen by release_operator_test"),
+        "{said}"
+    );
+    for (i, addr) in [app.addr, other.addr].into_iter().enumerate() {
+        let disk = format!("disk-freeze-{i}");
+        let status = eventually(Duration::from_secs(1), "the freeze to take effect", || {
+            let disk = disk.clone();
+            async move {
+                let status = client(addr)
+                    .await
+                    .release_disk(request(&disk))
+                    .await
+                    .err()?;
+                (status.code() == Code::FailedPrecondition).then_some(status)
+            }
+        })
+        .await;
+        assert_error(&status, Code::FailedPrecondition, "RELEASES_FROZEN");
+        assert!(
+            status.message().contains("incident 4711"),
+            "{}",
+            status.message()
+        );
+        assert!(
+            status.message().contains("release_operator_test"),
+            "{}",
+            status.message()
+        );
+    }
+    let status = command(&operator, &["freeze", "status"]).await;
+    assert!(status.starts_with("frozen since"), "{status}");
+    assert!(status.contains("incident 4711"), "{status}");
+    assert_eq!(
+        app.simulator.release_disk_requests(),
+        0,
+        "nothing released while frozen"
+    );
+    assert!(
+        refusals(&app, "RELEASES_FROZEN").await >= 2,
+        "frozen calls are recorded"
+    );
+
+    command(
+        &operator,
+        &["unfreeze", "--reason", "incident 4711 resolved"],
+    )
+    .await;
+    for (i, addr) in [app.addr, other.addr].into_iter().enumerate() {
+        let disk = format!("disk-freeze-{}", i + 2);
+        eventually(Duration::from_secs(1), "releases to resume", || {
+            let disk = disk.clone();
+            async move { client(addr).await.release_disk(request(&disk)).await.ok() }
+        })
+        .await;
+    }
+    assert_eq!(app.simulator.release_disk_requests(), 2);
+
+    // Who, when and why, append-only and in the audit log like every event.
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT action, operator, reason FROM audit.release_freezes ORDER BY freeze_id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (
+                "freeze".into(),
+                "release_operator_test".into(),
+                "incident 4711: runaway cleanup".into()
+            ),
+            (
+                "unfreeze".into(),
+                "release_operator_test".into(),
+                "incident 4711 resolved".into()
+            ),
+        ]
+    );
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.events WHERE kind = 'freeze'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(logged, 2);
+    let changed = sqlx::query("UPDATE audit.release_freezes SET reason = 'nothing happened'")
+        .execute(&app.db)
+        .await;
+    assert!(changed.is_err(), "freezes are append-only");
+    // The operator's login may flip the switch and nothing else.
+    let mut as_operator = <sqlx::PgConnection as sqlx::Connection>::connect(&operator)
+        .await
+        .unwrap();
+    let forged = sqlx::query("SELECT count(*) FROM audit.release_attempts")
+        .execute(&mut as_operator)
+        .await;
+    assert!(
+        forged.is_err(),
+        "an operator cannot read or write the trail's calls"
+    );
+    other.terminate().await;
+    let verified = command(&app.database_url, &["audit", "verify"]).await;
+    assert!(
+        verified.contains("intact"),
+        "freeze events verify like the rest: {verified}"
+    );
+}
+
+#[tokio::test]
+async fn a_freeze_needs_a_reason() {
+    let app = spawn_app().await;
+    let operator = operator_login(&app).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"))
+        .args(["freeze"])
+        .env_clear()
+        .env("DATABASE_URL", &operator)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--reason"));
+}
