@@ -68,14 +68,16 @@ ALTER TABLE audit.events
 -- index, then freeze_id, action, reason, operator, recorded_at, encoded as
 -- every other leaf is (see attempt_leaf).
 CREATE FUNCTION audit.freeze_leaf(log_index bigint, r audit.release_freezes) RETURNS bytea
-    LANGUAGE sql STABLE AS $$
-    SELECT convert_to('zenlayer-gateway/freeze/v1' || chr(10), 'UTF8')
+    LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN convert_to('zenlayer-gateway/freeze/v1' || chr(10), 'UTF8')
         || '\x01'::bytea || int4send(8) || int8send(log_index)
         || CASE WHEN r.freeze_id IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(int8send(r.freeze_id::bigint))) || int8send(r.freeze_id::bigint) END
         || CASE WHEN r.action IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(convert_to(r.action, 'UTF8'))) || convert_to(r.action, 'UTF8') END
         || CASE WHEN r.reason IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(convert_to(r.reason, 'UTF8'))) || convert_to(r.reason, 'UTF8') END
         || CASE WHEN r.operator IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(convert_to(r.operator, 'UTF8'))) || convert_to(r.operator, 'UTF8') END
-        || CASE WHEN r.recorded_at IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(int8send((extract(epoch FROM r.recorded_at) * 1000000)::bigint))) || int8send((extract(epoch FROM r.recorded_at) * 1000000)::bigint) END
+        || CASE WHEN r.recorded_at IS NULL THEN '\x00'::bytea ELSE '\x01'::bytea || int4send(length(int8send((extract(epoch FROM r.recorded_at) * 1000000)::bigint))) || int8send((extract(epoch FROM r.recorded_at) * 1000000)::bigint) END;
+END
 $$;
 
 CREATE FUNCTION audit.number_freezes() RETURNS trigger
