@@ -10,6 +10,9 @@
 //! directly. The machines are noisy, so the targets are ratios against
 //! those baselines.
 //!
+//! The gateway runs with ten Cedar policies loaded (`benches/policies.cedar`),
+//! as a careful deployment would.
+//!
 //! `BENCH_SECONDS` (default 5) sets how long each level runs. The run fails
 //! if any call did not end as expected or any call lacks its audit outcome.
 //! Run by `cargo test` (without `--bench`), it is a one-second smoke run at
@@ -35,6 +38,9 @@ const ACCESS_KEY_PASSWORD: &str = "benchmark-access-key-password";
 const ISSUER: &str = "zenlayer-gateway-bench";
 /// More releasable disks than any run can use.
 const DISKS: u64 = 400_000;
+
+/// The policies the gateway runs with: the default permits and seven forbids.
+const POLICY_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/policies.cedar");
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -175,6 +181,8 @@ impl Rig {
             ("JWT_PUBLIC_KEYS_FILE", &jwks.to_string_lossy()),
             ("JWT_ISSUER", ISSUER),
             ("JWT_ALGORITHMS", "EdDSA"),
+            // Ten policies, every one evaluated on every call.
+            ("GATEWAY_POLICY_FILE", POLICY_FILE),
         ])
         .await?;
         let channel = Channel::from_shared(format!("http://{addr}"))?

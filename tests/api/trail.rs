@@ -692,3 +692,37 @@ async fn three_gateways_writing_at_once_leave_a_gap_free_trail_that_verifies() {
     assert!(ok, "{said}");
     assert!(said.contains("intact: 60 events"), "{said}");
 }
+
+/// The leaf hash of one fixed attempt row, which README quotes so that an
+/// implementation in another language can check itself against it.
+const FIXED_LEAF_HASH: &str = "a3c367411f5f0b9db6675ef5ff94e6c23f8a97e9e7ffae90ba70cf6680cc64e1";
+
+#[tokio::test]
+async fn a_fixed_attempt_row_has_the_leaf_hash_readme_quotes() {
+    let app = spawn_app_with(AppOptions::default()).await;
+    let call_id = Uuid::parse_str("01930000-0000-7000-8000-000000000001").unwrap();
+    sqlx::raw_sql(
+        r#"INSERT INTO audit.release_attempts (call_id, received_at, recorded_at, principal, issuer,
+               roles, x_request_id, trace_id, disk_id, reason, decision, disk_tags)
+           VALUES ('01930000-0000-7000-8000-000000000001', '2026-12-01T00:00:00Z',
+               '2026-12-01T00:00:00.5Z', 'svc-janitor', 'https://issuer.example', '{disk:release}',
+               'req-1', '0af7651916cd43dd8448eb211c80319c', 'disk-3f9a2c', 'CHG-1234 cleanup',
+               'allowed', '{"team": "billing"}')"#,
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (index, stored): (i64, Vec<u8>) = sqlx::query_as(
+        "SELECT e.log_index, n.hash FROM audit.events e
+         JOIN audit.log_nodes n ON n.level = 0 AND n.node_index = e.log_index
+         WHERE e.kind = 'attempt' AND e.call_id = $1",
+    )
+    .bind(call_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(index, 0, "the first event of a fresh log");
+    let from_readme = attempt_leaf_from_row(&app, call_id, index).await;
+    assert_eq!(sha256(&[&[0], &from_readme]).to_vec(), stored);
+    assert_eq!(hex::encode(&stored), FIXED_LEAF_HASH);
+}
