@@ -1,14 +1,15 @@
 //! The path of one release, as steps over values: authenticate, validate,
-//! decide; then either record the refusal, or look at the disk
-//! (`DescribeDisks`, a read), ask the policies about it (a refusal by
-//! policy is recorded like any other), record the attempt with what was
-//! seen and decided (claiming its idempotency key) and call Zenlayer's
-//! `ReleaseDisk`; then answer and record the outcome. Nothing is released before the attempt is
-//! durably recorded. The whole path runs in a task of its own, so a caller who
-//! cancels, or whose deadline expires, cannot cut it short: every call the
-//! gateway received leaves its record, and a recorded attempt always gets
-//! its outcome. The caller's deadline still bounds the upstream call.
-//! Shutdown waits for these tasks (within the grace period).
+//! decide (a freeze included); then either record the refusal, or look at
+//! the disk (`DescribeDisks`, a read), ask the policies about it (a refusal
+//! by policy is recorded like any other), record the attempt with what was
+//! seen and decided (claiming its idempotency key, within the release
+//! budgets) and call Zenlayer's `ReleaseDisk`; then answer and record the
+//! outcome. Nothing is released before the attempt is durably recorded.
+//! The whole path runs in a task of its own, so a caller who cancels, or
+//! whose deadline expires, cannot cut it short: every call the gateway
+//! received leaves its record, and a recorded attempt always gets its
+//! outcome. The caller's deadline still bounds the upstream call. Shutdown
+//! waits for these tasks (within the grace period).
 //!
 //! A key another call holds is answered from that call: its result if it
 //! ended with Zenlayer's answer (or with no answer: the outcome stays
