@@ -337,6 +337,25 @@ async fn a_release_has_a_receipt_whose_inclusion_proof_verifies_against_the_sign
         let reached = root_from_inclusion(event.log_index, size, &forged, &event.inclusion_path);
         assert_ne!(reached, Some(root.clone()));
     }
+    // `audit prove` says the same, as JSON, each proof checked.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"))
+        .args(["audit", "prove", &response.audit_id])
+        .env_clear()
+        .env("DATABASE_URL", reader_login(&app.database_url).await)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let proved: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(proved["events"][0]["log_index"], attempt.log_index);
+    assert!(proved["tree_size"].as_u64().unwrap() >= size);
+    for event in proved["events"].as_array().unwrap() {
+        assert_eq!(event["verified"], true, "{event}");
+    }
     // The admin listener serves the same newest checkpoint.
     let served = reqwest::get(format!("http://{}/audit/checkpoint", app.admin_addr))
         .await
