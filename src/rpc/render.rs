@@ -28,7 +28,7 @@ impl Outcome {
                 request_id: self.upstream.request_id.clone().unwrap_or_default(),
                 audit_id: call.call_id.to_string(),
                 replayed: self.replay_of.is_some(),
-                audit_log_index: self.log_index.unwrap_or_default(),
+                audit_log_index: self.log_index,
             }),
             _ => Err(self.status(call)),
         }
