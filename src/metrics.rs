@@ -61,6 +61,8 @@ struct Inner {
     audit_duration: Histograms<AuditLabels>,
     audit_failures: Family<AuditLabels, Counter>,
     audit_batch_records: Histogram,
+    checkpoints_signed: Counter,
+    checkpoints_refused: Counter,
     jwks_refresh_failures: Counter,
     confirmations: Family<ConfirmationLabels, Counter>,
     reconciliations: Family<OutcomeLabels, Counter>,
@@ -126,6 +128,18 @@ impl Metrics {
             "Records per audit write: concurrent calls' records are committed together",
             audit_batch_records.clone(),
         );
+        let checkpoints_signed = Counter::default();
+        registry.register(
+            "audit_log_checkpoints_signed",
+            "Checkpoints of the audit log this gateway signed",
+            checkpoints_signed.clone(),
+        );
+        let checkpoints_refused = Counter::default();
+        registry.register(
+            "audit_log_checkpoints_refused",
+            "Checkpoints not signed because the log no longer extends the last checkpoint: history was rewritten",
+            checkpoints_refused.clone(),
+        );
         let jwks_refresh_failures = Counter::default();
         registry.register(
             "jwks_refresh_failures",
@@ -159,6 +173,8 @@ impl Metrics {
             audit_duration,
             audit_failures,
             audit_batch_records,
+            checkpoints_signed,
+            checkpoints_refused,
             jwks_refresh_failures,
             confirmations,
             reconciliations,
@@ -199,6 +215,15 @@ impl Metrics {
             .upstream_duration
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A checkpoint signed (`true`) or refused over a rewritten history.
+    pub fn checkpoint(&self, signed: bool) {
+        if signed {
+            self.0.checkpoints_signed.inc();
+        } else {
+            self.0.checkpoints_refused.inc();
+        }
     }
 
     /// One batch of `records` written together.

@@ -95,7 +95,11 @@ impl Application {
         );
         // Before binding: a signing key that cannot be used stops start-up.
         let checkpointer = match &settings.trail.signing_key_file {
-            Some(path) => Some(Checkpointer::new(pool.clone(), LogKey::from_file(path)?)),
+            Some(path) => Some(Checkpointer::new(
+                pool.clone(),
+                LogKey::from_file(path)?,
+                metrics.clone(),
+            )),
             None => None,
         };
         let freeze = freeze::spawn_freeze_watch(pool.clone(), stop.clone()).await;

@@ -8,6 +8,7 @@ use super::checkpoint::{Checkpoint, LogKey, open};
 use super::hash::Hash;
 use super::proof::{Plan, verify_consistency};
 use super::store;
+use crate::metrics::Metrics;
 use sqlx::PgPool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Checkpointer {
     pool: PgPool,
     key: Arc<LogKey>,
+    metrics: Metrics,
     /// The last tree this process signed.
     signed: Arc<Mutex<Option<Checkpoint>>>,
 }
@@ -39,10 +41,11 @@ pub enum CheckpointFailure {
 }
 
 impl Checkpointer {
-    pub fn new(pool: PgPool, key: LogKey) -> Self {
+    pub fn new(pool: PgPool, key: LogKey, metrics: Metrics) -> Self {
         Self {
             pool,
             key: Arc::new(key),
+            metrics,
             signed: Arc::new(Mutex::new(None)),
         }
     }
@@ -69,9 +72,18 @@ impl Checkpointer {
         }
         let root = self
             .root_extending(&mut db, size, previous.as_ref())
-            .await?;
+            .await
+            .inspect_err(|failure| {
+                if matches!(
+                    failure,
+                    CheckpointFailure::Shrunk { .. } | CheckpointFailure::Inconsistent { .. }
+                ) {
+                    self.metrics.checkpoint(false);
+                }
+            })?;
         let note = self.key.sign(size, root);
         store::insert_checkpoint(&mut db, size, &root, &note).await?;
+        self.metrics.checkpoint(true);
         tracing::info!(tree_size = size, checkpoint = %note, "audit log checkpoint signed");
         *self.signed.lock().expect("not poisoned") = Some(Checkpoint {
             origin: self.key.origin().to_owned(),

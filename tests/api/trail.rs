@@ -646,6 +646,12 @@ async fn a_rewritten_history_is_never_signed() {
         crate::helpers::captured_logs().contains("history was rewritten"),
         "the refusal to sign is logged for operators"
     );
+    let refused =
+        crate::helpers::metric(&app, "zenlayer_gateway_audit_log_checkpoints_refused_total").await;
+    assert!(refused >= 1, "and counted, for the alert that pages");
+    let signed =
+        crate::helpers::metric(&app, "zenlayer_gateway_audit_log_checkpoints_signed_total").await;
+    assert!(signed >= 1);
 }
 
 #[tokio::test]
