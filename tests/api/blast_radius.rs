@@ -223,19 +223,27 @@ async fn a_freeze_stops_releases_on_every_replica_within_a_second_and_an_unfreez
         "{said}"
     );
     for (i, addr) in [app.addr, other.addr].into_iter().enumerate() {
-        let disk = format!("disk-freeze-{i}");
-        let status = eventually(Duration::from_secs(1), "the freeze to take effect", || {
-            let disk = disk.clone();
-            async move {
+        // Probed with a disk Zenlayer does not list, so that a probe sent
+        // before the freeze reaches this replica releases nothing.
+        eventually(
+            Duration::from_secs(1),
+            "the freeze to take effect",
+            || async move {
                 let status = client(addr)
                     .await
-                    .release_disk(request(&disk))
+                    .release_disk(request("disk-nobody-has"))
                     .await
                     .err()?;
-                (status.code() == Code::FailedPrecondition).then_some(status)
-            }
-        })
+                (status.code() == Code::FailedPrecondition).then_some(())
+            },
+        )
         .await;
+        let disk = format!("disk-freeze-{i}");
+        let status = client(addr)
+            .await
+            .release_disk(request(&disk))
+            .await
+            .unwrap_err();
         assert_error(&status, Code::FailedPrecondition, "RELEASES_FROZEN");
         assert!(
             status.message().contains("incident 4711"),
