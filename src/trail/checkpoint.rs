@@ -230,6 +230,33 @@ mod tests {
     }
 
     #[test]
+    fn tree_sizes_are_decimal_without_leading_zeros() {
+        let root = BASE64.encode([1u8; 32]);
+        let empty = Checkpoint::parse(&format!("log\n0\n{root}\n")).unwrap();
+        assert_eq!(empty.size, 0);
+        assert!(Checkpoint::parse(&format!("log\n05\n{root}\n")).is_err());
+        assert!(Checkpoint::parse(&format!("log\n-5\n{root}\n")).is_err());
+    }
+
+    #[test]
+    fn a_log_key_shows_its_origin_and_verifier_key_never_its_secret() {
+        let (skey, vkey) = LogKey::generate("audit.example/log");
+        let key = LogKey::from_text(&skey).unwrap();
+        assert_eq!(
+            key.origin(),
+            "audit.example/log",
+            "the checkpoints' origin line"
+        );
+        let shown = format!("{key:?}");
+        assert!(
+            shown.contains("audit.example/log") && shown.contains(&vkey),
+            "{shown}"
+        );
+        let secret = skey.rsplit('+').next().unwrap();
+        assert!(!shown.contains(secret), "{shown}");
+    }
+
+    #[test]
     fn bodies_round_trip_and_bad_ones_are_refused() {
         let c = Checkpoint {
             origin: "log".into(),
