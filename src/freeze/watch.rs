@@ -23,12 +23,6 @@ impl FreezeWatch {
     pub fn current(&self) -> FreezeState {
         self.0.borrow().clone()
     }
-
-    /// A watch that never changes, for tests of what a state does.
-    pub fn fixed(state: FreezeState) -> Self {
-        let (_, receiver) = watch::channel(state);
-        Self(receiver)
-    }
 }
 
 /// Reads the state now (if the database answers) and keeps it current until

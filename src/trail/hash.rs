@@ -70,8 +70,9 @@ impl Frontier {
     }
 }
 
-/// The root of `leaves` (hashes), by the definition itself: for tests and
-/// for checking the faster ways.
+/// The root of `leaves` (hashes), by the definition itself: what the tests
+/// check the faster ways against.
+#[cfg(test)]
 pub fn root_of(leaves: &[Hash]) -> Hash {
     match leaves.len() {
         0 => empty_root(),
