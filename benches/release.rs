@@ -299,9 +299,11 @@ impl Rig {
             let disk = zenlayer_gateway::domain::DiskId::parse(&disk_id(n))
                 .map_err(|v| anyhow::anyhow!(v.description))?;
             let deadline = zenlayer_gateway::deadline::Deadline::NONE;
+            // As the gateway sends them: with the call's trace.
+            let trace = Some("4bf92f3577b34da6a3ce929d0e0e4736");
             let sent = Instant::now();
-            client.describe_disk(&disk, deadline).await?;
-            client.release_disk(&caller, &disk, deadline).await?;
+            client.describe_disk(&disk, deadline, trace).await?;
+            client.release_disk(&caller, &disk, deadline, trace).await?;
             record(&mut histogram, sent.elapsed());
         }
         Ok(Duration::from_micros(histogram.value_at_quantile(0.5)))

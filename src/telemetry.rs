@@ -1,9 +1,16 @@
 //! Logs and traces. Logs are JSON lines in production and readable text on
 //! a terminal, filtered by `RUST_LOG` (default `info`). Traces follow
-//! OpenTelemetry: a tracer provider is always installed, so every call has a
-//! real trace id (continued from the caller's `traceparent`) for its logs
-//! and its audit row; spans are exported over OTLP only when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! OpenTelemetry and are exported over OTLP when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Every call has a trace id either
+//! way (the caller's, from `traceparent`, or a new one: see
+//! `rpc::context`) for its log line, its audit row and the `traceparent`
+//! sent to Zenlayer.
+//!
+//! Spans cost CPU on every call, so each goes only where it is used: the
+//! OpenTelemetry layer is installed only when spans are exported, and the
+//! spans inside a call that exist for traces alone (target [`TRACE_ONLY`])
+//! never reach the log layer, whose lines carry the call's own span (request
+//! id, call id, trace id).
 
 use crate::settings::{LogFormat, TelemetrySettings};
 use anyhow::Context as _;
@@ -11,9 +18,15 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::{FilterFn, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+/// The target of spans that are for traces only: the steps inside a call
+/// (authorization, audit writes, upstream requests). Log lines leave them
+/// out; their events still carry the call's span.
+pub const TRACE_ONLY: &str = "zenlayer_gateway::trace";
 
 /// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes spans.
 #[derive(Debug)]
@@ -37,10 +50,14 @@ pub fn init(settings: &TelemetrySettings) -> anyhow::Result<Telemetry> {
     // One filter for log lines and spans alike: `RUST_LOG=warn` also drops
     // the info-level spans traces are made of.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let traces = settings
+        .otlp_endpoint
+        .is_some()
+        .then(|| trace_layer(&provider));
     Registry::default()
         .with(filter)
-        .with(log_layer(settings.log_format))
-        .with(trace_layer(&provider))
+        .with(log_layer(settings.log_format).with_filter(log_spans()))
+        .with(traces)
         .try_init()
         .context("install the log subscriber")?;
     Ok(Telemetry { provider })
@@ -60,6 +77,12 @@ pub fn init_on_stderr(settings: &TelemetrySettings) -> anyhow::Result<()> {
         .with(logs)
         .try_init()
         .context("install the log subscriber")
+}
+
+/// What the log layer sees: every event, and the spans that are not for
+/// traces only. Decided per call site, once.
+pub fn log_spans() -> FilterFn<fn(&tracing::Metadata<'_>) -> bool> {
+    filter_fn(|metadata| !metadata.is_span() || metadata.target() != TRACE_ONLY)
 }
 
 /// The tracer provider: exporting over OTLP when an endpoint is set, and
@@ -86,7 +109,7 @@ pub fn tracer_provider(settings: &TelemetrySettings) -> anyhow::Result<SdkTracer
 }
 
 /// The layer that turns spans into OpenTelemetry spans.
-pub fn trace_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S>
+fn trace_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {

@@ -153,7 +153,7 @@ impl Worker {
         }
         let described = self
             .zenlayer
-            .describe_disk(&disk_id, Deadline::NONE)
+            .describe_disk(&disk_id, Deadline::NONE, None)
             .await?;
         Ok(Some((tx, described)))
     }

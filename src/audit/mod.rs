@@ -153,7 +153,7 @@ impl AuditLog {
         write: impl Future<Output = Result<T, AuditError>>,
     ) -> Result<T, AuditError> {
         let started = Instant::now();
-        let span = tracing::info_span!("audit.write", audit.record = record);
+        let span = tracing::info_span!(target: crate::telemetry::TRACE_ONLY, "audit.write", audit.record = record);
         let result = write.instrument(span).await;
         self.metrics
             .audit_written(record, started.elapsed(), result.is_ok());

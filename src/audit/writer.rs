@@ -203,8 +203,9 @@ async fn write(
         (store::write_batch(&mut db, &batch).await?, HashMap::new())
     };
     // Committed: from here on nothing may fail the batch. The receipts are
-    // read back once (the log numbers events after the statement).
-    let indexes: HashMap<Uuid, u64> = match store::attempt_indexes(&mut db, &stored).await {
+    // read back once (the log numbers events after the statement), if the
+    // batch stored any attempt.
+    let indexes: HashMap<Uuid, u64> = match receipts(&mut db, &stored).await {
         Ok(found) => found.into_iter().map(|(id, i)| (id, i as u64)).collect(),
         Err(error) => {
             tracing::warn!(error = %error, "the audit log indexes of committed attempts could not be read; their answers carry no receipt");
@@ -232,6 +233,18 @@ async fn write(
         results.push(result);
     }
     Ok(results)
+}
+
+/// The log index of each stored attempt; no trip to the database for a
+/// batch of outcomes alone.
+async fn receipts(
+    db: &mut sqlx::PgConnection,
+    stored: &[Uuid],
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    if stored.is_empty() {
+        return Ok(Vec::new());
+    }
+    store::attempt_indexes(db, stored).await
 }
 
 /// A release: an allowed call about to be forwarded (not a refusal, not a

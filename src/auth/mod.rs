@@ -68,7 +68,11 @@ impl Authenticator {
 
     /// Authenticates a caller who wants to read the audit trail; no role is
     /// needed to read one's own calls.
-    #[tracing::instrument(name = "authorize_reader", skip_all)]
+    #[tracing::instrument(
+        target = "zenlayer_gateway::trace",
+        name = "authorize_reader",
+        skip_all
+    )]
     pub async fn check_reader(&self, headers: &http::HeaderMap) -> Result<Reader, AuthError> {
         let token = token::bearer_token(headers)?;
         let principal = self
@@ -84,7 +88,7 @@ impl Authenticator {
     }
 
     /// Authenticates and authorizes the caller behind `headers`.
-    #[tracing::instrument(name = "authorize", skip_all, fields(principal = tracing::field::Empty, auth.reason = tracing::field::Empty))]
+    #[tracing::instrument(target = "zenlayer_gateway::trace", name = "authorize", skip_all, fields(principal = tracing::field::Empty, auth.reason = tracing::field::Empty))]
     pub async fn check(&self, headers: &http::HeaderMap) -> Authentication {
         let (token_fingerprint, principal) = match token::bearer_token(headers) {
             Ok(token) => {

@@ -232,7 +232,12 @@ impl ReleasePath {
         let started = Instant::now();
         let result = self
             .zenlayer
-            .release_disk(caller, &request.disk_id, call.deadline)
+            .release_disk(
+                caller,
+                &request.disk_id,
+                call.deadline,
+                Some(&call.trace_id),
+            )
             .await;
         let mut outcome = match result {
             Ok(accepted) => explain::accepted(accepted),
@@ -290,7 +295,11 @@ impl ReleasePath {
     ) -> Result<String, Outcome> {
         let looked = self
             .zenlayer
-            .describe_disk(&request.disk_id, call.deadline.first_half())
+            .describe_disk(
+                &request.disk_id,
+                call.deadline.first_half(),
+                Some(&call.trace_id),
+            )
             .await;
         let described = looked.map_err(|error| {
             alerts::upstream(&error);

@@ -8,6 +8,10 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::time::Duration;
 
+/// How long a pooled connection may sit idle before it is pinged on its
+/// next use.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// The PostgreSQL database that holds the audit trail.
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
@@ -76,6 +80,19 @@ impl DatabaseSettings {
         Ok(PgPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(self.acquire_timeout)
+            // A connection is pinged before use only if it has been idle a
+            // while (the database may have restarted since, and a dead one
+            // is then replaced unseen): pinging every time would add a
+            // round trip to every audit write.
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                        sqlx::Connection::ping(connection).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options))
     }
 }

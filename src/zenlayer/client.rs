@@ -15,6 +15,7 @@ use crate::deadline::{Deadline, UpstreamBudget};
 use crate::domain::DiskId;
 use anyhow::Context as _;
 use http::{HeaderMap, HeaderValue};
+use opentelemetry::trace::TraceContextExt as _;
 use reqwest::Url;
 use secrecy::ExposeSecret;
 use std::time::Duration;
@@ -124,7 +125,9 @@ impl ZenlayerClient {
 
     /// Asks Zenlayer to release `disk_id` permanently. Only an authorized
     /// caller can be forwarded: the proof is required, not merely checked.
-    #[instrument(name = "zenlayer.release_disk", skip_all, fields(
+    /// `trace`: the trace id of the call this serves, sent in `traceparent`
+    /// when spans are not exported (otherwise the client span's context is).
+    #[instrument(target = "zenlayer_gateway::trace", name = "zenlayer.release_disk", skip_all, fields(
         disk_id = %disk_id,
         zenlayer.request_id = Empty,
         zenlayer.code = Empty,
@@ -135,10 +138,17 @@ impl ZenlayerClient {
         _caller: &Authorized,
         disk_id: &DiskId,
         deadline: Deadline,
+        trace: Option<&str>,
     ) -> Result<Accepted, UpstreamError> {
         let body = serde_json::json!({ "diskId": disk_id.as_str() }).to_string();
         let result = self
-            .call_with_retries("ReleaseDisk", body.as_bytes(), deadline, Retry::OnlyUnacted)
+            .call_with_retries(
+                "ReleaseDisk",
+                body.as_bytes(),
+                deadline,
+                Retry::OnlyUnacted,
+                trace,
+            )
             .await;
         record_result(&result);
         result
@@ -147,8 +157,9 @@ impl ZenlayerClient {
     /// Asks Zenlayer what it knows of `disk_id` (`DescribeDisks` with
     /// `diskIds: [id]`): its entry, or `None` when it is not listed. A read,
     /// so unlike a release it is retried on 5xx answers and timeouts too,
-    /// within the deadline.
-    #[instrument(name = "zenlayer.describe_disks", skip_all, fields(
+    /// within the deadline. `trace`: the call's trace id, as for
+    /// [`release_disk`](Self::release_disk).
+    #[instrument(target = "zenlayer_gateway::trace", name = "zenlayer.describe_disks", skip_all, fields(
         disk_id = %disk_id,
         zenlayer.request_id = Empty,
         zenlayer.code = Empty,
@@ -158,10 +169,17 @@ impl ZenlayerClient {
         &self,
         disk_id: &DiskId,
         deadline: Deadline,
+        trace: Option<&str>,
     ) -> Result<Described, UpstreamError> {
         let body = serde_json::json!({ "diskIds": [disk_id.as_str()] }).to_string();
         let result = self
-            .call_with_retries("DescribeDisks", body.as_bytes(), deadline, Retry::Transient)
+            .call_with_retries(
+                "DescribeDisks",
+                body.as_bytes(),
+                deadline,
+                Retry::Transient,
+                trace,
+            )
             .await;
         record_result(&result);
         result.map(|accepted| Described {
@@ -176,12 +194,13 @@ impl ZenlayerClient {
         body: &[u8],
         deadline: Deadline,
         retry: Retry,
+        trace: Option<&str>,
     ) -> Result<Accepted, UpstreamError> {
         let mut retries = 0;
         loop {
             Span::current().record("attempts", retries + 1);
             let budget = deadline.upstream_budget(self.timeout)?;
-            let error = match self.send_once(action, body, budget).await {
+            let error = match self.send_once(action, body, budget, trace).await {
                 Ok(accepted) => return Ok(accepted),
                 Err(error) => error,
             };
@@ -229,15 +248,18 @@ impl ZenlayerClient {
     }
 
     /// One signed attempt, in an HTTP client span whose context travels to
-    /// Zenlayer as `traceparent`. The body is signed and sent as the same
+    /// Zenlayer as `traceparent` (or, when spans are not exported, `trace`
+    /// with a span id of its own). The body is signed and sent as the same
     /// bytes; each attempt is signed afresh so its timestamp is current.
     async fn send_once(
         &self,
         action: &str,
         body: &[u8],
         budget: UpstreamBudget,
+        trace: Option<&str>,
     ) -> Result<Accepted, UpstreamError> {
         let span = tracing::info_span!(
+            target: crate::telemetry::TRACE_ONLY,
             "POST",
             otel.kind = "client",
             http.request.method = "POST",
@@ -250,12 +272,17 @@ impl ZenlayerClient {
             zenlayer.code = Empty,
         );
         let mut headers = self.headers(action, body);
-        opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.inject_context(
-                &span.context(),
-                &mut opentelemetry_http::HeaderInjector(&mut headers),
-            )
-        });
+        let context = span.context();
+        if context.span().span_context().is_valid() {
+            opentelemetry::global::get_text_map_propagator(|propagator| {
+                propagator.inject_context(
+                    &context,
+                    &mut opentelemetry_http::HeaderInjector(&mut headers),
+                )
+            });
+        } else if let Some(parent) = trace.and_then(traceparent) {
+            headers.insert("traceparent", parent);
+        }
         let result = self
             .exchange(headers, body, budget)
             .instrument(span.clone())
@@ -324,6 +351,13 @@ impl ZenlayerClient {
         }
         headers
     }
+}
+
+/// A W3C `traceparent` for a request of trace `trace_id` (32 hex digits),
+/// with a fresh span id, sampled.
+fn traceparent(trace_id: &str) -> Option<HeaderValue> {
+    let span_id = rand::random::<u64>().max(1);
+    HeaderValue::from_str(&format!("00-{trace_id}-{span_id:016x}-01")).ok()
 }
 
 /// A transport error: before the request was written it is `NotSent` and

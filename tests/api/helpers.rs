@@ -55,15 +55,19 @@ impl std::io::Write for CaptureWriter {
 fn init_test_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
+        use tracing_subscriber::Layer as _;
         use tracing_subscriber::layer::SubscriberExt as _;
         use tracing_subscriber::util::SubscriberInitExt as _;
         let logs = tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .with_writer(|| CaptureWriter);
-        // Traces as in production, minus the exporter: ids are minted and
-        // `traceparent` is propagated to the simulator.
+            .with_writer(|| CaptureWriter)
+            .with_filter(zenlayer_gateway::telemetry::log_spans());
+        // As in production without an exporter: no OpenTelemetry layer; the
+        // trace id is the caller's or a new one, and `traceparent` is still
+        // propagated to the simulator. (Exported spans: the process test in
+        // `observability`.)
         let settings = zenlayer_gateway::settings::TelemetrySettings {
             log_format: zenlayer_gateway::settings::LogFormat::Json,
             otlp_endpoint: None,
@@ -75,9 +79,8 @@ fn init_test_logging() {
                 "info,zenlayer_gateway=debug",
             ))
             .with(logs)
-            .with(zenlayer_gateway::telemetry::trace_layer(&provider))
             .init();
-        // The provider must outlive every test in this binary.
+        // The provider (and its propagator) must outlive every test here.
         std::mem::forget(provider);
     });
 }

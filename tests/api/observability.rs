@@ -135,6 +135,41 @@ async fn the_callers_trace_reaches_zenlayer_and_the_audit_row() {
 }
 
 #[tokio::test]
+async fn a_call_without_a_trace_gets_one_that_zenlayer_and_the_audit_row_share() {
+    let app = spawn_app().await;
+    let response = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    let trace_id: String =
+        sqlx::query_scalar("SELECT trace_id FROM audit.release_disk_calls WHERE call_id = $1")
+            .bind(Uuid::parse_str(&response.audit_id).unwrap())
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(trace_id.len(), 32, "{trace_id}");
+    assert_ne!(trace_id, TRACE_ID);
+    let mut span_ids = Vec::new();
+    for action in ["DescribeDisks", "ReleaseDisk"] {
+        let received = &app.simulator.received_for(action)[0];
+        let traceparent = received.header("traceparent").expect("a traceparent");
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{traceparent}");
+        assert_eq!(
+            (parts[0], parts[1], parts[3]),
+            ("00", trace_id.as_str(), "01")
+        );
+        assert_eq!(parts[2].len(), 16, "{traceparent}");
+        span_ids.push(parts[2].to_owned());
+    }
+    assert_ne!(
+        span_ids[0], span_ids[1],
+        "each request is a span of its own"
+    );
+}
+
+#[tokio::test]
 async fn spans_are_exported_over_otlp_parented_to_the_caller() {
     let app = spawn_app().await;
     let (collector, endpoint) = Collector::start().await;

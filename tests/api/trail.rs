@@ -377,13 +377,20 @@ async fn consistency_proofs_between_checkpoints_verify_and_bad_sizes_are_refused
         .unwrap()
         .into_inner();
     let before = proof_once_checkpointed(&app, &first.audit_id).await;
+    let mut last = String::new();
     for i in 0..5 {
         let disk = format!("disk-more-{i}");
         app.simulator
             .put_disk(Disk::new(&disk, DiskType::Data, DiskStatus::Recycled));
-        app.release(request(&disk)).await.unwrap();
+        last = app
+            .release(request(&disk))
+            .await
+            .unwrap()
+            .into_inner()
+            .audit_id;
     }
-    let after = proof_once_checkpointed(&app, &first.audit_id).await;
+    // A later checkpoint: the one that covers the last call.
+    let after = proof_once_checkpointed(&app, &last).await;
     assert!(after.tree_size > before.tree_size);
 
     let mut client = app.disks().await;

@@ -48,7 +48,7 @@ async fn a_describe_answer_of_several_kib_is_read_whole() {
     let (_sim, client) = start(vec![disk]).await;
     let disk_id = DiskId::parse("disk-many-tags").unwrap();
     let described = client
-        .describe_disk(&disk_id, Deadline::NONE)
+        .describe_disk(&disk_id, Deadline::NONE, None)
         .await
         .expect("the answer is read");
     let entry = described.disk.expect("the disk is listed");
