@@ -107,6 +107,15 @@ async fn each_call_leaves_one_structured_log_line_without_secrets() {
     assert!(!logs.contains(crate::helpers::ACCESS_KEY_PASSWORD));
 }
 
+/// The trace id the audit trail holds for a call.
+async fn audited_trace_id(app: &TestApp, audit_id: &str) -> String {
+    sqlx::query_scalar("SELECT trace_id FROM audit.release_disk_calls WHERE call_id = $1")
+        .bind(Uuid::parse_str(audit_id).unwrap())
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_callers_trace_reaches_zenlayer_and_the_audit_row() {
     let app = spawn_app().await;
@@ -125,13 +134,7 @@ async fn the_callers_trace_reaches_zenlayer_and_the_audit_row() {
         parts[2], CALLER_SPAN_ID,
         "the gateway's own client span is the parent"
     );
-    let trace_id: String =
-        sqlx::query_scalar("SELECT trace_id FROM audit.release_disk_calls WHERE call_id = $1")
-            .bind(Uuid::parse_str(&response.audit_id).unwrap())
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert_eq!(trace_id, TRACE_ID);
+    assert_eq!(audited_trace_id(&app, &response.audit_id).await, TRACE_ID);
 }
 
 #[tokio::test]
@@ -142,12 +145,7 @@ async fn a_call_without_a_trace_gets_one_that_zenlayer_and_the_audit_row_share()
         .await
         .unwrap()
         .into_inner();
-    let trace_id: String =
-        sqlx::query_scalar("SELECT trace_id FROM audit.release_disk_calls WHERE call_id = $1")
-            .bind(Uuid::parse_str(&response.audit_id).unwrap())
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let trace_id = audited_trace_id(&app, &response.audit_id).await;
     assert_eq!(trace_id.len(), 32, "{trace_id}");
     assert_ne!(trace_id, TRACE_ID);
     let mut span_ids = Vec::new();
