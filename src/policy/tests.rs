@@ -351,27 +351,3 @@ fn reading_calls_follows_the_default_policies() {
     assert!(!defaults.decide_read(&read(&caller, None)).permits());
     assert!(defaults.decide_read(&read(&auditor, None)).permits());
 }
-
-/// Not a benchmark: a guard that deciding stays in microseconds, and the
-/// figure README quotes (`cargo test --release policy::tests::one_decision -- --nocapture`).
-#[test]
-fn one_decision_takes_microseconds() {
-    let examples = examples();
-    let caller = billing();
-    let snapshot = disk("FRA-A", json!({"team": "billing", "env": "prod"}));
-    let call = Call {
-        principal: &caller,
-        disk: Some(&snapshot),
-        at: tuesday_morning(),
-        reason: "CHG-1",
-    };
-    let facts = call.facts();
-    let rounds = 2_000;
-    let started = std::time::Instant::now();
-    for _ in 0..rounds {
-        std::hint::black_box(examples.decide_release(std::hint::black_box(&facts)));
-    }
-    let each = started.elapsed() / rounds;
-    println!("one decision by the example policies: {each:?}");
-    assert!(each < std::time::Duration::from_millis(5), "{each:?}");
-}
