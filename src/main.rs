@@ -14,7 +14,9 @@ use zenlayer_gateway::{database, shutdown, startup::Application, telemetry};
 /// frames, JSON, SQL parameters); glibc's allocator spent about a third of
 /// the gateway's CPU on them in the benchmark's profile. With mimalloc the
 /// benchmark's best rate rose by a sixth and the CPU per call fell by a
-/// quarter, for about twice the resident memory (README, "Benchmark").
+/// quarter. Built without transparent huge pages (`no_thp`): with them its
+/// resident memory under load was about 75 MiB, without them about 45 MiB,
+/// for no CPU the benchmark could tell apart (README, "Benchmark").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
