@@ -126,4 +126,41 @@ mod tests {
             assert!(bad.parse::<Budget>().is_err(), "{bad:?}");
         }
     }
+
+    /// Callers read the budget they ran into in their error message.
+    #[test]
+    fn a_budget_reads_in_the_largest_whole_unit() {
+        for (text, shown) in [
+            ("50/1h", "50 releases per 1h"),
+            ("5/120m", "5 releases per 2h"),
+            ("3/15m", "3 releases per 15m"),
+            ("7/60s", "7 releases per 1m"),
+            ("10/90s", "10 releases per 90s"),
+            ("2/3601s", "2 releases per 3601s"),
+        ] {
+            assert_eq!(text.parse::<Budget>().unwrap().to_string(), shown);
+        }
+    }
+
+    #[test]
+    fn budgets_count_back_over_the_longest_window_of_those_set() {
+        let hour = "50/1h".parse::<Budget>().ok();
+        let day = "500/24h".parse::<Budget>().ok();
+        let none = Budgets::default();
+        assert!(!none.any());
+        assert_eq!(none.longest_window(), Duration::ZERO);
+        for (per_principal, total, longest) in [
+            (hour, None, 3600),
+            (None, day, 86_400),
+            (hour, day, 86_400),
+            (day, hour, 86_400),
+        ] {
+            let budgets = Budgets {
+                per_principal,
+                total,
+            };
+            assert!(budgets.any(), "{budgets:?}");
+            assert_eq!(budgets.longest_window(), Duration::from_secs(longest));
+        }
+    }
 }
