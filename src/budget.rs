@@ -120,8 +120,24 @@ mod tests {
             "3/15m".parse::<Budget>().unwrap().to_string(),
             "3 releases per 15m"
         );
+        // The bounds: one second, and 31 days exactly.
+        assert_eq!("1/1s".parse::<Budget>().unwrap().window.as_secs(), 1);
+        assert_eq!(
+            "5/744h".parse::<Budget>().unwrap().window.as_secs(),
+            31 * 24 * 3600
+        );
         for bad in [
-            "", "50", "50/", "/1h", "0/1h", "5/0h", "5/1d", "x/1h", "5/32h0", "5/745h",
+            "",
+            "50",
+            "50/",
+            "/1h",
+            "0/1h",
+            "5/0h",
+            "5/1d",
+            "x/1h",
+            "5/32h0",
+            "5/745h",
+            "5/2678401s",
         ] {
             assert!(bad.parse::<Budget>().is_err(), "{bad:?}");
         }
