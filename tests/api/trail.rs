@@ -759,3 +759,47 @@ async fn a_fixed_attempt_row_has_the_leaf_hash_readme_quotes() {
     assert_eq!(sha256(&[&[0], &from_readme]).to_vec(), stored);
     assert_eq!(hex::encode(&stored), FIXED_LEAF_HASH);
 }
+
+/// The `text[]` columns in every shape a row can hold them (empty, NULL
+/// elements, several, non-ASCII, NULL), each row's stored leaf hash against
+/// README's encoding.
+#[tokio::test]
+async fn array_columns_encode_as_readme_says() {
+    let app = spawn_app_with(AppOptions::default()).await;
+    let shapes = [
+        ("{}", "{}", None),
+        ("{NULL,disk:release}", "{p1,p2}", Some("{\"ü€😀\",\"\"}")),
+        ("{\"a,b\",\"{c}\",\"\"}", "{}", Some("{x,NULL,y}")),
+    ];
+    for (i, (roles, policy_ids, shadow_ids)) in shapes.into_iter().enumerate() {
+        let call_id = Uuid::parse_str(&format!("01930000-0000-7000-8000-00000000010{i}")).unwrap();
+        sqlx::query(
+            "INSERT INTO audit.release_attempts (call_id, received_at, roles, x_request_id,
+                 trace_id, disk_id, decision, policy_ids, shadow_policy_ids)
+             VALUES ($1, now(), $2::text[], 'req', 'trace', 'disk-1', 'allowed', $3::text[],
+                 $4::text[])",
+        )
+        .bind(call_id)
+        .bind(roles)
+        .bind(policy_ids)
+        .bind(shadow_ids)
+        .execute(&app.db)
+        .await
+        .unwrap();
+        let (index, stored): (i64, Vec<u8>) = sqlx::query_as(
+            "SELECT e.log_index, n.hash FROM audit.events e
+             JOIN audit.log_nodes n ON n.level = 0 AND n.node_index = e.log_index
+             WHERE e.kind = 'attempt' AND e.call_id = $1",
+        )
+        .bind(call_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        let from_readme = attempt_leaf_from_row(&app, call_id, index).await;
+        assert_eq!(
+            sha256(&[&[0], &from_readme]).to_vec(),
+            stored,
+            "roles {roles}, policy_ids {policy_ids}, shadow_policy_ids {shadow_ids:?}"
+        );
+    }
+}
