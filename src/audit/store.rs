@@ -74,7 +74,11 @@ pub(super) async fn write_batch(
              ON CONFLICT DO NOTHING
              RETURNING call_id
            ), freed AS (
-             DELETE FROM idempotency.keys WHERE call_id = ANY($45::uuid[])
+             -- Usually there is nothing to free: the second condition is
+             -- then decided once, and the table is not read at all (a plan
+             -- made while the table had no statistics would scan it all).
+             DELETE FROM idempotency.keys
+             WHERE call_id = ANY($45::uuid[]) AND cardinality($45::uuid[]) > 0
              RETURNING call_id
            )
            -- (Every part runs to completion, whatever the query reads.)
