@@ -36,6 +36,8 @@ const CLOSED_LOOP: [usize; 4] = [1, 16, 64, 256];
 const ACCESS_KEY_ID: &str = "AKIDbenchmark";
 const ACCESS_KEY_PASSWORD: &str = "benchmark-access-key-password";
 const ISSUER: &str = "zenlayer-gateway-bench";
+/// How long the open loop runs (outside the smoke run).
+const OPEN_LOOP: Duration = Duration::from_secs(60);
 /// More releasable disks than any run can use.
 const DISKS: u64 = 400_000;
 
@@ -69,16 +71,9 @@ async fn main() -> anyhow::Result<()> {
             Some(pgbench),
         ));
     }
-    let open = rig
-        .open_loop(
-            best.0 / 2.0,
-            if smoke {
-                level
-            } else {
-                level.max(Duration::from_secs(5))
-            },
-        )
-        .await?;
+    // Long enough to show whether memory stays flat under a steady load.
+    let open_length = if smoke { level } else { OPEN_LOOP };
+    let (open, resident) = rig.open_loop(best.0 / 2.0, open_length).await?;
     rows.push((
         format!("open, {:.0}/s (half the best)", best.0 / 2.0),
         open,
@@ -89,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         direct_p50,
         startup: rig.startup,
         peak_rss_kib: rig.peak_rss_kib()?,
+        resident,
         missing_outcomes: rig.calls_without_outcome().await?,
         best_concurrency: best.1,
     };
@@ -244,14 +240,24 @@ impl Rig {
 
     /// Calls sent at a steady `rate`, each timed from when it was due, so a
     /// stall shows in the latencies rather than slowing the sender.
-    async fn open_loop(&self, rate: f64, length: Duration) -> anyhow::Result<Run> {
+    /// Calls at a steady `rate` for `length`, each timed from when it was
+    /// due; also the gateway's resident memory, sampled every second.
+    async fn open_loop(&self, rate: f64, length: Duration) -> anyhow::Result<(Run, Resident)> {
         let cpu_before = self.cpu()?;
         let total = (rate * length.as_secs_f64()) as u64;
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
+        let mut resident = Resident::default();
+        let mut next_sample = Duration::ZERO;
         for i in 0..total {
             let due = started + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
+            if started.elapsed() >= next_sample {
+                resident
+                    .samples
+                    .push((next_sample, self.status_kib("VmRSS:")?));
+                next_sample += Duration::from_secs(1);
+            }
             let mut caller = self.client();
             tasks.spawn(async move {
                 let mut histogram = new_histogram();
@@ -264,7 +270,11 @@ impl Rig {
         let elapsed = started.elapsed();
         let calls = histogram.len();
         let cpu = self.cpu()?.saturating_sub(cpu_before);
-        Ok(summary(histogram, calls, elapsed, Some(cpu), unexpected))
+        resident.samples.push((elapsed, self.status_kib("VmRSS:")?));
+        Ok((
+            summary(histogram, calls, elapsed, Some(cpu), unexpected),
+            resident,
+        ))
     }
 
     /// What the gateway itself sends, made directly at one in flight: a
@@ -368,6 +378,11 @@ impl Rig {
     }
 
     fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    /// One of the gateway's `/proc/<pid>/status` sizes, in KiB.
+    fn status_kib(&self, field: &str) -> anyhow::Result<u64> {
         let pid = self
             .gateway
             .id()
@@ -375,9 +390,9 @@ impl Rig {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("no VmHWM"))
+            .ok_or_else(|| anyhow::anyhow!("no {field}"))
     }
 
     /// Calls the audit trail shows as still pending or unknown, once the
@@ -519,6 +534,24 @@ async fn wait_until_serving(channel: Channel) -> anyhow::Result<()> {
     anyhow::bail!("the gateway never reported SERVING")
 }
 
+/// The gateway's resident memory during the open loop: (since its start,
+/// KiB), a sample a second and one at its end.
+#[derive(Debug, Default)]
+struct Resident {
+    samples: Vec<(Duration, u64)>,
+}
+
+impl Resident {
+    /// After the first tenth of the run (once the load is steady), and at
+    /// its end.
+    fn steady_and_end(&self) -> Option<(u64, u64)> {
+        let end = self.samples.last()?;
+        let settle = end.0 / 10;
+        let steady = self.samples.iter().find(|(at, _)| *at >= settle)?;
+        Some((steady.1, end.1))
+    }
+}
+
 /// The printed result.
 #[derive(Debug, Default)]
 struct Table {
@@ -526,6 +559,7 @@ struct Table {
     direct_p50: Duration,
     startup: Duration,
     peak_rss_kib: u64,
+    resident: Resident,
     missing_outcomes: i64,
     best_concurrency: usize,
 }
@@ -573,6 +607,19 @@ impl Table {
             "- peak RSS: {:.1} MiB (target ≤ 64 MiB)",
             self.peak_rss_kib as f64 / 1024.0
         );
+        if let Some((steady, end)) = self.resident.steady_and_end() {
+            let length = self
+                .resident
+                .samples
+                .last()
+                .map_or(0, |(at, _)| at.as_secs());
+            println!(
+                "- resident memory over the {length}-second open loop: {:.1} MiB once steady, {:.1} MiB at its end ({:+.1} %; target: flat)",
+                steady as f64 / 1024.0,
+                end as f64 / 1024.0,
+                (end as f64 / steady as f64 - 1.0) * 100.0
+            );
+        }
         println!("- start-up to SERVING: {} (target ≤ 1 s)", ms(self.startup));
         let unexpected: u64 = self.rows.iter().map(|(_, r, _)| r.unexpected).sum();
         println!(
