@@ -34,3 +34,34 @@ impl FreezeState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(action: FreezeAction) -> FreezeRecord {
+        FreezeRecord {
+            action,
+            reason: "incident 42".into(),
+            operator: "alice".into(),
+            recorded_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn only_a_freeze_as_the_newest_record_stops_releases() {
+        assert_eq!(FreezeState::of(None), FreezeState::Open);
+        assert_eq!(
+            FreezeState::of(Some(record(FreezeAction::Unfreeze))),
+            FreezeState::Open
+        );
+        assert_eq!(
+            FreezeState::of(Some(record(FreezeAction::Freeze))),
+            FreezeState::Frozen(Freeze {
+                reason: "incident 42".into(),
+                operator: "alice".into(),
+                since: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            })
+        );
+    }
+}

@@ -85,3 +85,44 @@ fn sorted(ids: impl Iterator<Item = String>) -> Vec<String> {
     ids.dedup();
     ids
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The audit trail's `policy_decision` and `policy_ids`, and the
+    /// metrics' labels, are rendered from these.
+    #[test]
+    fn each_verdict_names_its_decision_and_the_policies_that_made_it() {
+        let ids = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let verdicts = [
+            (
+                Verdict::Permit {
+                    policy_ids: ids(&["release-role"]),
+                },
+                "permit",
+                ids(&["release-role"]),
+            ),
+            (
+                Verdict::Deny {
+                    policy_ids: ids(&["never-protected", "team-owns-disk"]),
+                },
+                "deny",
+                ids(&["never-protected", "team-owns-disk"]),
+            ),
+            (
+                Verdict::Error {
+                    policy_ids: ids(&["overflows"]),
+                    errors: vec!["integer overflow".into()],
+                },
+                "error",
+                ids(&["overflows"]),
+            ),
+        ];
+        for (verdict, label, policy_ids) in verdicts {
+            assert_eq!(verdict.label(), label);
+            assert_eq!(verdict.policy_ids(), policy_ids.as_slice());
+            assert_eq!(verdict.permits(), label == "permit");
+        }
+    }
+}

@@ -260,6 +260,54 @@ mod tests {
         );
     }
 
+    /// The row README quotes (also checked against the database's own
+    /// encoding in the integration tests) has README's leaf hash.
+    #[test]
+    fn the_fixed_attempt_row_has_the_leaf_hash_readme_quotes() {
+        let at = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
+        let row = AttemptRow {
+            call_id: "01930000-0000-7000-8000-000000000001".parse().unwrap(),
+            received_at: at("2026-12-01T00:00:00Z"),
+            recorded_at: at("2026-12-01T00:00:00.5Z"),
+            principal: Some("svc-janitor".into()),
+            issuer: Some("https://issuer.example".into()),
+            client_id: None,
+            token_jti: None,
+            token_fingerprint: None,
+            roles: vec!["disk:release".into()],
+            peer_addr: None,
+            peer_identity: None,
+            user_agent: None,
+            x_request_id: "req-1".into(),
+            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            disk_id: "disk-3f9a2c".into(),
+            reason: "CHG-1234 cleanup".into(),
+            idempotency_key: None,
+            replay_of: None,
+            decision: "allowed".into(),
+            decision_reason: None,
+            refusal_grpc_code: None,
+            refusal_message: None,
+            disk_snapshot: None,
+            disk_name: None,
+            zone_id: None,
+            disk_size_gib: None,
+            disk_type: None,
+            disk_status_before: None,
+            disk_tags: Some(r#"{"team": "billing"}"#.into()),
+            policy_set_hash: None,
+            policy_decision: None,
+            policy_ids: None,
+            shadow_policy_set_hash: None,
+            shadow_policy_decision: None,
+            shadow_policy_ids: None,
+        };
+        assert_eq!(
+            hex::encode(super::super::hash::leaf_hash(&row.leaf(0))),
+            "a3c367411f5f0b9db6675ef5ff94e6c23f8a97e9e7ffae90ba70cf6680cc64e1"
+        );
+    }
+
     #[test]
     fn an_instant_is_microseconds_since_the_epoch() {
         let mut l = Leaf(Vec::new());
