@@ -308,6 +308,107 @@ mod tests {
         );
     }
 
+    /// A field as README writes it, built independently of `Leaf`.
+    fn f(value: Option<&[u8]>) -> Vec<u8> {
+        match value {
+            None => vec![0],
+            Some(bytes) => [&[1][..], &(bytes.len() as u32).to_be_bytes(), bytes].concat(),
+        }
+    }
+
+    fn n(value: i64) -> Vec<u8> {
+        f(Some(&value.to_be_bytes()))
+    }
+
+    #[test]
+    fn outcome_confirmation_and_freeze_leaves_hold_every_column_in_table_order() {
+        let at = |micros: i64| DateTime::from_timestamp_micros(micros).unwrap();
+        let call_id: Uuid = "01930000-0000-7000-8000-000000000001".parse().unwrap();
+        let outcome = OutcomeRow {
+            outcome_id: 7,
+            call_id,
+            completed_at: at(1),
+            recorded_at: at(2),
+            outcome: "failed".into(),
+            grpc_code: "NOT_FOUND".into(),
+            error_reason: Some("INVALID_DISK_NOT_FOUND".into()),
+            zenlayer_code: Some("INVALID_DISK_NOT_FOUND".into()),
+            zenlayer_request_id: Some("T1".into()),
+            http_status: Some(404),
+            error_message: None,
+            recorded_by: "call".into(),
+            zenlayer_action: Some("ReleaseDisk".into()),
+        };
+        let t = |text: &str| f(Some(text.as_bytes()));
+        assert_eq!(
+            outcome.leaf(3),
+            [
+                b"zenlayer-gateway/outcome/v1\n".to_vec(),
+                n(3),
+                n(7),
+                f(Some(call_id.as_bytes())),
+                n(1),
+                n(2),
+                t("failed"),
+                t("NOT_FOUND"),
+                t("INVALID_DISK_NOT_FOUND"),
+                t("INVALID_DISK_NOT_FOUND"),
+                t("T1"),
+                n(404),
+                f(None),
+                t("call"),
+                t("ReleaseDisk"),
+            ]
+            .concat()
+        );
+        let confirmation = ConfirmationRow {
+            confirmation_id: 9,
+            call_id,
+            recorded_at: at(4),
+            confirmation: "confirmed".into(),
+            checked_at: at(5),
+            zenlayer_request_id: Some("T2".into()),
+            disk_status: None,
+            recorded_by: "confirmation".into(),
+        };
+        assert_eq!(
+            confirmation.leaf(4),
+            [
+                b"zenlayer-gateway/confirmation/v1\n".to_vec(),
+                n(4),
+                n(9),
+                f(Some(call_id.as_bytes())),
+                n(4),
+                t("confirmed"),
+                n(5),
+                t("T2"),
+                f(None),
+                t("confirmation"),
+            ]
+            .concat()
+        );
+        let freeze = FreezeRow {
+            freeze_id: 2,
+            action: "freeze".into(),
+            reason: "incident 42".into(),
+            operator: "alice".into(),
+            recorded_at: at(6),
+        };
+        assert_eq!(
+            freeze.leaf(5),
+            [
+                b"zenlayer-gateway/freeze/v1\n".to_vec(),
+                n(5),
+                n(2),
+                t("freeze"),
+                t("incident 42"),
+                t("alice"),
+                n(6),
+            ]
+            .concat()
+        );
+    }
+
     #[test]
     fn an_instant_is_microseconds_since_the_epoch() {
         let mut l = Leaf(Vec::new());
