@@ -351,3 +351,50 @@ fn reading_calls_follows_the_default_policies() {
     assert!(!defaults.decide_read(&read(&caller, None)).permits());
     assert!(defaults.decide_read(&read(&auditor, None)).permits());
 }
+
+/// The shadow metric counts a disagreement only where one set would let a
+/// release through and the other would not.
+#[test]
+fn the_shadow_disagrees_only_where_one_set_permits_and_the_other_does_not() {
+    let judgement = |enforced: Verdict, shadow: Option<Verdict>| Judgement {
+        enforced,
+        set_hash: "enforced".into(),
+        shadow: shadow.map(|s| (s, "shadow".into())),
+    };
+    let error = || Verdict::Error {
+        policy_ids: Vec::new(),
+        errors: Vec::new(),
+    };
+    assert!(!judgement(permit(), None).shadow_disagrees());
+    assert!(!judgement(permit(), Some(permit())).shadow_disagrees());
+    assert!(!judgement(deny("a"), Some(error())).shadow_disagrees());
+    assert!(judgement(permit(), Some(deny("a"))).shadow_disagrees());
+    assert!(judgement(error(), Some(permit())).shadow_disagrees());
+}
+
+/// A policy file replaced while the gateway runs is in force within its
+/// reload interval.
+#[tokio::test]
+async fn a_changed_policy_file_is_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policies.cedar");
+    std::fs::write(&path, EXAMPLES).unwrap();
+    let settings = PolicySettings {
+        file: Some(path.clone()),
+        reload_interval: std::time::Duration::from_millis(20),
+        ..PolicySettings::default()
+    };
+    let policies = Policies::load(&settings, "disk:release", "disk:audit").unwrap();
+    let before = policies.set_hash();
+    let stop = tokio_util::sync::CancellationToken::new();
+    policies.spawn_reload(&stop);
+    std::fs::write(&path, default_policy_text("disk:release", "disk:audit")).unwrap();
+    let reloaded = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while policies.set_hash() == before {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    stop.cancel();
+    assert!(reloaded.is_ok(), "the new file was never loaded");
+}
