@@ -225,6 +225,36 @@ mod tests {
         }
     }
 
+    /// What a plan says to read is all it needs: the gateway reads only
+    /// those rows, so a plan that asked for too little (or the wrong
+    /// subtrees) would fail every proof in production.
+    #[test]
+    fn the_subtrees_a_plan_asks_for_are_enough_and_are_complete() {
+        let leaves: Vec<Hash> = (0..23).map(|i| leaf_hash(&leaf(i))).collect();
+        let all = stored(&leaves);
+        for size in 1..=23u64 {
+            let mut plans = vec![Plan::root(size)];
+            plans.extend((0..size).map(|index| Plan::inclusion(index, size)));
+            plans.extend((1..size).map(|old| Plan::consistency(old, size)));
+            for plan in plans {
+                let only: Subtrees = plan
+                    .needed
+                    .iter()
+                    .map(|subtree| {
+                        let (level, index) = *subtree;
+                        assert!(
+                            (index + 1) << level <= size,
+                            "{subtree:?} is not complete in a tree of {size}"
+                        );
+                        (*subtree, all[subtree])
+                    })
+                    .collect();
+                assert_eq!(plan.hashes(&only), plan.hashes(&all), "{plan:?}");
+                assert!(plan.hashes(&only).is_some(), "{plan:?}");
+            }
+        }
+    }
+
     #[test]
     fn a_missing_subtree_is_reported_not_guessed() {
         let leaves: Vec<Hash> = (0..5).map(|i| leaf_hash(&leaf(i))).collect();
