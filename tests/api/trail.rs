@@ -566,6 +566,8 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
     assert!(said.contains("intact: 13 events"), "{said}");
 
     let third = &calls[2].audit_id;
+    let fourth = &calls[3].audit_id;
+    let attempt_gone = format!("attempt row {fourth} is missing");
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "changed",
@@ -576,6 +578,12 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
             "deleted",
             format!("DELETE FROM audit.release_outcomes WHERE call_id = '{third}'"),
             "row was deleted",
+        ),
+        (
+            // The report names the call whose attempt is gone.
+            "attempt deleted",
+            format!("DELETE FROM audit.release_attempts WHERE call_id = '{fourth}'"),
+            &attempt_gone,
         ),
         (
             "forged",
@@ -621,6 +629,13 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
             said.contains(expected),
             "{name}: expected {expected:?} in: {said}"
         );
+        if name == "truncated" {
+            // The checkpoints stored in the database are evidence too:
+            // without the kept copy, they still show the removed events.
+            let (ok, said) = verify(&copy, &keys, &[]).await;
+            assert!(!ok, "{name}, stored checkpoints only: {said}");
+            assert!(said.contains(expected), "{name}: {said}");
+        }
     }
 }
 
