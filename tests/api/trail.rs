@@ -613,6 +613,14 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
             "the newest events were removed",
         ),
         (
+            // Every row untouched, but a stored subtree the root is made
+            // from changed: the proofs served from it would not verify.
+            "subtrees",
+            "UPDATE audit.log_nodes SET hash = sha256('\\x00'::bytea) WHERE level = 3 AND node_index = 0"
+                .to_owned(),
+            "stored subtrees",
+        ),
+        (
             "rewritten",
             format!(
                 "UPDATE audit.release_attempts SET principal = 'someone-else' WHERE call_id = '{third}'; DELETE FROM audit.checkpoints; {REBUILD_TREE}"
@@ -637,6 +645,17 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
             assert!(said.contains(expected), "{name}: {said}");
         }
     }
+}
+
+#[tokio::test]
+async fn an_empty_log_verifies() {
+    let keys = LogKeys::new();
+    let app = signing_app(&keys).await;
+    let database_url = app.database_url.clone();
+    app.shut_down().await.unwrap();
+    let (ok, said) = verify(&database_url, &keys, &[]).await;
+    assert!(ok, "{said}");
+    assert!(said.contains("intact: 0 events"), "{said}");
 }
 
 #[tokio::test]
