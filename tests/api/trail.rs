@@ -567,7 +567,7 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
 
     let third = &calls[2].audit_id;
     let fourth = &calls[3].audit_id;
-    let attempt_gone = format!("attempt row {fourth} is missing");
+    let attempt_gone = format!("leaf 6: its attempt row {fourth} is missing");
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "changed",
@@ -577,7 +577,8 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
         (
             "deleted",
             format!("DELETE FROM audit.release_outcomes WHERE call_id = '{third}'"),
-            "row was deleted",
+            // Each call's attempt and outcome are two events in a row.
+            "leaf 5: its outcome row",
         ),
         (
             // The report names the call whose attempt is gone.
