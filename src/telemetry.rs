@@ -25,7 +25,8 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// The target of spans that are for traces only: the steps inside a call
 /// (authorization, audit writes, upstream requests). Log lines leave them
-/// out; their events still carry the call's span.
+/// out; their events still carry the call's span. (`#[instrument]` takes
+/// a target only as a literal: those spans spell this out.)
 pub const TRACE_ONLY: &str = "zenlayer_gateway::trace";
 
 /// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes spans.

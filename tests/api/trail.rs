@@ -770,6 +770,20 @@ async fn three_gateways_writing_at_once_leave_a_gap_free_trail_that_verifies() {
     assert!(said.contains("intact: 60 events"), "{said}");
 }
 
+/// A call's attempt event: its log index and the leaf hash the database
+/// stored for it.
+async fn stored_attempt_leaf(app: &TestApp, call_id: Uuid) -> (i64, Vec<u8>) {
+    sqlx::query_as(
+        "SELECT e.log_index, n.hash FROM audit.events e
+         JOIN audit.log_nodes n ON n.level = 0 AND n.node_index = e.log_index
+         WHERE e.kind = 'attempt' AND e.call_id = $1",
+    )
+    .bind(call_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+}
+
 /// The leaf hash of one fixed attempt row, which README quotes so that an
 /// implementation in another language can check itself against it.
 const FIXED_LEAF_HASH: &str = "a3c367411f5f0b9db6675ef5ff94e6c23f8a97e9e7ffae90ba70cf6680cc64e1";
@@ -789,15 +803,7 @@ async fn a_fixed_attempt_row_has_the_leaf_hash_readme_quotes() {
     .execute(&app.db)
     .await
     .unwrap();
-    let (index, stored): (i64, Vec<u8>) = sqlx::query_as(
-        "SELECT e.log_index, n.hash FROM audit.events e
-         JOIN audit.log_nodes n ON n.level = 0 AND n.node_index = e.log_index
-         WHERE e.kind = 'attempt' AND e.call_id = $1",
-    )
-    .bind(call_id)
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
+    let (index, stored) = stored_attempt_leaf(&app, call_id).await;
     assert_eq!(index, 0, "the first event of a fresh log");
     let from_readme = attempt_leaf_from_row(&app, call_id, index).await;
     assert_eq!(sha256(&[&[0], &from_readme]).to_vec(), stored);
@@ -830,15 +836,7 @@ async fn array_columns_encode_as_readme_says() {
         .execute(&app.db)
         .await
         .unwrap();
-        let (index, stored): (i64, Vec<u8>) = sqlx::query_as(
-            "SELECT e.log_index, n.hash FROM audit.events e
-             JOIN audit.log_nodes n ON n.level = 0 AND n.node_index = e.log_index
-             WHERE e.kind = 'attempt' AND e.call_id = $1",
-        )
-        .bind(call_id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+        let (index, stored) = stored_attempt_leaf(&app, call_id).await;
         let from_readme = attempt_leaf_from_row(&app, call_id, index).await;
         assert_eq!(
             sha256(&[&[0], &from_readme]).to_vec(),
