@@ -102,7 +102,9 @@ impl Application {
             )),
             None => None,
         };
-        let freeze = freeze::spawn_freeze_watch(pool.clone(), stop.clone()).await;
+        let freeze =
+            freeze::spawn_freeze_watch(pool.clone(), settings.freeze_poll_interval, stop.clone())
+                .await;
         let path = ReleasePath::new(
             authenticator,
             audit,

@@ -2,7 +2,8 @@
 //! newest row says whether releases are stopped, why, since when and by
 //! whom. Every gateway keeps that state in memory, refreshed the moment a
 //! row is added (LISTEN/NOTIFY) and every second regardless (a lost
-//! notification, a dropped connection), and refuses releases while frozen.
+//! notification, a dropped connection; `GATEWAY_FREEZE_POLL_INTERVAL_MS`),
+//! and refuses releases while frozen.
 //! Operators flip it with `zenlayer-gateway freeze` / `unfreeze`.
 
 mod state;

@@ -1,5 +1,5 @@
 //! Keeps the freeze state current: a LISTEN on the freezes channel for
-//! speed, a read every second for certainty.
+//! speed, a read every poll interval (a second by default) for certainty.
 
 use super::state::FreezeState;
 use super::store;
@@ -12,9 +12,6 @@ use tokio_util::sync::CancellationToken;
 /// The channel `audit.release_freezes` notifies.
 const CHANNEL: &str = "zenlayer_gateway_freezes";
 
-/// How often the state is read even without a notification.
-const POLL: Duration = Duration::from_secs(1);
-
 /// The freeze state as last read; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct FreezeWatch(watch::Receiver<FreezeState>);
@@ -25,9 +22,27 @@ impl FreezeWatch {
     }
 }
 
+/// What woke the watch; each wakes it to read the state again.
+enum Woke {
+    /// A freeze or unfreeze was recorded.
+    Notified,
+    /// The listening connection dropped and sqlx has listened again on a
+    /// new one; whatever was notified in between was missed.
+    Relistened,
+    /// The listener failed (it could not listen again): a new one is made
+    /// at the next turn.
+    ListenerFailed,
+    /// The poll interval passed.
+    Polled,
+}
+
 /// Reads the state now (if the database answers) and keeps it current until
-/// `stop`.
-pub async fn spawn_freeze_watch(pool: PgPool, stop: CancellationToken) -> FreezeWatch {
+/// `stop`, reading it on every notification and at least every `poll`.
+pub async fn spawn_freeze_watch(
+    pool: PgPool,
+    poll: Duration,
+    stop: CancellationToken,
+) -> FreezeWatch {
     let (sender, receiver) = watch::channel(FreezeState::Unknown);
     refresh(&pool, &sender).await;
     tokio::spawn(async move {
@@ -35,14 +50,18 @@ pub async fn spawn_freeze_watch(pool: PgPool, stop: CancellationToken) -> Freeze
         loop {
             if listener.is_none() {
                 listener = listen(&pool).await;
+                if listener.is_some() {
+                    // Whatever was recorded since the last read and before
+                    // this listened was notified to nobody.
+                    refresh(&pool, &sender).await;
+                }
             }
-            let heard = tokio::select! {
+            let woke = tokio::select! {
                 () = stop.cancelled() => return,
-                heard = notification(listener.as_mut()) => Some(heard),
-                () = tokio::time::sleep(POLL) => None,
+                woke = notification(listener.as_mut()) => woke,
+                () = tokio::time::sleep(poll) => Woke::Polled,
             };
-            if heard == Some(false) {
-                // The connection dropped; listen again at the next turn.
+            if let Woke::ListenerFailed = woke {
                 listener = None;
             }
             refresh(&pool, &sender).await;
@@ -51,11 +70,16 @@ pub async fn spawn_freeze_watch(pool: PgPool, stop: CancellationToken) -> Freeze
     FreezeWatch(receiver)
 }
 
-/// Waits for a notification: `false` when the connection dropped instead.
-async fn notification(listener: Option<&mut PgListener>) -> bool {
-    match listener {
-        Some(listener) => matches!(listener.try_recv().await, Ok(Some(_))),
-        None => std::future::pending().await,
+/// Waits for a notification, or for the listener to drop its connection;
+/// never returns without a listener (polling alone then keeps the state).
+async fn notification(listener: Option<&mut PgListener>) -> Woke {
+    let Some(listener) = listener else {
+        return std::future::pending().await;
+    };
+    match listener.try_recv().await {
+        Ok(Some(_)) => Woke::Notified,
+        Ok(None) => Woke::Relistened,
+        Err(_) => Woke::ListenerFailed,
     }
 }
 

@@ -8,6 +8,7 @@
 mod auth;
 mod budget;
 mod database;
+mod freeze;
 mod limits;
 mod policy;
 mod reader;
@@ -45,6 +46,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub trail: TrailSettings,
     pub budgets: crate::budget::Budgets,
+    /// `GATEWAY_FREEZE_POLL_INTERVAL_MS`: the freeze state's fallback read.
+    pub freeze_poll_interval: std::time::Duration,
 }
 
 impl Settings {
@@ -60,6 +63,7 @@ impl Settings {
             telemetry: TelemetrySettings::read(&mut reader),
             trail: TrailSettings::read(&mut reader),
             budgets: budget::read(&mut reader),
+            freeze_poll_interval: freeze::poll_interval(&mut reader),
         };
         reader.finish().map(|()| settings)
     }

@@ -348,3 +348,75 @@ async fn a_freeze_needs_a_reason() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--reason"));
 }
+
+/// The backend of the gateway's LISTEN connection, once it listens.
+async fn listener_backend(app: &TestApp) -> Option<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN %zenlayer_gateway_freezes%'",
+    )
+    .fetch_optional(&app.db)
+    .await
+    .unwrap()
+}
+
+async fn frozen(addr: std::net::SocketAddr) -> bool {
+    let answer = client(addr)
+        .await
+        .release_disk(request("disk-nobody-has"))
+        .await;
+    matches!(answer, Err(status) if status.code() == Code::FailedPrecondition)
+}
+
+#[tokio::test]
+async fn a_freeze_arrives_by_notification_alone_and_still_does_after_the_listening_connection_drops()
+ {
+    // Polled once an hour: only a notification can bring the switch in time.
+    let app = spawn_app_with(with(&[("GATEWAY_FREEZE_POLL_INTERVAL_MS", "3600000")])).await;
+    let operator = operator_login(&app).await;
+    let (db, addr) = (&app, app.addr);
+    let first = eventually(Duration::from_secs(5), "the gateway to listen", || {
+        listener_backend(db)
+    })
+    .await;
+
+    command(&operator, &["freeze", "--reason", "incident 4712"]).await;
+    eventually(
+        Duration::from_secs(1),
+        "the freeze to arrive",
+        || async move { frozen(addr).await.then_some(()) },
+    )
+    .await;
+
+    // The connection it listens on is killed: it listens again on another.
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert!(killed);
+    eventually(
+        Duration::from_secs(5),
+        "the gateway to listen again",
+        || async move { listener_backend(db).await.filter(|pid| *pid != first) },
+    )
+    .await;
+
+    command(
+        &operator,
+        &["unfreeze", "--reason", "incident 4712 resolved"],
+    )
+    .await;
+    eventually(
+        Duration::from_secs(1),
+        "the unfreeze to arrive",
+        || async move { (!frozen(addr).await).then_some(()) },
+    )
+    .await;
+    releasable(&app, "disk-after-relisten");
+    client(app.addr)
+        .await
+        .release_disk(request("disk-after-relisten"))
+        .await
+        .expect("releases resume");
+}
