@@ -134,7 +134,8 @@ impl Rig {
         zenlayer_gateway::database::migrate(&db).await?;
         sqlx::raw_sql(
             "CREATE ROLE bench_gateway LOGIN IN ROLE zenlayer_gateway;
-             CREATE TABLE public.bench_attempts (LIKE audit.release_attempts INCLUDING ALL);",
+             CREATE TABLE public.bench_attempts (LIKE audit.release_attempts INCLUDING ALL)
+                 WITH (autovacuum_enabled = false);",
         )
         .execute(&db)
         .await?;

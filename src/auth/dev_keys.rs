@@ -141,4 +141,34 @@ mod tests {
             ("alice", &["disk:release".to_owned()][..])
         );
     }
+
+    #[test]
+    fn debug_names_the_key_and_shows_none_of_it() {
+        let key = DevSigningKey::generate().unwrap();
+        let shown = format!("{key:?}");
+        assert!(shown.contains(&key.kid), "{shown}");
+        let pem = key.private_pem();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        for secret in [body, hex::encode(&key.pkcs8), format!("{:?}", key.pkcs8)] {
+            assert!(!shown.contains(&secret), "{shown}");
+        }
+    }
+
+    #[test]
+    fn roles_placed_under_a_path_keep_what_is_already_there() {
+        let mut body = json!({"sub": "alice", "realm_access": {"account": ["view"]}});
+        place(&mut body, "realm_access.roles", json!(["disk:release"]));
+        place(&mut body, "scope", json!("a b"));
+        assert_eq!(
+            body,
+            json!({
+                "sub": "alice",
+                "realm_access": {"account": ["view"], "roles": ["disk:release"]},
+                "scope": "a b",
+            })
+        );
+        // A claim in the way that is not an object gives way to one.
+        place(&mut body, "sub.roles", json!(["x"]));
+        assert_eq!(body["sub"], json!({"roles": ["x"]}));
+    }
 }

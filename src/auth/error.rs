@@ -84,3 +84,29 @@ impl AuthError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unreachable_key_source_is_unavailable_and_only_a_missing_role_denied() {
+        let missing_role = AuthError::MissingRole {
+            subject: "alice".into(),
+            role: "disk:release".into(),
+            claim: "roles".into(),
+        };
+        let cases = [
+            (
+                AuthError::KeySourceDown("down".into()),
+                Verdict::Unavailable,
+            ),
+            (missing_role, Verdict::PermissionDenied),
+            (AuthError::MissingToken, Verdict::Unauthenticated),
+            (AuthError::BadSignature, Verdict::Unauthenticated),
+        ];
+        for (error, verdict) in cases {
+            assert_eq!(error.verdict(), verdict, "{error:?}");
+        }
+    }
+}

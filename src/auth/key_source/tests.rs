@@ -160,3 +160,44 @@ fn retries_back_off_from_a_quarter_second_to_five_seconds() {
         .collect();
     assert_eq!(delays, [250, 500, 1000, 2000, 4000, 5000, 5000]);
 }
+
+/// A JWKS endpoint serving `body`.
+async fn serving(body: String) -> Url {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = Url::parse(&format!("http://{}/jwks", listener.local_addr().unwrap())).unwrap();
+    let app = Router::new().route("/jwks", get(move || async move { body }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// The key set padded with whitespace to `size` bytes.
+fn padded_jwks(size: usize) -> String {
+    let mut body = JWKS.to_owned();
+    body.insert_str(1, &" ".repeat(size - JWKS.len()));
+    assert_eq!(body.len(), size);
+    body
+}
+
+#[tokio::test]
+async fn a_key_set_of_up_to_one_mebibyte_is_read_and_a_larger_one_refused() {
+    // A set with many large keys runs to tens of kilobytes; a megabyte is
+    // not a key set but an answer to stop reading.
+    for (size, held) in [(1024 * 1024, true), (1024 * 1024 + 1, false)] {
+        let cache = Arc::new(
+            JwksCache::new(
+                serving(padded_jwks(size)).await,
+                Duration::ZERO,
+                Metrics::new(),
+            )
+            .unwrap(),
+        );
+        let downloaded = cache.download().await;
+        match held {
+            true => assert!(downloaded.is_ok(), "{size} bytes: {downloaded:?}"),
+            false => {
+                let error = downloaded.expect_err("refused");
+                assert!(error.contains("exceeds 1048576 bytes"), "{error}");
+            }
+        }
+    }
+}
