@@ -189,10 +189,7 @@ impl JwksCache {
         }
         if let Trigger::Caller { interval } = trigger {
             let now = Instant::now();
-            if flight
-                .last_caller_start
-                .is_some_and(|at| now - at < interval)
-            {
+            if !caller_may_start(flight.last_caller_start, now, interval) {
                 return None;
             }
             flight.last_caller_start = Some(now);
@@ -284,6 +281,12 @@ fn next_retry(delay: Duration) -> Duration {
 }
 
 /// The body, refused (not truncated) past `limit`: half a key set is not one.
+/// Whether a caller may start a fetch at `now`: once `interval` has passed
+/// since a caller last started one (the interval itself included).
+fn caller_may_start(last_start: Option<Instant>, now: Instant, interval: Duration) -> bool {
+    last_start.is_none_or(|at| now - at >= interval)
+}
+
 async fn read_at_most(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response

@@ -201,3 +201,18 @@ async fn a_key_set_of_up_to_one_mebibyte_is_read_and_a_larger_one_refused() {
         }
     }
 }
+
+#[test]
+fn a_caller_may_start_a_fetch_once_the_interval_has_passed_since_the_last_and_not_before() {
+    let interval = Duration::from_secs(1);
+    let at = Instant::now();
+    assert!(caller_may_start(None, at, interval), "the first may");
+    assert!(!caller_may_start(Some(at), at, interval));
+    assert!(!caller_may_start(
+        Some(at),
+        at + interval - Duration::from_millis(1),
+        interval
+    ));
+    assert!(caller_may_start(Some(at), at + interval, interval));
+    assert!(caller_may_start(Some(at), at + 2 * interval, interval));
+}
