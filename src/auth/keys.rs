@@ -224,4 +224,44 @@ mod tests {
         assert_eq!(set.candidates(Some("k2"), Algorithm::RS256).count(), 0);
         assert!(!set.has_kid("k2"));
     }
+
+    #[test]
+    fn a_shared_secret_verifies_tokens_signed_with_it_and_no_others() {
+        use jsonwebtoken::{EncodingKey, Header, Validation};
+        let set = KeySet::from_hs256_secret(b"the shared secret");
+        assert_eq!((set.len(), set.is_empty()), (1, false));
+        assert!(KeySet::default().is_empty());
+        let claims = serde_json::json!({"sub": "alice", "exp": 4_000_000_000u64});
+        let sign = |secret: &[u8]| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(secret),
+            )
+            .unwrap()
+        };
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.required_spec_claims.clear();
+        let verifies = |token: &str| {
+            set.candidates(None, Algorithm::HS256).any(|k| {
+                jsonwebtoken::decode::<serde_json::Value>(token, &k.key, &validation).is_ok()
+            })
+        };
+        assert!(verifies(&sign(b"the shared secret")));
+        assert!(!verifies(&sign(b"another secret")));
+        assert_eq!(set.candidates(None, Algorithm::RS256).count(), 0);
+    }
+
+    #[test]
+    fn debug_shows_a_keys_id_and_algorithms_but_not_the_key() {
+        let set = KeySet::from_hs256_secret(b"the shared secret");
+        let jwks = br#"{"keys":[{"kty":"RSA","kid":"k1","alg":"RS256","n":"sXch","e":"AQAB"}]}"#;
+        let rsa = KeySet::from_jwks(jwks).unwrap();
+        let shown = format!("{set:?} {rsa:?}");
+        for expected in ["kid: Some(\"k1\")", "RS256", "HS256"] {
+            assert!(shown.contains(expected), "{shown}");
+        }
+        assert!(!shown.contains("the shared secret"), "{shown}");
+        assert!(!shown.contains("sXch"), "{shown}");
+    }
 }
