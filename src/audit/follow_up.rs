@@ -20,6 +20,10 @@
 //! followed up in a transaction holding its advisory lock, so with several
 //! replicas on one database each call is looked at by one at a time and
 //! resolved once (the unique indexes would refuse a second verdict anyway).
+//! Confirmations, one per accepted release and so as many as releases, go
+//! a hundred at a time: one transaction holding their locks, one
+//! `DescribeDisks` for their disks, one statement for their verdicts.
+//! Reconciliations are rare and go one by one.
 //! While Zenlayer fails, the pause between sweeps doubles, up to a cap.
 
 use super::error::AuditError;
@@ -30,11 +34,24 @@ use crate::domain::DiskId;
 use crate::metrics::Metrics;
 use crate::zenlayer::{Described, ZenlayerClient};
 use sqlx::{PgPool, Postgres, Transaction};
+use std::collections::HashSet;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-/// How many calls one sweep follows up, per kind.
+/// Calls whose unknown outcome one sweep reconciles at most.
 const BATCH: i64 = 20;
+
+/// Accepted releases confirmed together: one transaction and one
+/// `DescribeDisks` for all of them, one statement for their verdicts.
+const CONFIRM_BATCH: usize = 100;
+const _: () = assert!(CONFIRM_BATCH <= crate::zenlayer::MAX_DISKS_PER_DESCRIBE);
+
+/// Confirmation batches one sweep runs at most, each only while the one
+/// before was full and recorded verdicts (so a cleanup of thousands of
+/// disks is confirmed within minutes, and disks still `DELETING` at the
+/// head of the queue are not asked about again and again).
+const CONFIRM_BATCHES_PER_SWEEP: usize = 10;
 
 /// The longest pause between sweeps while Zenlayer keeps failing.
 const MAX_PAUSE: Duration = Duration::from_secs(300);
@@ -98,13 +115,6 @@ impl From<sqlx::Error> for SweepError {
     }
 }
 
-/// Which verdict a follow-up is after.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Confirmation,
-    Reconciliation,
-}
-
 struct Worker {
     pool: PgPool,
     zenlayer: ZenlayerClient,
@@ -114,43 +124,43 @@ struct Worker {
 
 impl Worker {
     async fn sweep(&self) -> Result<(), SweepError> {
+        for _ in 0..CONFIRM_BATCHES_PER_SWEEP {
+            let mut db = self.pool.acquire().await.map_err(AuditError::from)?;
+            let unconfirmed = store::unconfirmed(&mut db, CONFIRM_BATCH as i64).await?;
+            drop(db);
+            let recorded = self.confirm(&unconfirmed).await?;
+            if unconfirmed.len() < CONFIRM_BATCH || recorded == 0 {
+                break;
+            }
+        }
         let mut db = self.pool.acquire().await.map_err(AuditError::from)?;
-        let unconfirmed = store::unconfirmed(&mut db, BATCH).await?;
         let unresolved = store::unresolved(&mut db, self.timing.settle, BATCH).await?;
         drop(db);
-        for call in unconfirmed {
-            self.confirm(&call).await?;
-        }
         for call in unresolved {
             self.reconcile(&call).await?;
         }
         Ok(())
     }
 
-    /// Opens one follow-up: a transaction holding the call's lock, and what
-    /// `DescribeDisks` says of its disk now. `None` when another replica
-    /// holds the call, when `kind`'s verdict is recorded already, or when
+    /// Opens one reconciliation: a transaction holding the call's lock, and
+    /// what `DescribeDisks` says of its disk now. `None` when another
+    /// replica holds the call, when its outcome is known already, or when
     /// the disk id is not one (the audit trail holds it as it was validated
     /// when the call was allowed, so that does not happen).
     async fn look(
         &self,
         call: &FollowUp,
-        kind: Kind,
     ) -> Result<Option<(Transaction<'static, Postgres>, Described)>, SweepError> {
         let mut tx = self.pool.begin().await?;
         if !store::lock_call(&mut tx, call.call_id).await? {
             return Ok(None);
         }
-        let done = match kind {
-            Kind::Confirmation => store::has_confirmation(&mut tx, call.call_id).await?,
-            Kind::Reconciliation => store::has_known_outcome(&mut tx, call.call_id).await?,
-        };
+        if store::has_known_outcome(&mut tx, call.call_id).await? {
+            return Ok(None);
+        }
         let Ok(disk_id) = DiskId::parse(&call.disk_id) else {
             return Ok(None);
         };
-        if done {
-            return Ok(None);
-        }
         let described = self
             .zenlayer
             .describe_disk(&disk_id, Deadline::NONE, None)
@@ -158,35 +168,75 @@ impl Worker {
         Ok(Some((tx, described)))
     }
 
-    /// Records `confirmed` once the disk is gone, `not_confirmed` once it
-    /// has been listed for too long; otherwise leaves it for a later sweep
-    /// (a `DELETING` disk is looked at again).
-    async fn confirm(&self, call: &FollowUp) -> Result<(), SweepError> {
-        let Some((mut tx, described)) = self.look(call, Kind::Confirmation).await? else {
-            return Ok(());
-        };
-        let overdue = chrono::Utc::now() - call.completed_at
-            > chrono::Duration::from_std(self.timing.confirm_within)
-                .unwrap_or(chrono::Duration::MAX);
-        let still = described.disk.as_ref().and_then(|d| d.disk_status.clone());
-        let confirmed = match (&described.disk, overdue) {
-            (None, _) => true,
-            (Some(_), true) => false,
-            (Some(_), false) => return Ok(()),
-        };
-        let verdict = Confirmation {
-            call_id: call.call_id,
-            confirmed,
-            checked_at: chrono::Utc::now(),
-            zenlayer_request_id: &described.request_id,
-            disk_status: still.as_deref(),
-            recorded_by: "confirmation",
-        };
-        if store::insert_confirmation(&mut tx, &verdict).await? {
-            tx.commit().await?;
-            self.report_confirmation(call, &verdict);
+    /// Confirms `calls` together: in one transaction holding the locks of
+    /// those no other replica holds and not yet confirmed, asks one
+    /// `DescribeDisks` about their disks, and records `confirmed` for each
+    /// disk gone and `not_confirmed` for each listed too long; a disk
+    /// listed within its time is left for a later sweep. Returns how many
+    /// verdicts were recorded.
+    async fn confirm(&self, calls: &[FollowUp]) -> Result<usize, SweepError> {
+        if calls.is_empty() {
+            return Ok(0);
         }
-        Ok(())
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<Uuid> = calls.iter().map(|c| c.call_id).collect();
+        let open: HashSet<Uuid> = store::open_for_confirmation(&mut tx, &ids)
+            .await?
+            .into_iter()
+            .collect();
+        // (Each disk id was validated when its call was allowed.)
+        let open: Vec<(&FollowUp, DiskId)> = calls
+            .iter()
+            .filter(|c| open.contains(&c.call_id))
+            .filter_map(|c| Some((c, DiskId::parse(&c.disk_id).ok()?)))
+            .collect();
+        if open.is_empty() {
+            return Ok(0);
+        }
+        let disk_ids: Vec<DiskId> = open.iter().map(|(_, d)| d.clone()).collect();
+        let described = self
+            .zenlayer
+            .describe_disks(&disk_ids, Deadline::NONE)
+            .await?;
+        let now = chrono::Utc::now();
+        let verdicts: Vec<(&FollowUp, Confirmation<'_>)> = open
+            .iter()
+            .zip(&described.disks)
+            .filter_map(|((call, _), disk)| {
+                let confirmed = confirmation(
+                    call.completed_at,
+                    disk.is_some(),
+                    now,
+                    self.timing.confirm_within,
+                )?;
+                Some((
+                    *call,
+                    Confirmation {
+                        call_id: call.call_id,
+                        confirmed,
+                        checked_at: now,
+                        zenlayer_request_id: &described.request_id,
+                        disk_status: disk.as_ref().and_then(|d| d.disk_status.as_deref()),
+                        recorded_by: "confirmation",
+                    },
+                ))
+            })
+            .collect();
+        if verdicts.is_empty() {
+            return Ok(0);
+        }
+        let rows: Vec<Confirmation<'_>> = verdicts.iter().map(|(_, v)| v.clone()).collect();
+        let recorded: HashSet<Uuid> = store::insert_confirmations(&mut tx, &rows)
+            .await?
+            .into_iter()
+            .collect();
+        tx.commit().await?;
+        for (call, verdict) in &verdicts {
+            if recorded.contains(&call.call_id) {
+                self.report_confirmation(call, verdict);
+            }
+        }
+        Ok(recorded.len())
     }
 
     fn report_confirmation(&self, call: &FollowUp, verdict: &Confirmation<'_>) {
@@ -206,7 +256,7 @@ impl Worker {
     /// Records what became of a call whose outcome was unknown, unless its
     /// disk is still `DELETING`, which is looked at again later.
     async fn reconcile(&self, call: &FollowUp) -> Result<(), SweepError> {
-        let Some((mut tx, described)) = self.look(call, Kind::Reconciliation).await? else {
+        let Some((mut tx, described)) = self.look(call).await? else {
             return Ok(());
         };
         let status = described.disk.as_ref().and_then(|d| d.disk_status.clone());
@@ -238,6 +288,25 @@ impl Worker {
             tracing::warn!(call_id = %call.call_id, disk_id = %call.disk_id, outcome = kind.label(), zenlayer.request_id = %described.request_id, "an unknown outcome reconciled from DescribeDisks");
         }
         Ok(())
+    }
+}
+
+/// The confirmation verdict on an accepted release recorded `completed_at`
+/// whose disk Zenlayer still lists (`listed`) or not: `true` (confirmed)
+/// once it is gone, `false` once it has been listed longer than `within`,
+/// `None` (look again later) while it is listed within its time.
+fn confirmation(
+    completed_at: chrono::DateTime<chrono::Utc>,
+    listed: bool,
+    now: chrono::DateTime<chrono::Utc>,
+    within: Duration,
+) -> Option<bool> {
+    let overdue =
+        now - completed_at > chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
+    match (listed, overdue) {
+        (false, _) => Some(true),
+        (true, true) => Some(false),
+        (true, false) => None,
     }
 }
 
@@ -274,5 +343,26 @@ fn reconciled(
             zenlayer_action: Some("DescribeDisks".to_owned()),
         },
         frees_key: kind == OutcomeKind::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_is_confirmed_once_its_disk_is_gone_and_not_confirmed_once_listed_too_long() {
+        let released = chrono::Utc::now();
+        let within = Duration::from_secs(600);
+        let at = |secs: i64| released + chrono::Duration::seconds(secs);
+        assert_eq!(confirmation(released, false, at(1), within), Some(true));
+        assert_eq!(confirmation(released, false, at(3600), within), Some(true));
+        assert_eq!(confirmation(released, true, at(1), within), None);
+        assert_eq!(
+            confirmation(released, true, at(600), within),
+            None,
+            "at the edge, still within"
+        );
+        assert_eq!(confirmation(released, true, at(601), within), Some(false));
     }
 }

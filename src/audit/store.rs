@@ -376,19 +376,23 @@ pub(super) async fn lock_call(db: &mut PgConnection, call_id: Uuid) -> Result<bo
     Ok(locked)
 }
 
-/// Whether the call has a confirmation verdict already (another replica,
-/// or a reconciliation, got there first).
-pub(super) async fn has_confirmation(
+/// Of `calls`, those this transaction now holds the follow-up lock of and
+/// that have no confirmation verdict yet; the others are another replica's
+/// to follow up, or done. (A verdict committed meanwhile is refused by the
+/// unique index, so nothing is recorded twice.)
+pub(super) async fn open_for_confirmation(
     db: &mut PgConnection,
-    call_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM audit.release_confirmations WHERE call_id = $1) AS "done!""#,
-        call_id,
+    calls: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT c.call_id AS "call_id!" FROM unnest($1::uuid[]) AS c(call_id)
+           WHERE pg_try_advisory_xact_lock(hashtextextended(c.call_id::text, 7215))
+             AND NOT EXISTS (SELECT 1 FROM audit.release_confirmations r
+                             WHERE r.call_id = c.call_id)"#,
+        calls,
     )
-    .fetch_one(db)
-    .await?;
-    Ok(done)
+    .fetch_all(db)
+    .await
 }
 
 /// Whether the call has a known outcome already.
@@ -417,6 +421,17 @@ pub(super) struct Confirmation<'a> {
     pub recorded_by: &'static str,
 }
 
+impl Confirmation<'_> {
+    /// The verdict as the `confirmation` column spells it.
+    pub fn label(&self) -> &'static str {
+        if self.confirmed {
+            "confirmed"
+        } else {
+            "not_confirmed"
+        }
+    }
+}
+
 #[tracing::instrument(name = "audit.insert_confirmation", skip_all, fields(call_id = %c.call_id))]
 pub(super) async fn insert_confirmation(
     db: &mut PgConnection,
@@ -428,11 +443,7 @@ pub(super) async fn insert_confirmation(
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT DO NOTHING",
         c.call_id,
-        if c.confirmed {
-            "confirmed"
-        } else {
-            "not_confirmed"
-        },
+        c.label(),
         c.checked_at,
         c.zenlayer_request_id,
         c.disk_status,
@@ -441,6 +452,38 @@ pub(super) async fn insert_confirmation(
     .execute(db)
     .await?;
     Ok(inserted.rows_affected() == 1)
+}
+
+/// Several confirmation verdicts in one statement (so the log's counter is
+/// held for one statement, not one per verdict); returns the calls whose
+/// verdicts were recorded (not one already held).
+#[tracing::instrument(name = "audit.insert_confirmations", skip_all, fields(verdicts = verdicts.len()))]
+pub(super) async fn insert_confirmations(
+    db: &mut PgConnection,
+    verdicts: &[Confirmation<'_>],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let call_ids: Vec<Uuid> = verdicts.iter().map(|c| c.call_id).collect();
+    let confirmations: Vec<&str> = verdicts.iter().map(Confirmation::label).collect();
+    let checked_at: Vec<_> = verdicts.iter().map(|c| c.checked_at).collect();
+    let request_ids: Vec<&str> = verdicts.iter().map(|c| c.zenlayer_request_id).collect();
+    let statuses: Vec<Option<&str>> = verdicts.iter().map(|c| c.disk_status).collect();
+    let recorded_by: Vec<&str> = verdicts.iter().map(|c| c.recorded_by).collect();
+    sqlx::query_scalar!(
+        r#"INSERT INTO audit.release_confirmations (
+               call_id, confirmation, checked_at, zenlayer_request_id, disk_status, recorded_by)
+           SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::text[],
+                                $5::text[], $6::text[])
+           ON CONFLICT DO NOTHING
+           RETURNING call_id"#,
+        &call_ids,
+        &confirmations as &[&str],
+        &checked_at,
+        &request_ids as &[&str],
+        &statuses as &[Option<&str>],
+        &recorded_by as &[&str],
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// The outcome reconciliation found for a call whose outcome was unknown.

@@ -57,6 +57,19 @@ pub struct Described {
     pub request_id: String,
 }
 
+/// Disks one `DescribeDisks` may ask about: one page of the largest size
+/// Zenlayer allows.
+pub const MAX_DISKS_PER_DESCRIBE: usize = 1000;
+
+/// What one `DescribeDisks` said of several disks.
+#[derive(Debug, Clone)]
+pub struct DescribedDisks {
+    /// Each disk's entry, in the order asked, `None` for one not listed.
+    pub disks: Vec<Option<DiskSnapshot>>,
+    /// The describe's own requestId.
+    pub request_id: String,
+}
+
 /// A client for Zenlayer's VM API (`<base>/api/v2/vm`).
 #[derive(Debug, Clone)]
 pub struct ZenlayerClient {
@@ -184,6 +197,55 @@ impl ZenlayerClient {
         record_result(&result);
         result.map(|accepted| Described {
             disk: find_in(&accepted.response, disk_id.as_str()),
+            request_id: accepted.request_id,
+        })
+    }
+
+    /// Asks Zenlayer about several disks at once (`DescribeDisks` with
+    /// `diskIds` and a page as large as the list, at most
+    /// [`MAX_DISKS_PER_DESCRIBE`]): for each id in order, its entry or `None`
+    /// when it is not listed. An answer that lists fewer disks than its
+    /// `totalCount` is an error: a disk left off a page must never look gone.
+    /// Retried like [`describe_disk`](Self::describe_disk).
+    #[instrument(target = "zenlayer_gateway::trace", name = "zenlayer.describe_disks", skip_all, fields(
+        disks = disk_ids.len(),
+        zenlayer.request_id = Empty,
+        zenlayer.code = Empty,
+        attempts = Empty,
+    ))]
+    pub async fn describe_disks(
+        &self,
+        disk_ids: &[DiskId],
+        deadline: Deadline,
+    ) -> Result<DescribedDisks, UpstreamError> {
+        assert!(
+            (1..=MAX_DISKS_PER_DESCRIBE).contains(&disk_ids.len()),
+            "one page of disk ids"
+        );
+        let ids: Vec<&str> = disk_ids.iter().map(DiskId::as_str).collect();
+        let body =
+            serde_json::json!({ "diskIds": ids, "pageSize": ids.len(), "pageNum": 1 }).to_string();
+        let result = self
+            .call_with_retries(
+                "DescribeDisks",
+                body.as_bytes(),
+                deadline,
+                Retry::Transient,
+                None,
+            )
+            .await;
+        record_result(&result);
+        let accepted = result?;
+        let disks =
+            entries_of(&accepted.response, &ids).map_err(|detail| UpstreamError::Unreadable {
+                http_status: 200,
+                detail: format!(
+                    "DescribeDisks (requestId {}): {detail}",
+                    accepted.request_id
+                ),
+            })?;
+        Ok(DescribedDisks {
+            disks,
             request_id: accepted.request_id,
         })
     }
@@ -383,6 +445,23 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest
         }
     }
     Ok(body)
+}
+
+/// Each of `ids`' entries in a `DescribeDisks` answer, in order, `None` for
+/// one not listed; an error when the answer lists fewer disks than its
+/// `totalCount` (or says none), since a disk left off the page is not gone.
+fn entries_of(
+    response: &serde_json::Value,
+    ids: &[&str],
+) -> Result<Vec<Option<DiskSnapshot>>, String> {
+    let listed = response["dataSet"].as_array().map_or(0, Vec::len);
+    match response["totalCount"].as_u64() {
+        Some(total) if total <= listed as u64 => {
+            Ok(ids.iter().map(|id| find_in(response, id)).collect())
+        }
+        Some(total) => Err(format!("listed {listed} disks of a totalCount of {total}")),
+        None => Err("no totalCount".to_owned()),
+    }
 }
 
 fn record_result(result: &Result<Accepted, UpstreamError>) {

@@ -11,7 +11,7 @@ mod fate;
 pub mod signing;
 
 pub use answer::Accepted;
-pub use client::{Described, ZenlayerClient};
+pub use client::{Described, DescribedDisks, MAX_DISKS_PER_DESCRIBE, ZenlayerClient};
 pub use config::{Credential, ZenlayerSettings};
 pub use disk::DiskSnapshot;
 pub use error::UpstreamError;

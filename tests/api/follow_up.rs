@@ -332,3 +332,50 @@ async fn two_gateways_reconciling_one_backlog_resolve_each_call_once() {
     .await;
     assert_eq!(resolved(), calls.len(), "no call was resolved twice");
 }
+
+#[tokio::test]
+async fn a_backlog_of_released_disks_is_confirmed_a_hundred_to_a_describe() {
+    // The first gateway releases and never follows up after start-up.
+    let first = spawn_app_with(quick(&[("GATEWAY_FOLLOW_UP_INTERVAL_MS", "3600000")])).await;
+    let mut calls = Vec::new();
+    for i in 0..150 {
+        let disk = format!("disk-cleanup-{i:03}");
+        first
+            .simulator
+            .put_disk(Disk::new(&disk, DiskType::Data, DiskStatus::Recycled));
+        let response = first.release(request(&disk)).await.unwrap().into_inner();
+        calls.push(response.audit_id);
+    }
+    let described = first.simulator.action_requests("DescribeDisks");
+    let mut env = test_settings(
+        &as_gateway(&first.database_url),
+        &first.simulator,
+        &first.key_server,
+    );
+    env.insert("GATEWAY_LOG_FORMAT".into(), "json".into());
+    env.insert("GATEWAY_FOLLOW_UP_INTERVAL_MS".into(), "50".into());
+    let _follower = GatewayProcess::spawn(&env).await;
+
+    let confirmed = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM audit.release_confirmations WHERE confirmation = 'confirmed'",
+        )
+        .fetch_one(&first.db)
+        .await
+        .unwrap()
+    };
+    eventually(Duration::from_secs(20), "150 confirmations", || async {
+        (confirmed().await == 150).then_some(())
+    })
+    .await;
+    for call_id in &calls {
+        assert_eq!(row(&first, call_id).await["confirmation"], "confirmed");
+    }
+    // 100 disks, then the other 50, each batch in one DescribeDisks; with
+    // nothing left to confirm, later sweeps ask nothing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        first.simulator.action_requests("DescribeDisks") - described,
+        2
+    );
+}

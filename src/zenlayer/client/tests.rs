@@ -59,3 +59,48 @@ async fn a_describe_answer_of_several_kib_is_read_whole() {
     assert_eq!(entry.tags.len(), 20);
     assert_eq!(entry.tags["label-19"], "v".repeat(200));
 }
+
+#[tokio::test]
+async fn several_disks_are_described_at_once_each_in_the_order_asked() {
+    let (_sim, client) = start(vec![
+        Disk::new("disk-b", DiskType::Data, DiskStatus::Recycled),
+        Disk::new("disk-a", DiskType::Data, DiskStatus::Deleting),
+    ])
+    .await;
+    let ids: Vec<DiskId> = ["disk-a", "disk-gone", "disk-b"]
+        .iter()
+        .map(|id| DiskId::parse(id).unwrap())
+        .collect();
+    let described = client.describe_disks(&ids, Deadline::NONE).await.unwrap();
+    let statuses: Vec<Option<&str>> = described
+        .disks
+        .iter()
+        .map(|d| d.as_ref().map(|d| d.disk_status.as_deref().unwrap_or("")))
+        .collect();
+    assert_eq!(statuses, [Some("DELETING"), None, Some("RECYCLED")]);
+    assert!(!described.request_id.is_empty());
+}
+
+#[test]
+fn an_answer_listing_fewer_disks_than_it_counts_is_refused_rather_than_read_as_gone() {
+    let listed = serde_json::json!({
+        "totalCount": 2,
+        "dataSet": [{"diskId": "disk-a", "diskStatus": "RECYCLED"}]
+    });
+    assert_eq!(
+        entries_of(&listed, &["disk-a", "disk-b"]).unwrap_err(),
+        "listed 1 disks of a totalCount of 2"
+    );
+    let uncounted = serde_json::json!({"dataSet": []});
+    assert!(entries_of(&uncounted, &["disk-a"]).is_err());
+    let whole = serde_json::json!({
+        "totalCount": 1,
+        "dataSet": [{"diskId": "disk-a", "diskStatus": "RECYCLED"}]
+    });
+    let entries = entries_of(&whole, &["disk-b", "disk-a"]).unwrap();
+    assert!(entries[0].is_none());
+    assert_eq!(
+        entries[1].as_ref().unwrap().disk_status.as_deref(),
+        Some("RECYCLED")
+    );
+}
