@@ -61,6 +61,12 @@ pub struct Described {
 /// Zenlayer allows.
 pub const MAX_DISKS_PER_DESCRIBE: usize = 1000;
 
+/// What one disk's entry in a `DescribeDisks` answer may take: its fields
+/// and its tags (tens of them, each key and value up to a few hundred
+/// bytes), with room to spare. An answer about several disks may be this
+/// much longer per disk than one about a single disk.
+const MAX_DISK_ENTRY_BYTES: usize = 16 * 1024;
+
 /// What one `DescribeDisks` said of several disks.
 #[derive(Debug, Clone)]
 pub struct DescribedDisks {
@@ -158,6 +164,7 @@ impl ZenlayerClient {
             .call_with_retries(
                 "ReleaseDisk",
                 body.as_bytes(),
+                MAX_ANSWER_BYTES,
                 deadline,
                 Retry::OnlyUnacted,
                 trace,
@@ -189,6 +196,7 @@ impl ZenlayerClient {
             .call_with_retries(
                 "DescribeDisks",
                 body.as_bytes(),
+                MAX_ANSWER_BYTES,
                 deadline,
                 Retry::Transient,
                 trace,
@@ -229,6 +237,7 @@ impl ZenlayerClient {
             .call_with_retries(
                 "DescribeDisks",
                 body.as_bytes(),
+                MAX_ANSWER_BYTES + ids.len() * MAX_DISK_ENTRY_BYTES,
                 deadline,
                 Retry::Transient,
                 None,
@@ -254,6 +263,7 @@ impl ZenlayerClient {
         &self,
         action: &str,
         body: &[u8],
+        answer_cap: usize,
         deadline: Deadline,
         retry: Retry,
         trace: Option<&str>,
@@ -262,7 +272,10 @@ impl ZenlayerClient {
         loop {
             Span::current().record("attempts", retries + 1);
             let budget = deadline.upstream_budget(self.timeout)?;
-            let error = match self.send_once(action, body, budget, trace).await {
+            let error = match self
+                .send_once(action, body, answer_cap, budget, trace)
+                .await
+            {
                 Ok(accepted) => return Ok(accepted),
                 Err(error) => error,
             };
@@ -317,6 +330,7 @@ impl ZenlayerClient {
         &self,
         action: &str,
         body: &[u8],
+        answer_cap: usize,
         budget: UpstreamBudget,
         trace: Option<&str>,
     ) -> Result<Accepted, UpstreamError> {
@@ -346,7 +360,7 @@ impl ZenlayerClient {
             headers.insert("traceparent", parent);
         }
         let result = self
-            .exchange(headers, body, budget)
+            .exchange(headers, body, answer_cap, budget)
             .instrument(span.clone())
             .await;
         let _entered = span.enter();
@@ -358,6 +372,7 @@ impl ZenlayerClient {
         &self,
         headers: HeaderMap,
         body: &[u8],
+        answer_cap: usize,
         budget: UpstreamBudget,
     ) -> Result<Accepted, UpstreamError> {
         let caller_bound = budget.caller_bound;
@@ -373,7 +388,7 @@ impl ZenlayerClient {
         let status = response.status();
         Span::current().record("http.response.status_code", status.as_u16());
         let headers = response.headers().clone();
-        let answer = read_capped(response)
+        let answer = read_capped(response, answer_cap)
             .await
             .map_err(|e| sent_error(e, caller_bound))?;
         interpret(status, &headers, &answer)
@@ -435,12 +450,17 @@ fn sent_error(error: reqwest::Error, caller_deadline: bool) -> UpstreamError {
     }
 }
 
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+/// Reads at most `cap` bytes of the answer (a longer one is cut short, and
+/// so unreadable).
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
-        let room = MAX_ANSWER_BYTES - body.len();
+        let room = cap - body.len();
         body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() == MAX_ANSWER_BYTES {
+        if body.len() == cap {
             break;
         }
     }

@@ -104,3 +104,42 @@ fn an_answer_listing_fewer_disks_than_it_counts_is_refused_rather_than_read_as_g
         Some("RECYCLED")
     );
 }
+
+/// A hundred disks with many long tags make an answer far larger than one
+/// about a single disk: it is read whole, not cut short and refused.
+#[tokio::test]
+async fn an_answer_about_a_hundred_heavily_tagged_disks_is_read_whole() {
+    let disks: Vec<Disk> = (0..100)
+        .map(|i| {
+            let mut disk = Disk::new(
+                &format!("disk-{i:03}"),
+                DiskType::Data,
+                DiskStatus::Recycled,
+            );
+            for n in 0..20 {
+                disk = disk.tagged(&format!("label-{n:02}"), &"v".repeat(200));
+            }
+            disk
+        })
+        .collect();
+    let (_sim, client) = start(disks).await;
+    let ids: Vec<DiskId> = (0..100)
+        .map(|i| DiskId::parse(&format!("disk-{i:03}")).unwrap())
+        .collect();
+    let described = client
+        .describe_disks(&ids, Deadline::NONE)
+        .await
+        .expect("the answer is read whole");
+    let size: usize = described
+        .disks
+        .iter()
+        .map(|d| d.as_ref().expect("listed").entry.to_string().len())
+        .sum();
+    assert!(size > 400 * 1024, "an answer of {size} bytes");
+    assert!(
+        described
+            .disks
+            .iter()
+            .all(|d| d.as_ref().unwrap().tags.len() == 20)
+    );
+}
