@@ -264,4 +264,16 @@ mod tests {
         assert!(!shown.contains("the shared secret"), "{shown}");
         assert!(!shown.contains("sXch"), "{shown}");
     }
+
+    #[test]
+    fn an_elliptic_curve_key_verifies_only_its_curves_algorithm() {
+        let jwks = br#"{"keys":[
+            {"kty":"EC","kid":"p384","crv":"P-384",
+             "x":"AHDH7cIJCZgwl6eTAabp8sMIRlMAEjZ3MXR8W1Uiyim1UjBf3DE3EgsGuWev-Mg8",
+             "y":"YVLBFHT-ma0uPzX3ThNUBHkDIrVKWqLHv8FGFK4V9FU80c7J34DHiJfwvet-EVFd"}
+        ]}"#;
+        let set = KeySet::from_jwks(jwks).unwrap();
+        assert_eq!(set.candidates(Some("p384"), Algorithm::ES384).count(), 1);
+        assert_eq!(set.candidates(Some("p384"), Algorithm::ES256).count(), 0);
+    }
 }
