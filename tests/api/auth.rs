@@ -431,3 +431,19 @@ async fn an_explicit_hs256_secret_accepts_hs256_and_nothing_else() {
         "TOKEN_ALGORITHM_NOT_ALLOWED",
     );
 }
+
+#[tokio::test]
+async fn tokens_naming_a_key_the_gateway_holds_never_fetch_the_key_set() {
+    // No cooldown: any call that asked for a refresh would get one.
+    let app = spawn_app_with_settings(&[("JWT_JWKS_REFETCH_COOLDOWN_MS", "0")]).await;
+    call_with(&app, &tokens::good_token()).await.unwrap();
+    let fetched = app.key_server.fetches();
+    for _ in 0..5 {
+        // A new token each time (its own jti), so each is verified afresh,
+        // and let through (the disk is gone after the first call).
+        if let Err(status) = call_with(&app, &tokens::good_token()).await {
+            assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        }
+    }
+    assert_eq!(app.key_server.fetches(), fetched);
+}
