@@ -267,7 +267,8 @@ impl Worker {
                         disk_status: None,
                         recorded_by: "reconciliation",
                     };
-                    store::insert_confirmation(&mut tx, &confirmation).await?;
+                    store::insert_confirmations(&mut tx, std::slice::from_ref(&confirmation))
+                        .await?;
                 }
                 OutcomeKind::Failed | OutcomeKind::Unknown => {
                     store::free_key(&mut tx, call.call_id).await?;

@@ -432,28 +432,6 @@ impl Confirmation<'_> {
     }
 }
 
-#[tracing::instrument(name = "audit.insert_confirmation", skip_all, fields(call_id = %c.call_id))]
-pub(super) async fn insert_confirmation(
-    db: &mut PgConnection,
-    c: &Confirmation<'_>,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query!(
-        "INSERT INTO audit.release_confirmations (
-            call_id, confirmation, checked_at, zenlayer_request_id, disk_status, recorded_by)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT DO NOTHING",
-        c.call_id,
-        c.label(),
-        c.checked_at,
-        c.zenlayer_request_id,
-        c.disk_status,
-        c.recorded_by,
-    )
-    .execute(db)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
-}
-
 /// Several confirmation verdicts in one statement (so the log's counter is
 /// held for one statement, not one per verdict); returns the calls whose
 /// verdicts were recorded (not one already held).

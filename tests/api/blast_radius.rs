@@ -4,10 +4,9 @@
 //! none reaches Zenlayer's `ReleaseDisk`.
 
 use crate::helpers::{
-    AppOptions, TestApp, as_gateway, assert_error, eventually, request, spawn_app, spawn_app_with,
-    test_settings, unauthenticated_request,
+    AppOptions, TestApp, another_gateway, assert_error, eventually, request, spawn_app,
+    spawn_app_with, unauthenticated_request,
 };
-use crate::processes::GatewayProcess;
 use crate::tokens::{RSA, bearer, good_claims};
 use serde_json::json;
 use std::time::Duration;
@@ -28,20 +27,6 @@ fn with(settings: &[(&str, &str)]) -> AppOptions {
             .collect(),
         ..Default::default()
     }
-}
-
-/// A second gateway process on the same database and simulator.
-async fn another_gateway(app: &TestApp, settings: &[(&str, &str)]) -> GatewayProcess {
-    let mut env = test_settings(
-        &as_gateway(&app.database_url),
-        &app.simulator,
-        &app.key_server,
-    );
-    env.insert("GATEWAY_LOG_FORMAT".into(), "json".into());
-    for (k, v) in settings {
-        env.insert((*k).to_owned(), (*v).to_owned());
-    }
-    GatewayProcess::spawn(&env).await
 }
 
 async fn client(

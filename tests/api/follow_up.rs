@@ -2,8 +2,8 @@
 //! and every unknown outcome resolved, by one gateway or several.
 
 use crate::helpers::{
-    AppOptions, TestApp, as_gateway, assert_error, eventually, metric, request, spawn_app_with,
-    test_settings, until_the_release_is_sent,
+    AppOptions, TestApp, another_gateway, as_gateway, assert_error, eventually, metric, request,
+    spawn_app_with, test_settings, until_the_release_is_sent,
 };
 use crate::processes::GatewayProcess;
 use serde_json::Value;
@@ -347,14 +347,7 @@ async fn a_backlog_of_released_disks_is_confirmed_a_hundred_to_a_describe() {
         calls.push(response.audit_id);
     }
     let described = first.simulator.action_requests("DescribeDisks");
-    let mut env = test_settings(
-        &as_gateway(&first.database_url),
-        &first.simulator,
-        &first.key_server,
-    );
-    env.insert("GATEWAY_LOG_FORMAT".into(), "json".into());
-    env.insert("GATEWAY_FOLLOW_UP_INTERVAL_MS".into(), "50".into());
-    let _follower = GatewayProcess::spawn(&env).await;
+    let _follower = another_gateway(&first, &[("GATEWAY_FOLLOW_UP_INTERVAL_MS", "50")]).await;
 
     let confirmed = || async {
         sqlx::query_scalar::<_, i64>(

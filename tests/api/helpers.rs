@@ -459,3 +459,21 @@ pub async fn metric(app: &TestApp, series: &str) -> u64 {
         .map(|v| v as u64)
         .unwrap_or(0)
 }
+
+/// A second gateway process on `app`'s database and simulator, with
+/// `settings` over the test defaults.
+pub async fn another_gateway(
+    app: &TestApp,
+    settings: &[(&str, &str)],
+) -> crate::processes::GatewayProcess {
+    let mut env = test_settings(
+        &as_gateway(&app.database_url),
+        &app.simulator,
+        &app.key_server,
+    );
+    env.insert("GATEWAY_LOG_FORMAT".into(), "json".into());
+    for (k, v) in settings {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    crate::processes::GatewayProcess::spawn(&env).await
+}
