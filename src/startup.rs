@@ -10,7 +10,7 @@ use crate::policy::Policies;
 use crate::rpc::{CallContextLayer, DiskApi, ReleasePath, ReleaseReader};
 use crate::settings::{ServerSettings, Settings, TransportLimits};
 use crate::tls::ServerTls;
-use crate::trail::{Checkpointer, Trail, checkpoint::LogKey, spawn_checkpointer};
+use crate::trail::{Checkpointer, LogKeeper, Trail, checkpoint::LogKey, spawn_log_keeper};
 use crate::transport::{self, IntakeLayer};
 use crate::zenlayer::ZenlayerClient;
 use crate::{freeze, rpc};
@@ -57,8 +57,9 @@ pub struct Application {
     releases: TaskTracker,
     /// Cancelled when shutdown begins; background tasks watch it.
     stop: CancellationToken,
-    /// Signs audit log checkpoints, when a signing key is configured.
-    checkpointer: Option<Checkpointer>,
+    /// Hashes the audit log and, when a signing key is configured, signs
+    /// its checkpoints.
+    log_keeper: LogKeeper,
 }
 
 impl Application {
@@ -102,6 +103,7 @@ impl Application {
             )),
             None => None,
         };
+        let log_keeper = LogKeeper::new(pool.clone(), checkpointer);
         let freeze =
             freeze::spawn_freeze_watch(pool.clone(), settings.freeze_poll_interval, stop.clone())
                 .await;
@@ -142,7 +144,7 @@ impl Application {
             longest_call,
             releases,
             stop,
-            checkpointer,
+            log_keeper,
         })
     }
 
@@ -204,16 +206,16 @@ impl Application {
             timing,
             stop.clone(),
         );
-        match &self.checkpointer {
-            Some(checkpointer) => spawn_checkpointer(
-                checkpointer.clone(),
-                self.settings.trail.checkpoint_interval,
-                stop.clone(),
-            ),
-            None => tracing::warn!(
+        if self.settings.trail.signing_key_file.is_none() {
+            tracing::warn!(
                 "AUDIT_LOG_SIGNING_KEY_FILE is not set: no audit log checkpoints are signed, so tampering with the audit trail cannot be proven"
-            ),
+            );
         }
+        spawn_log_keeper(
+            self.log_keeper.clone(),
+            self.settings.trail.checkpoint_interval,
+            stop.clone(),
+        );
         let limits = &self.settings.server.limits;
         let router = bounded_server(limits)
             .layer(IntakeLayer::new(limits))
@@ -251,11 +253,7 @@ impl Application {
         };
         let result = drained.run(serve, shutdown).await;
         // The last calls' events are in: sign the log as it is left.
-        if let Some(checkpointer) = &self.checkpointer
-            && let Err(error) = checkpointer.sign_now().await
-        {
-            tracing::error!(error = %error, "no final audit log checkpoint was signed");
-        }
+        self.log_keeper.keep_now("final ").await;
         admin.abort();
         result
     }

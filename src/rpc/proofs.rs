@@ -73,7 +73,10 @@ fn failed(call: &CallContext, error: &ProveError) -> Status {
             "no audit log checkpoint has been signed yet: the gateway signs one every AUDIT_CHECKPOINT_INTERVAL_MS once AUDIT_LOG_SIGNING_KEY_FILE is set; retry later".to_owned(),
         ),
         ProveError::Sizes(_) => (Code::InvalidArgument, "INVALID_TREE_SIZES", format!("{error}")),
-        ProveError::Database(_) | ProveError::Incomplete | ProveError::RowMissing(_) => {
+        ProveError::Database(_)
+        | ProveError::Incomplete
+        | ProveError::RowMissing(_)
+        | ProveError::Unhashable(_) => {
             tracing::error!(error = %error, "an audit log proof could not be built");
             (
                 Code::Unavailable,

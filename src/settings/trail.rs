@@ -12,7 +12,7 @@ pub struct TrailSettings {
     /// out of the database, so that whoever controls the database cannot
     /// sign a rewritten history. Without it no checkpoints are signed.
     pub signing_key_file: Option<PathBuf>,
-    /// `AUDIT_CHECKPOINT_INTERVAL_MS`: how often a checkpoint is signed
+    /// `AUDIT_CHECKPOINT_INTERVAL_MS`: how often new events are hashed and a checkpoint is signed
     /// while the log grows (and once more at shutdown).
     pub checkpoint_interval: Duration,
 }

@@ -1,11 +1,13 @@
 //! Signing checkpoints: periodically while the log grows, and once more at
-//! shutdown. Before it signs a tree, the gateway proves from the stored
-//! subtrees that the tree extends the last checkpoint (its own, and the
-//! newest stored one); a tree that does not is never signed, and is
-//! reported: history was rewritten.
+//! shutdown. Before it signs, the gateway hashes the events numbered since
+//! the last time into the stored tree, then proves from the stored subtrees
+//! that the tree extends the last checkpoint (its own, and the newest
+//! stored one); a tree that does not is never signed, and is reported:
+//! history was rewritten.
 
 use super::checkpoint::{Checkpoint, LogKey, open};
 use super::hash::Hash;
+use super::hashing::{self, HashFailure};
 use super::proof::{Plan, verify_consistency};
 use super::store;
 use crate::metrics::Metrics;
@@ -28,6 +30,8 @@ pub struct Checkpointer {
 pub enum CheckpointFailure {
     #[error("the audit database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("the audit log cannot be hashed: {0}")]
+    Unhashable(String),
     #[error("the audit log's stored subtrees are incomplete for a tree of {0} events")]
     Incomplete(u64),
     #[error(
@@ -38,6 +42,26 @@ pub enum CheckpointFailure {
         "the audit log of {size} events is not an extension of checkpoint {checkpoint}: history was rewritten; no checkpoint is signed"
     )]
     Inconsistent { size: u64, checkpoint: u64 },
+}
+
+impl From<HashFailure> for CheckpointFailure {
+    fn from(failure: HashFailure) -> Self {
+        match failure {
+            HashFailure::Database(error) => Self::Database(error),
+            HashFailure::Broken(message) => Self::Unhashable(message),
+        }
+    }
+}
+
+impl CheckpointFailure {
+    /// The log itself is wrong (not the database unreachable): a refusal
+    /// to sign that on-call must hear about.
+    fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Unhashable(_) | Self::Shrunk { .. } | Self::Inconsistent { .. }
+        )
+    }
 }
 
 impl Checkpointer {
@@ -54,7 +78,10 @@ impl Checkpointer {
     /// returns the note signed.
     pub async fn sign_now(&self) -> Result<Option<String>, CheckpointFailure> {
         let mut db = self.pool.acquire().await?;
-        let size = store::size(&mut db).await?;
+        let size = hashing::catch_up(&mut db)
+            .await
+            .map_err(CheckpointFailure::from)
+            .inspect_err(|failure| self.count_refusal(failure))?;
         let mut previous = self.signed.lock().expect("not poisoned").clone();
         if let Some(stored) = store::latest_checkpoint(&mut db).await? {
             match open(&stored.note, self.key.verifier_key()) {
@@ -73,14 +100,7 @@ impl Checkpointer {
         let root = self
             .root_extending(&mut db, size, previous.as_ref())
             .await
-            .inspect_err(|failure| {
-                if matches!(
-                    failure,
-                    CheckpointFailure::Shrunk { .. } | CheckpointFailure::Inconsistent { .. }
-                ) {
-                    self.metrics.checkpoint(false);
-                }
-            })?;
+            .inspect_err(|failure| self.count_refusal(failure))?;
         let note = self.key.sign(size, root);
         store::insert_checkpoint(&mut db, size, &root, &note).await?;
         self.metrics.checkpoint(true);
@@ -91,6 +111,12 @@ impl Checkpointer {
             root,
         });
         Ok(Some(note))
+    }
+
+    fn count_refusal(&self, failure: &CheckpointFailure) {
+        if failure.is_refusal() {
+            self.metrics.checkpoint(false);
+        }
     }
 
     /// The root of the tree of `size`, once proven to extend `previous`.
@@ -141,24 +167,57 @@ impl Checkpointer {
     }
 }
 
-/// Signs every `interval` until `shutdown` (the final checkpoint is the
-/// caller's, once in-flight calls have finished).
-pub fn spawn_checkpointer(
-    checkpointer: Checkpointer,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
+/// Keeps the log's tree hashed and, with a signing key, signed.
+#[derive(Debug, Clone)]
+pub struct LogKeeper {
+    pool: PgPool,
+    checkpointer: Option<Checkpointer>,
+}
+
+impl LogKeeper {
+    /// Without a checkpointer the tree is still hashed, so that `audit
+    /// verify` and the stored subtrees stay current.
+    pub fn new(pool: PgPool, checkpointer: Option<Checkpointer>) -> Self {
+        Self { pool, checkpointer }
+    }
+
+    /// Hashes what was numbered since the last time and signs a checkpoint
+    /// of it; a failure is logged, `which` naming the checkpoint ("final ").
+    pub async fn keep_now(&self, which: &str) {
+        match &self.checkpointer {
+            Some(checkpointer) => {
+                if let Err(error) = checkpointer.sign_now().await {
+                    tracing::error!(error = %error, "no {which}audit log checkpoint was signed");
+                }
+            }
+            None => {
+                if let Err(error) = self.hash_now().await {
+                    tracing::error!(error = %error, "the audit log's newest events were not hashed");
+                }
+            }
+        }
+    }
+
+    async fn hash_now(&self) -> Result<u64, CheckpointFailure> {
+        let mut db = self.pool.acquire().await?;
+        Ok(hashing::catch_up(&mut db).await?)
+    }
+}
+
+/// Keeps the log every `interval` until `shutdown` (the final checkpoint is
+/// the caller's, once in-flight calls have finished).
+pub fn spawn_log_keeper(keeper: LogKeeper, interval: Duration, shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
+        // The first beat one interval after start, not at once: a previous
+        // run's events were signed by its final checkpoint, or can wait.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            if let Err(error) = checkpointer.sign_now().await {
-                tracing::error!(error = %error, "no audit log checkpoint was signed");
-            }
+            keeper.keep_now("").await;
         }
     });
 }

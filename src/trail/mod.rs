@@ -14,11 +14,12 @@ pub mod checkpoint;
 mod checkpointer;
 pub mod commands;
 pub mod hash;
+mod hashing;
 pub mod leaf;
 pub mod proof;
 mod prove;
 mod store;
 pub mod verify;
 
-pub use checkpointer::{Checkpointer, spawn_checkpointer};
+pub use checkpointer::{Checkpointer, LogKeeper, spawn_log_keeper};
 pub use prove::{CallProof, LoggedEvent, ProveError, Trail};

@@ -3,6 +3,7 @@
 
 use super::checkpoint::Checkpoint;
 use super::hash::Hash;
+use super::hashing::{self, HashFailure};
 use super::proof::Plan;
 use super::store::{self, EventRow};
 use sqlx::PgPool;
@@ -48,6 +49,17 @@ pub enum ProveError {
     Sizes(u64),
     #[error("the row behind log entry {0} is missing")]
     RowMissing(u64),
+    #[error("the audit log cannot be hashed: {0}")]
+    Unhashable(String),
+}
+
+impl From<HashFailure> for ProveError {
+    fn from(failure: HashFailure) -> Self {
+        match failure {
+            HashFailure::Database(error) => Self::Database(error),
+            HashFailure::Broken(message) => Self::Unhashable(message),
+        }
+    }
 }
 
 impl Trail {
@@ -115,7 +127,12 @@ impl Trail {
     /// `to` events.
     pub async fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ProveError> {
         let mut db = self.pool.acquire().await?;
-        let size = store::size(&mut db).await?;
+        let mut size = store::hashed_size(&mut db).await?;
+        // A size past the tree's end may be one numbered but not yet
+        // hashed: hash it now rather than refuse a size the log has.
+        if to > size {
+            size = hashing::catch_up(&mut db).await?;
+        }
         if from == 0 || from > to || to > size {
             return Err(ProveError::Sizes(size));
         }

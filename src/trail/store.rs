@@ -6,12 +6,22 @@ use super::proof::{Subtree, Subtrees};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// How many events the log holds now (committed).
-pub async fn size(db: &mut PgConnection) -> Result<u64, sqlx::Error> {
-    let size = sqlx::query_scalar!("SELECT size FROM audit.log_head")
+/// How many events the stored tree covers (the events `[0, size)`); the
+/// later ones are numbered but not yet hashed.
+pub async fn hashed_size(db: &mut PgConnection) -> Result<u64, sqlx::Error> {
+    let size = sqlx::query_scalar!("SELECT size FROM audit.tree_head")
         .fetch_optional(db)
         .await?;
     Ok(size.map_or(0, |s| s as u64))
+}
+
+/// Hashes up to `max_leaves` events after the tree's end into the stored
+/// tree, in one transaction; returns how many it hashed.
+pub async fn hash_events(db: &mut PgConnection, max_leaves: i32) -> Result<i32, sqlx::Error> {
+    let hashed = sqlx::query_scalar!(r#"SELECT audit.hash_events($1) AS "hashed!""#, max_leaves)
+        .fetch_one(db)
+        .await?;
+    Ok(hashed)
 }
 
 /// The stored hashes of `wanted` subtrees (those missing are left out).

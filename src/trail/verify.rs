@@ -41,8 +41,11 @@ pub enum Break {
         kind: String,
         id: String,
     },
-    /// No leaf hash is stored for an entry.
+    /// No leaf hash is stored for an entry the stored tree covers.
     LeafMissing { index: u64 },
+    /// The log is shorter than its own stored tree: entries were removed
+    /// from its end.
+    ShorterThanTree { size: u64, hashed: u64 },
     /// A row that no log entry names: added around the log.
     Unlogged { kind: String, id: String },
     /// The log is shorter than a checkpoint: entries were removed from its end.
@@ -75,6 +78,10 @@ impl fmt::Display for Break {
                 "leaf {index}: the {kind} row {id} does not match the leaf recorded at this place (the row was changed, or moved)"
             ),
             Self::LeafMissing { index } => write!(f, "leaf {index}: no leaf hash is stored for it"),
+            Self::ShorterThanTree { size, hashed } => write!(
+                f,
+                "leaf {size}: the log ends here, but its stored tree covers {hashed} leaves (the newest events were removed)"
+            ),
             Self::Unlogged { kind, id } => write!(
                 f,
                 "{kind} row {id} is in no log entry (it was added around the log: forged)"
@@ -159,6 +166,10 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
         checkpoints: anchors.len(),
         broken,
     };
+    // Events from here on are numbered but may not be hashed yet: no leaf
+    // hash stored for them is no break.
+    let hashed = store::hashed_size(db).await?;
+    let mut hashed_root = None;
     // A checkpoint of the empty tree holds trivially; skip those.
     while pending.next_if(|a| a.checkpoint.size == 0).is_some() {}
     loop {
@@ -193,7 +204,10 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
             };
             let hash = leaf_hash(&leaf);
             match &event.leaf_hash {
-                None => return Ok(report(&frontier, Some(Break::LeafMissing { index }))),
+                None if index < hashed => {
+                    return Ok(report(&frontier, Some(Break::LeafMissing { index })));
+                }
+                None => {}
                 Some(stored) if stored.as_slice() != hash => {
                     return Ok(report(
                         &frontier,
@@ -207,6 +221,9 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
                 Some(_) => {}
             }
             frontier.push(hash);
+            if frontier.size() == hashed {
+                hashed_root = Some(frontier.root());
+            }
             while let Some(anchor) = pending.next_if(|a| a.checkpoint.size == frontier.size()) {
                 if anchor.checkpoint.root != frontier.root() {
                     let broken = Break::RootDiffers {
@@ -226,19 +243,24 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
         };
         return Ok(report(&frontier, Some(broken)));
     }
+    if frontier.size() < hashed {
+        let broken = Break::ShorterThanTree {
+            size: frontier.size(),
+            hashed,
+        };
+        return Ok(report(&frontier, Some(broken)));
+    }
     if let Some((kind, id)) = store::unlogged(db).await?.into_iter().next() {
         return Ok(report(&frontier, Some(Break::Unlogged { kind, id })));
     }
-    if frontier.size() > 0 {
-        let plan = Plan::root(frontier.size());
+    if hashed > 0 {
+        let plan = Plan::root(hashed);
         let subtrees = store::subtrees(db, &plan.needed).await?;
         let stored = plan.hashes(&subtrees).and_then(|r| r.first().copied());
-        if stored != Some(frontier.root()) {
+        if stored != hashed_root {
             return Ok(report(
                 &frontier,
-                Some(Break::SubtreesDiffer {
-                    size: frontier.size(),
-                }),
+                Some(Break::SubtreesDiffer { size: hashed }),
             ));
         }
     }

@@ -394,13 +394,8 @@ async fn consistency_proofs_between_checkpoints_verify_and_bad_sizes_are_refused
     assert!(after.tree_size > before.tree_size);
 
     let mut client = app.disks().await;
-    let ask = |from_size, to_size| {
-        let mut call = tonic::Request::new(ConsistencyProofRequest { from_size, to_size });
-        *call.metadata_mut() = request("x").metadata().clone();
-        call
-    };
     let proof = client
-        .get_consistency_proof(ask(before.tree_size, after.tree_size))
+        .get_consistency_proof(consistency_request(before.tree_size, after.tree_size))
         .await
         .unwrap()
         .into_inner();
@@ -419,7 +414,7 @@ async fn consistency_proofs_between_checkpoints_verify_and_bad_sizes_are_refused
         &proof.path
     ));
     let status = client
-        .get_consistency_proof(ask(after.tree_size, before.tree_size))
+        .get_consistency_proof(consistency_request(after.tree_size, before.tree_size))
         .await
         .unwrap_err();
     assert_error(&status, Code::InvalidArgument, "INVALID_TREE_SIZES");
@@ -431,6 +426,13 @@ async fn consistency_proofs_between_checkpoints_verify_and_bad_sizes_are_refused
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+/// A `GetConsistencyProof` call with a token allowed to read the trail.
+fn consistency_request(from_size: u64, to_size: u64) -> tonic::Request<ConsistencyProofRequest> {
+    let mut call = tonic::Request::new(ConsistencyProofRequest { from_size, to_size });
+    *call.metadata_mut() = request("x").metadata().clone();
+    call
 }
 
 /// Runs `zenlayer-gateway audit verify` as an `audit_reader` login.
@@ -521,7 +523,19 @@ const REBUILD_TREE: &str = "
             WHEN 'attempt' THEN (SELECT audit.attempt_leaf(e.log_index, a) FROM audit.release_attempts a WHERE a.call_id = e.call_id)
             WHEN 'outcome' THEN (SELECT audit.outcome_leaf(e.log_index, o) FROM audit.release_outcomes o WHERE o.outcome_id = e.row_id)
             ELSE (SELECT audit.confirmation_leaf(e.log_index, c) FROM audit.release_confirmations c WHERE c.confirmation_id = e.row_id)
-        END FROM audit.events e ORDER BY e.log_index));";
+        END FROM audit.events e ORDER BY e.log_index));
+    UPDATE audit.tree_head SET size = (SELECT count(*) FROM audit.events);";
+
+/// The events from index 10 on removed, with their rows and leaves, and
+/// the log's counter moved back.
+const TRUNCATE_TO_10: &str = "
+    DELETE FROM audit.release_outcomes o USING audit.events e
+        WHERE e.kind = 'outcome' AND e.row_id = o.outcome_id AND e.log_index >= 10;
+    DELETE FROM audit.release_attempts a USING audit.events e
+        WHERE e.kind = 'attempt' AND e.call_id = a.call_id AND e.log_index >= 10;
+    DELETE FROM audit.log_nodes WHERE level = 0 AND node_index >= 10;
+    DELETE FROM audit.events WHERE log_index >= 10;
+    UPDATE audit.log_head SET size = 10;";
 
 #[tokio::test]
 async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail() {
@@ -603,14 +617,7 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
         ),
         (
             "truncated",
-            "DELETE FROM audit.release_outcomes o USING audit.events e
-                 WHERE e.kind = 'outcome' AND e.row_id = o.outcome_id AND e.log_index >= 10;
-             DELETE FROM audit.release_attempts a USING audit.events e
-                 WHERE e.kind = 'attempt' AND e.call_id = a.call_id AND e.log_index >= 10;
-             DELETE FROM audit.log_nodes WHERE level = 0 AND node_index >= 10;
-             DELETE FROM audit.events WHERE log_index >= 10;
-             UPDATE audit.log_head SET size = 10;"
-                .to_owned(),
+            format!("{TRUNCATE_TO_10} UPDATE audit.tree_head SET size = 10;"),
             "the newest events were removed",
         ),
         (
@@ -646,6 +653,20 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
             assert!(said.contains(expected), "{name}: {said}");
         }
     }
+    // Every checkpoint gone as well, none kept: the database's own tree
+    // still shows the removed events, unless its head is moved back too.
+    let copy = copy_of(&database_url, "truncated_below_the_tree").await;
+    tamper(
+        &copy,
+        &format!("{TRUNCATE_TO_10} DELETE FROM audit.checkpoints;"),
+    )
+    .await;
+    let (ok, said) = verify(&copy, &keys, &[]).await;
+    assert!(!ok, "verify must fail: {said}");
+    assert!(
+        said.contains("leaf 10: the log ends here, but its stored tree covers 13 leaves"),
+        "{said}"
+    );
 }
 
 #[tokio::test]
@@ -771,8 +792,9 @@ async fn three_gateways_writing_at_once_leave_a_gap_free_trail_that_verifies() {
 }
 
 /// A call's attempt event: its log index and the leaf hash the database
-/// stored for it.
+/// stored for it, once hashed (as each gateway does before it signs).
 async fn stored_attempt_leaf(app: &TestApp, call_id: Uuid) -> (i64, Vec<u8>) {
+    hash_the_log(&app.database_url).await.unwrap();
     sqlx::query_as(
         "SELECT e.log_index, n.hash FROM audit.events e
          JOIN audit.log_nodes n ON n.level = 0 AND n.node_index = e.log_index
@@ -844,4 +866,151 @@ async fn array_columns_encode_as_readme_says() {
             "roles {roles}, policy_ids {policy_ids}, shadow_policy_ids {shadow_ids:?}"
         );
     }
+}
+
+/// Hashes every event numbered so far, as the gateway's role, the way the
+/// gateways do before they sign a checkpoint.
+async fn hash_the_log(database_url: &str) -> Result<i32, sqlx::Error> {
+    use sqlx::Connection as _;
+    let mut db = sqlx::PgConnection::connect(&as_gateway(database_url)).await?;
+    sqlx::query_scalar("SELECT audit.hash_events(1000000)")
+        .fetch_one(&mut db)
+        .await
+}
+
+async fn sizes(app: &TestApp) -> (i64, i64) {
+    sqlx::query_as("SELECT l.size, t.size FROM audit.log_head l, audit.tree_head t")
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+/// Without a signing key and with an hour between beats, nothing but the
+/// calls themselves and the proof asked for touches the log.
+async fn quiet_app() -> TestApp {
+    spawn_app_with(AppOptions {
+        settings: HashMap::from([
+            (
+                "AUDIT_CHECKPOINT_INTERVAL_MS".to_owned(),
+                "3600000".to_owned(),
+            ),
+            (
+                "GATEWAY_FOLLOW_UP_INTERVAL_MS".to_owned(),
+                "3600000".to_owned(),
+            ),
+        ]),
+        ..Default::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn calls_only_number_their_events_and_the_tree_is_hashed_when_a_proof_needs_it() {
+    let app = quiet_app().await;
+    app.simulator.put_disk(Disk::new(
+        "disk-second",
+        DiskType::Data,
+        DiskStatus::Recycled,
+    ));
+    for disk in ["disk-recycled-data", "disk-second"] {
+        app.release(request(disk)).await.unwrap();
+    }
+    // Two calls, each an attempt and an outcome: numbered, not hashed.
+    assert_eq!(sizes(&app).await, (4, 0), "(numbered, hashed)");
+    let leaves: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.log_nodes")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(leaves, 0, "no node written on a call's path");
+
+    // A proof to the log's size hashes what it needs first.
+    let call = consistency_request(1, 4);
+    let proof = app
+        .disks()
+        .await
+        .get_consistency_proof(call)
+        .await
+        .unwrap()
+        .into_inner();
+    // From 1 leaf to 4: the second leaf, then the subtree of leaves 2..4.
+    assert_eq!(proof.path.len(), 2);
+    assert_eq!(sizes(&app).await, (4, 4));
+    let stored = |level: i16, index: i64| {
+        let db = app.db.clone();
+        async move {
+            sqlx::query_scalar::<_, Vec<u8>>(
+                "SELECT hash FROM audit.log_nodes WHERE level = $1 AND node_index = $2",
+            )
+            .bind(level)
+            .bind(index)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(proof.path[0], stored(0, 1).await);
+    assert_eq!(proof.path[1], stored(1, 1).await);
+    assert_eq!(
+        stored(2, 0).await,
+        node(&stored(1, 0).await, &stored(1, 1).await).to_vec(),
+        "the subtrees above the leaves are made as RFC 6962 says"
+    );
+    assert_eq!(
+        hash_the_log(&app.database_url).await.unwrap(),
+        0,
+        "caught up"
+    );
+    let status = app
+        .disks()
+        .await
+        .get_consistency_proof(consistency_request(1, 5))
+        .await
+        .unwrap_err();
+    assert_error(&status, Code::InvalidArgument, "INVALID_TREE_SIZES");
+    assert!(status.message().contains("<= 4"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn the_tree_is_never_extended_past_a_missing_row() {
+    let app = quiet_app().await;
+    let released = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    // The outcome (event 1) deleted before anything hashed it.
+    tamper(
+        &app.database_url,
+        &format!(
+            "DELETE FROM audit.release_outcomes WHERE call_id = '{}'",
+            released.audit_id
+        ),
+    )
+    .await;
+    let error = hash_the_log(&app.database_url).await.unwrap_err();
+    let error = error.as_database_error().expect("refused by the database");
+    assert_eq!(error.code().as_deref(), Some("XX001"), "data_corrupted");
+    assert!(
+        error.message().contains("event 1 or its row is missing"),
+        "{}",
+        error.message()
+    );
+    assert_eq!(
+        sizes(&app).await,
+        (2, 0),
+        "not even event 0 is hashed past it"
+    );
+
+    let call = consistency_request(1, 2);
+    let status = app
+        .disks()
+        .await
+        .get_consistency_proof(call)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        crate::helpers::captured_logs().contains("event 1 or its row is missing"),
+        "operators are told which event"
+    );
 }
