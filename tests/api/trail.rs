@@ -1010,7 +1010,35 @@ async fn the_tree_is_never_extended_past_a_missing_row() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
-        crate::helpers::captured_logs().contains("event 1 or its row is missing"),
-        "operators are told which event"
+        crate::helpers::captured_logs()
+            .contains("the audit log cannot be hashed: audit log: event 1 or its row is missing"),
+        "operators are told which event, as a break in the log rather than a database failure"
+    );
+}
+
+#[tokio::test]
+async fn a_database_that_refuses_for_another_reason_is_not_reported_as_tampering() {
+    let keys = LogKeys::new();
+    let app = signing_app(&keys).await;
+    sqlx::query("REVOKE EXECUTE ON FUNCTION audit.hash_events(integer) FROM zenlayer_gateway")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    app.release(request("disk-recycled-data")).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "a checkpoint that failed on the database's refusal",
+        || async {
+            crate::helpers::captured_logs()
+                .contains("permission denied for function hash_events")
+                .then_some(())
+        },
+    )
+    .await;
+    let refused =
+        crate::helpers::metric(&app, "zenlayer_gateway_audit_log_checkpoints_refused_total").await;
+    assert_eq!(
+        refused, 0,
+        "a refused permission is an operator's problem, not a rewritten history: no page"
     );
 }
