@@ -99,6 +99,51 @@ async fn two_gateways_with_a_budget_of_50_release_exactly_50_of_80_concurrent_ca
     );
 }
 
+/// The budget check's lock, as a replica in the middle of its own check
+/// holds it (the key is the gateways' own, from `audit::store`).
+const BUDGET_LOCK: &str = "hashtextextended('zenlayer-gateway release budgets', 7215)";
+
+#[tokio::test]
+async fn a_release_under_a_budget_waits_while_another_replica_counts() {
+    use sqlx::Connection as _;
+    let app = spawn_app_with(with(&[("GATEWAY_RELEASE_BUDGET_TOTAL", "5/1h")])).await;
+    releasable(&app, "disk-budget-wait");
+    // Another replica counting its releases against the budget.
+    let mut other = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_advisory_lock({BUDGET_LOCK})"
+    )))
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let mut disks = client(app.addr).await;
+    let call = tokio::spawn(async move { disks.release_disk(request("disk-budget-wait")).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !call.is_finished(),
+        "the release waits for the other replica's count to commit"
+    );
+    assert_eq!(
+        app.simulator.release_disk_requests(),
+        0,
+        "nothing sent meanwhile"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_advisory_unlock({BUDGET_LOCK})"
+    )))
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let released = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("released once the count is done")
+        .unwrap();
+    assert!(released.is_ok(), "{released:?}");
+    assert_eq!(app.simulator.release_disk_requests(), 1);
+}
+
 #[tokio::test]
 async fn only_releases_zenlayer_may_have_acted_on_count_and_the_total_budget_spans_callers() {
     let app = spawn_app_with(with(&[
