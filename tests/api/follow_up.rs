@@ -372,3 +372,58 @@ async fn a_backlog_of_released_disks_is_confirmed_a_hundred_to_a_describe() {
         2
     );
 }
+
+/// A call's follow-up lock, as a replica following the call up holds it.
+fn follow_up_lock(call_id: &str) -> String {
+    format!("hashtextextended('{call_id}', 7215)")
+}
+
+#[tokio::test]
+async fn a_call_another_replica_is_reconciling_is_left_to_it() {
+    use sqlx::Connection as _;
+    let app = spawn_app_with(quick(&[("GATEWAY_RECONCILE_AFTER_MS", "1500")])).await;
+    app.simulator.fail_release(
+        Fault::Status {
+            http_status: 500,
+            code: "INTERNAL_SERVER_ERROR".into(),
+        },
+        1,
+    );
+    let status = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap_err();
+    let call_id = audit_id(&status);
+    // Another replica takes the call up before this one's sweep may.
+    let mut other = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    let lock = follow_up_lock(&call_id);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_advisory_lock({lock})"
+    )))
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let described = app.simulator.received_for("DescribeDisks").len();
+    // Well past the settling time, through dozens of sweeps.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(
+        row(&app, &call_id).await["outcome"],
+        "unknown",
+        "left alone"
+    );
+    assert_eq!(
+        app.simulator.received_for("DescribeDisks").len(),
+        described,
+        "not even looked at"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_advisory_unlock({lock})"
+    )))
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let row = becomes(&app, &call_id, "outcome", "failed").await;
+    assert_eq!(row["outcome_recorded_by"], "reconciliation");
+}
