@@ -143,10 +143,7 @@ impl Worker {
         call: &FollowUp,
     ) -> Result<Option<(Transaction<'static, Postgres>, Described)>, SweepError> {
         let mut tx = self.pool.begin().await?;
-        if !store::lock_call(&mut tx, call.call_id).await? {
-            return Ok(None);
-        }
-        if store::has_known_outcome(&mut tx, call.call_id).await? {
+        if !store::open_for_reconciliation(&mut tx, call.call_id).await? {
             return Ok(None);
         }
         let Ok(disk_id) = DiskId::parse(&call.disk_id) else {

@@ -364,16 +364,25 @@ pub(super) async fn unresolved(
     .await
 }
 
-/// Takes the call's follow-up lock for this transaction; `false` when
-/// another replica holds it, which then follows the call up instead.
-pub(super) async fn lock_call(db: &mut PgConnection, call_id: Uuid) -> Result<bool, sqlx::Error> {
-    let locked = sqlx::query_scalar!(
-        r#"SELECT pg_try_advisory_xact_lock(hashtextextended($1::text, 7215)) AS "locked!""#,
+/// Takes the call's follow-up lock for this transaction, and tells whether
+/// the call is still unresolved: `false` when another replica holds the
+/// lock (and follows the call up instead) or has already recorded a known
+/// outcome since the call was listed. (A verdict committed meanwhile is
+/// refused by the unique index, so nothing is recorded twice.)
+pub(super) async fn open_for_reconciliation(
+    db: &mut PgConnection,
+    call_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let open = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock(hashtextextended($1::text, 7215))
+                  AND NOT EXISTS (SELECT 1 FROM audit.release_outcomes
+                                  WHERE call_id = $2 AND outcome <> 'unknown') AS "open!""#,
         call_id.to_string(),
+        call_id,
     )
     .fetch_one(db)
     .await?;
-    Ok(locked)
+    Ok(open)
 }
 
 /// Of `calls`, those this transaction now holds the follow-up lock of and
@@ -393,21 +402,6 @@ pub(super) async fn open_for_confirmation(
     )
     .fetch_all(db)
     .await
-}
-
-/// Whether the call has a known outcome already.
-pub(super) async fn has_known_outcome(
-    db: &mut PgConnection,
-    call_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM audit.release_outcomes
-                          WHERE call_id = $1 AND outcome <> 'unknown') AS "done!""#,
-        call_id,
-    )
-    .fetch_one(db)
-    .await?;
-    Ok(done)
 }
 
 /// One confirmation verdict, at most one per call.
