@@ -1078,3 +1078,59 @@ async fn events_not_yet_hashed_verify_as_intact() {
     assert!(ok, "{said}");
     assert!(said.contains("intact: 4 events"), "{said}");
 }
+
+#[tokio::test]
+async fn a_gateway_remembers_what_it_signed_when_newer_checkpoints_are_deleted() {
+    let keys = LogKeys::new();
+    let app = signing_app(&keys).await;
+    app.simulator.put_disk(Disk::new(
+        "disk-second",
+        DiskType::Data,
+        DiskStatus::Recycled,
+    ));
+    let first = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    let kept = proof_once_checkpointed(&app, &first.audit_id).await;
+    let second = app
+        .release(request("disk-second"))
+        .await
+        .unwrap()
+        .into_inner();
+    proof_once_checkpointed(&app, &second.audit_id).await;
+    // Every checkpoint since the first one deleted, and the history after
+    // it rewritten: the stored checkpoints alone would not show it.
+    tamper(
+        &app.database_url,
+        &format!(
+            "DELETE FROM audit.checkpoints WHERE tree_size > {size};
+             UPDATE audit.release_attempts SET reason = 'rewritten' WHERE call_id = '{id}';
+             {REBUILD_TREE}",
+            size = kept.tree_size,
+            id = second.audit_id
+        ),
+    )
+    .await;
+    app.simulator.put_disk(Disk::new(
+        "disk-third",
+        DiskType::Data,
+        DiskStatus::Recycled,
+    ));
+    app.release(request("disk-third")).await.unwrap();
+    // Several checkpoint intervals pass: this gateway signed a later tree
+    // than the one rewritten, and signs nothing over it.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let newest: i64 = sqlx::query_scalar("SELECT max(tree_size) FROM audit.checkpoints")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        newest as u64, kept.tree_size,
+        "no checkpoint over the rewrite"
+    );
+    let refused =
+        crate::helpers::metric(&app, "zenlayer_gateway_audit_log_checkpoints_refused_total").await;
+    assert!(refused >= 1, "and the refusal counted, for the alert");
+}
