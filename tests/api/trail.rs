@@ -5,8 +5,8 @@
 //! in the manner of aws-cli's CloudTrail log-validation tests.
 
 use crate::helpers::{
-    AppOptions, TestApp, admin_database_url, as_gateway, assert_error, eventually, request,
-    spawn_app_with, test_settings, unauthenticated_request,
+    AppOptions, TestApp, admin_database_url, another_gateway, as_gateway, assert_error, eventually,
+    request, spawn_app_with, test_settings, unauthenticated_request,
 };
 use crate::processes::GatewayProcess;
 use base64::Engine as _;
@@ -1133,4 +1133,49 @@ async fn a_gateway_remembers_what_it_signed_when_newer_checkpoints_are_deleted()
     let refused =
         crate::helpers::metric(&app, "zenlayer_gateway_audit_log_checkpoints_refused_total").await;
     assert!(refused >= 1, "and the refusal counted, for the alert");
+}
+
+#[tokio::test]
+async fn a_gateway_that_never_signed_checks_the_stored_checkpoint_before_it_signs() {
+    let keys = LogKeys::new();
+    let app = signing_app(&keys).await;
+    let first = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    let signed = proof_once_checkpointed(&app, &first.audit_id).await;
+    tamper(
+        &app.database_url,
+        &format!(
+            "UPDATE audit.release_attempts SET reason = 'rewritten' WHERE call_id = '{}'; {REBUILD_TREE}",
+            first.audit_id
+        ),
+    )
+    .await;
+    // A replica started after the rewrite, with no checkpoint of its own.
+    let key = keys.private();
+    let _late = another_gateway(
+        &app,
+        &[
+            ("AUDIT_LOG_SIGNING_KEY_FILE", key.as_str()),
+            ("AUDIT_CHECKPOINT_INTERVAL_MS", "100"),
+        ],
+    )
+    .await;
+    app.simulator.put_disk(Disk::new(
+        "disk-after",
+        DiskType::Data,
+        DiskStatus::Recycled,
+    ));
+    app.release(request("disk-after")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let newest: i64 = sqlx::query_scalar("SELECT max(tree_size) FROM audit.checkpoints")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        newest as u64, signed.tree_size,
+        "neither replica signs over the rewrite"
+    );
 }
