@@ -1179,3 +1179,22 @@ async fn a_gateway_that_never_signed_checks_the_stored_checkpoint_before_it_sign
         "neither replica signs over the rewrite"
     );
 }
+
+#[tokio::test]
+async fn a_gateway_without_a_signing_key_still_hashes_the_log_on_its_beat() {
+    let app = spawn_app_with(AppOptions {
+        settings: HashMap::from([("AUDIT_CHECKPOINT_INTERVAL_MS".to_owned(), "100".to_owned())]),
+        ..Default::default()
+    })
+    .await;
+    app.release(request("disk-recycled-data")).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the tree to cover every event numbered",
+        || async {
+            let (logged, hashed) = sizes(&app).await;
+            (logged >= 2 && hashed == logged).then_some(())
+        },
+    )
+    .await;
+}
