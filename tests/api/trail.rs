@@ -1198,3 +1198,45 @@ async fn a_gateway_without_a_signing_key_still_hashes_the_log_on_its_beat() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_log_cut_short_under_a_running_gateway_is_reported_as_events_removed() {
+    let keys = LogKeys::new();
+    let app = signing_app(&keys).await;
+    app.simulator.put_disk(Disk::new(
+        "disk-second",
+        DiskType::Data,
+        DiskStatus::Recycled,
+    ));
+    app.release(request("disk-recycled-data")).await.unwrap();
+    let second = app
+        .release(request("disk-second"))
+        .await
+        .unwrap()
+        .into_inner();
+    let signed = proof_once_checkpointed(&app, &second.audit_id).await;
+    assert!(signed.tree_size >= 4);
+    // Everything after the first call removed, counters moved back.
+    tamper(
+        &app.database_url,
+        "DELETE FROM audit.release_confirmations;
+         DELETE FROM audit.release_outcomes o USING audit.events e
+             WHERE e.kind = 'outcome' AND e.row_id = o.outcome_id AND e.log_index >= 2;
+         DELETE FROM audit.release_attempts a USING audit.events e
+             WHERE e.kind = 'attempt' AND e.call_id = a.call_id AND e.log_index >= 2;
+         DELETE FROM audit.log_nodes WHERE node_index >= 1;
+         DELETE FROM audit.events WHERE log_index >= 2;
+         UPDATE audit.log_head SET size = 2;
+         UPDATE audit.tree_head SET size = 2;",
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the refusal to sign", || async {
+        crate::helpers::captured_logs()
+            .contains(&format!(
+                "the audit log holds 2 events, fewer than checkpoint {} already signed",
+                signed.tree_size
+            ))
+            .then_some(())
+    })
+    .await;
+}
