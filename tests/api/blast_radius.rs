@@ -4,8 +4,8 @@
 //! none reaches Zenlayer's `ReleaseDisk`.
 
 use crate::helpers::{
-    AppOptions, TestApp, another_gateway, assert_error, eventually, request, spawn_app,
-    spawn_app_with, unauthenticated_request,
+    AppOptions, ReplicaLock, TestApp, another_gateway, assert_error, eventually, request,
+    spawn_app, spawn_app_with, unauthenticated_request,
 };
 use crate::tokens::{RSA, bearer, good_claims};
 use serde_json::json;
@@ -105,19 +105,10 @@ const BUDGET_LOCK: &str = "hashtextextended('zenlayer-gateway release budgets', 
 
 #[tokio::test]
 async fn a_release_under_a_budget_waits_while_another_replica_counts() {
-    use sqlx::Connection as _;
     let app = spawn_app_with(with(&[("GATEWAY_RELEASE_BUDGET_TOTAL", "5/1h")])).await;
     releasable(&app, "disk-budget-wait");
     // Another replica counting its releases against the budget.
-    let mut other = sqlx::PgConnection::connect(&app.database_url)
-        .await
-        .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "SELECT pg_advisory_lock({BUDGET_LOCK})"
-    )))
-    .execute(&mut other)
-    .await
-    .unwrap();
+    let other = ReplicaLock::hold(&app.database_url, BUDGET_LOCK.to_owned()).await;
     let mut disks = client(app.addr).await;
     let call = tokio::spawn(async move { disks.release_disk(request("disk-budget-wait")).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -130,12 +121,7 @@ async fn a_release_under_a_budget_waits_while_another_replica_counts() {
         0,
         "nothing sent meanwhile"
     );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "SELECT pg_advisory_unlock({BUDGET_LOCK})"
-    )))
-    .execute(&mut other)
-    .await
-    .unwrap();
+    other.release().await;
     let released = tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .expect("released once the count is done")

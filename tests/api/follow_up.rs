@@ -2,8 +2,8 @@
 //! and every unknown outcome resolved, by one gateway or several.
 
 use crate::helpers::{
-    AppOptions, TestApp, another_gateway, as_gateway, assert_error, eventually, metric, request,
-    spawn_app_with, test_settings, until_the_release_is_sent,
+    AppOptions, ReplicaLock, TestApp, another_gateway, as_gateway, assert_error, eventually,
+    metric, request, spawn_app_with, test_settings, until_the_release_is_sent,
 };
 use crate::processes::GatewayProcess;
 use serde_json::Value;
@@ -380,7 +380,6 @@ fn follow_up_lock(call_id: &str) -> String {
 
 #[tokio::test]
 async fn a_call_another_replica_is_reconciling_is_left_to_it() {
-    use sqlx::Connection as _;
     let app = spawn_app_with(quick(&[("GATEWAY_RECONCILE_AFTER_MS", "1500")])).await;
     app.simulator.fail_release(
         Fault::Status {
@@ -395,16 +394,7 @@ async fn a_call_another_replica_is_reconciling_is_left_to_it() {
         .unwrap_err();
     let call_id = audit_id(&status);
     // Another replica takes the call up before this one's sweep may.
-    let mut other = sqlx::PgConnection::connect(&app.database_url)
-        .await
-        .unwrap();
-    let lock = follow_up_lock(&call_id);
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "SELECT pg_advisory_lock({lock})"
-    )))
-    .execute(&mut other)
-    .await
-    .unwrap();
+    let other = ReplicaLock::hold(&app.database_url, follow_up_lock(&call_id)).await;
     let described = app.simulator.received_for("DescribeDisks").len();
     // Well past the settling time, through dozens of sweeps.
     tokio::time::sleep(Duration::from_millis(3000)).await;
@@ -418,12 +408,7 @@ async fn a_call_another_replica_is_reconciling_is_left_to_it() {
         described,
         "not even looked at"
     );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "SELECT pg_advisory_unlock({lock})"
-    )))
-    .execute(&mut other)
-    .await
-    .unwrap();
+    other.release().await;
     let row = becomes(&app, &call_id, "outcome", "failed").await;
     assert_eq!(row["outcome_recorded_by"], "reconciliation");
 }

@@ -477,3 +477,35 @@ pub async fn another_gateway(
     }
     crate::processes::GatewayProcess::spawn(&env).await
 }
+
+/// An advisory lock held from a connection of the test's own, as another
+/// replica in the middle of its work holds it. `key` is the SQL expression
+/// of the lock's key, as the gateways compute it.
+pub struct ReplicaLock {
+    db: sqlx::PgConnection,
+    key: String,
+}
+
+impl ReplicaLock {
+    pub async fn hold(database_url: &str, key: String) -> Self {
+        use sqlx::Connection as _;
+        let mut db = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_advisory_lock({key})"
+        )))
+        .execute(&mut db)
+        .await
+        .unwrap();
+        Self { db, key }
+    }
+
+    pub async fn release(mut self) {
+        let key = &self.key;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_advisory_unlock({key})"
+        )))
+        .execute(&mut self.db)
+        .await
+        .unwrap();
+    }
+}

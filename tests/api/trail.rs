@@ -249,6 +249,15 @@ async fn attempt_leaf_from_row(app: &TestApp, call_id: Uuid, log_index: i64) -> 
     .concat()
 }
 
+/// The tree size of the largest checkpoint stored.
+async fn newest_checkpoint_size(app: &TestApp) -> u64 {
+    let newest: i64 = sqlx::query_scalar("SELECT max(tree_size) FROM audit.checkpoints")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    newest as u64
+}
+
 /// The call's proof once the newest checkpoint covers all its events.
 async fn proof_once_checkpointed(app: &TestApp, audit_id: &str) -> ReleaseProof {
     let client = app.disks().await;
@@ -712,14 +721,8 @@ async fn a_rewritten_history_is_never_signed() {
     app.release(request("disk-after")).await.unwrap();
     // Several checkpoint intervals pass: none is signed over the new tree.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let newest: i64 = sqlx::query_scalar("SELECT max(tree_size) FROM audit.checkpoints")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(
-        newest as u64, signed.tree_size,
-        "no checkpoint after the rewrite"
-    );
+    let newest = newest_checkpoint_size(&app).await;
+    assert_eq!(newest, signed.tree_size, "no checkpoint after the rewrite");
     assert!(
         crate::helpers::captured_logs().contains("history was rewritten"),
         "the refusal to sign is logged for operators"
@@ -1122,14 +1125,8 @@ async fn a_gateway_remembers_what_it_signed_when_newer_checkpoints_are_deleted()
     // Several checkpoint intervals pass: this gateway signed a later tree
     // than the one rewritten, and signs nothing over it.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let newest: i64 = sqlx::query_scalar("SELECT max(tree_size) FROM audit.checkpoints")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(
-        newest as u64, kept.tree_size,
-        "no checkpoint over the rewrite"
-    );
+    let newest = newest_checkpoint_size(&app).await;
+    assert_eq!(newest, kept.tree_size, "no checkpoint over the rewrite");
     let refused =
         crate::helpers::metric(&app, "zenlayer_gateway_audit_log_checkpoints_refused_total").await;
     assert!(refused >= 1, "and the refusal counted, for the alert");
@@ -1170,12 +1167,9 @@ async fn a_gateway_that_never_signed_checks_the_stored_checkpoint_before_it_sign
     ));
     app.release(request("disk-after")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let newest: i64 = sqlx::query_scalar("SELECT max(tree_size) FROM audit.checkpoints")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let newest = newest_checkpoint_size(&app).await;
     assert_eq!(
-        newest as u64, signed.tree_size,
+        newest, signed.tree_size,
         "neither replica signs over the rewrite"
     );
 }
