@@ -27,11 +27,15 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
+use zenlayer_gateway::auth::Principal;
 use zenlayer_gateway::auth::dev_keys::{DevSigningKey, TokenClaims};
 use zenlayer_gateway::ephemeral_postgres::EphemeralPostgres;
 use zenlayer_gateway::pb::ReleaseDiskRequest;
 use zenlayer_gateway::pb::disk_service_client::DiskServiceClient;
+use zenlayer_gateway::policy::{CallerFacts, LoadedSet, Policies, ReleaseFacts};
+use zenlayer_gateway::settings::PolicySettings;
 use zenlayer_gateway::simulator::{self, Disk, DiskStatus, DiskType, SimulatorConfig};
+use zenlayer_gateway::zenlayer::DiskSnapshot;
 
 const CLOSED_LOOP: [usize; 4] = [1, 16, 64, 256];
 const ACCESS_KEY_ID: &str = "AKIDbenchmark";
@@ -54,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(if smoke { 1 } else { 5 });
     let level = Duration::from_secs(seconds);
     let levels: &[usize] = if smoke { &[16] } else { &CLOSED_LOOP };
+    let decision = policy_decision_cost(if smoke { 1_000 } else { 50_000 })?;
     let rig = Rig::start().await?;
     let direct_p50 = rig
         .direct_upstream(level.min(Duration::from_secs(3)))
@@ -87,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
     rows.push((format!("open, {open_rate:.0}/s ({open_label})"), open, None));
     let table = Table {
         rows,
+        decision,
         direct_p50,
         startup: rig.startup,
         peak_rss_kib: rig.peak_rss_kib()?,
@@ -445,6 +451,51 @@ impl Caller {
     }
 }
 
+/// What deciding one release by the ten policies costs, timed here with the
+/// gateway's own code (building the Cedar request from the call's facts,
+/// then evaluating it), for a disk as the simulator describes the
+/// benchmark's disks. Timed before anything else runs, on one thread.
+fn policy_decision_cost(decisions: u32) -> anyhow::Result<Duration> {
+    let text = std::fs::read_to_string(POLICY_FILE)?;
+    let set = LoadedSet::from_text(&text, POLICY_FILE)?;
+    let policies = Policies::from_sets(set, None, PolicySettings::default());
+    let principal = Principal {
+        subject: "bench".into(),
+        issuer: ISSUER.into(),
+        client_id: None,
+        token_id: None,
+        roles: vec!["disk:release".into()],
+        groups: Vec::new(),
+    };
+    let id = disk_id(0);
+    let disk = DiskSnapshot::from_entry(serde_json::json!({
+        "diskId": id, "diskName": id, "zoneId": "asia-east-1a",
+        "diskType": "DATA", "diskSize": 20, "diskStatus": "RECYCLED",
+        "diskCategory": "Standard NVMe SSD", "tags": {"tags": []}
+    }));
+    let decide = || {
+        let facts = ReleaseFacts {
+            caller: CallerFacts {
+                principal: &principal,
+                peer_identity: None,
+                ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+                at: chrono::Utc::now(),
+            },
+            disk_id: &id,
+            disk: Some(&disk),
+            reason: "benchmark",
+            has_idempotency_key: true,
+        };
+        policies.decide_release(&facts).enforced.permits()
+    };
+    anyhow::ensure!(decide(), "the benchmark's policies refuse its calls");
+    let started = Instant::now();
+    let permitted = (0..decisions).filter(|_| decide()).count();
+    let elapsed = started.elapsed();
+    anyhow::ensure!(permitted == decisions as usize, "a decision changed");
+    Ok(elapsed / decisions)
+}
+
 fn disk_id(n: u64) -> String {
     format!("bench-{n:07}")
 }
@@ -582,6 +633,7 @@ impl Resident {
 #[derive(Debug, Default)]
 struct Table {
     rows: Vec<(String, Run, Option<f64>)>,
+    decision: Duration,
     direct_p50: Duration,
     startup: Duration,
     peak_rss_kib: u64,
@@ -629,6 +681,21 @@ impl Table {
             );
         }
         println!("- best closed-loop concurrency: {}", self.best_concurrency);
+        let best = self
+            .rows
+            .iter()
+            .find(|(name, _, _)| *name == format!("closed, {} in flight", self.best_concurrency))
+            .and_then(|(_, run, _)| run.cpu_per_call);
+        let share = best.map_or(String::new(), |cpu| {
+            format!(
+                ", {:.0} % of the gateway's CPU per call there",
+                self.decision.as_secs_f64() / cpu.as_secs_f64() * 100.0
+            )
+        });
+        println!(
+            "- one policy decision (the ten policies, request built and evaluated): {:.1} µs{share}",
+            self.decision.as_secs_f64() * 1e6
+        );
         println!(
             "- peak RSS: {:.1} MiB (target ≤ 64 MiB)",
             self.peak_rss_kib as f64 / 1024.0
