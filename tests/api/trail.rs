@@ -26,11 +26,13 @@ struct LogKeys {
 }
 
 impl LogKeys {
+    /// A key made as an operator makes one: `audit keygen`, whose standard
+    /// output is the verifier key.
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (private, public) = LogKey::generate("audit.test/zenlayer-gateway");
-        std::fs::write(dir.path().join("log.key"), private).unwrap();
-        std::fs::write(dir.path().join("log.pub"), public).unwrap();
+        let public = keygen(&dir.path().join("log.key"));
+        assert!(public.status.success(), "{public:?}");
+        std::fs::write(dir.path().join("log.pub"), public.stdout).unwrap();
         Self { dir }
     }
 
@@ -48,6 +50,22 @@ impl LogKeys {
         std::fs::write(&path, note).unwrap();
         path
     }
+}
+
+/// Runs `zenlayer-gateway audit keygen`, writing the private key to `out`.
+fn keygen(out: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"))
+        .args([
+            "audit",
+            "keygen",
+            "--origin",
+            "audit.test/zenlayer-gateway",
+            "--out",
+        ])
+        .arg(out)
+        .env_clear()
+        .output()
+        .unwrap()
 }
 
 fn signing(keys: &LogKeys) -> HashMap<String, String> {
@@ -422,6 +440,13 @@ async fn consistency_proofs_between_checkpoints_verify_and_bad_sizes_are_refused
         &after.root_hash,
         &proof.path
     ));
+    // A tree is consistent with itself, and the proof of it is empty.
+    let same = client
+        .get_consistency_proof(consistency_request(after.tree_size, after.tree_size))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(same.path.is_empty(), "{:?}", same.path);
     let status = client
         .get_consistency_proof(consistency_request(after.tree_size, before.tree_size))
         .await
@@ -446,13 +471,24 @@ fn consistency_request(from_size: u64, to_size: u64) -> tonic::Request<Consisten
 
 /// Runs `zenlayer-gateway audit verify` as an `audit_reader` login.
 async fn verify(database_url: &str, keys: &LogKeys, kept: &[&Path]) -> (bool, String) {
+    verify_with(database_url, Some(&keys.public()), kept).await
+}
+
+/// `audit verify`, with the verifier key `public_key` if there is one.
+async fn verify_with(
+    database_url: &str,
+    public_key: Option<&Path>,
+    kept: &[&Path],
+) -> (bool, String) {
     let reader = reader_login(database_url).await;
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"));
     command
-        .args(["audit", "verify", "--public-key"])
-        .arg(keys.public())
+        .args(["audit", "verify"])
         .env_clear()
         .env("DATABASE_URL", reader);
+    if let Some(key) = public_key {
+        command.arg("--public-key").arg(key);
+    }
     for path in kept {
         command.arg("--checkpoint").arg(path);
     }
@@ -693,6 +729,63 @@ async fn an_empty_log_verifies() {
     let (ok, said) = verify(&database_url, &keys, &[]).await;
     assert!(ok, "{said}");
     assert!(said.contains("intact: 0 events"), "{said}");
+}
+
+#[tokio::test]
+async fn without_the_verifier_key_audit_verify_checks_roots_only_and_refuses_kept_checkpoints() {
+    let keys = LogKeys::new();
+    let app = signing_app(&keys).await;
+    let call = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    let proof = proof_once_checkpointed(&app, &call.audit_id).await;
+    let kept = keys.keep("kept.checkpoint", &proof.checkpoint);
+    let database_url = app.database_url.clone();
+    app.shut_down().await.unwrap();
+
+    // The stored checkpoints' roots are still checked, and it says their
+    // signatures were not.
+    let (ok, said) = verify_with(&database_url, None, &[]).await;
+    assert!(ok, "{said}");
+    assert!(said.contains("intact: "), "{said}");
+    assert!(said.contains("signatures were not checked"), "{said}");
+    // A checkpoint someone kept is evidence only with its signature checked.
+    let (ok, said) = verify_with(&database_url, None, &[&kept]).await;
+    assert!(!ok, "{said}");
+    assert!(said.contains("--checkpoint needs --public-key"), "{said}");
+}
+
+#[test]
+fn audit_keygen_writes_a_key_only_its_owner_reads_and_never_overwrites_one() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("log.key");
+    let made = keygen(&out);
+    assert!(made.status.success(), "{made:?}");
+    let private = std::fs::read_to_string(&out).unwrap();
+    let key = LogKey::from_text(private.trim()).unwrap();
+    assert_eq!(key.origin(), "audit.test/zenlayer-gateway");
+    // What it prints is the verifier key of the key it wrote.
+    assert_eq!(
+        String::from_utf8_lossy(&made.stdout).trim(),
+        key.verifier_key()
+    );
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+
+    let again = keygen(&out);
+    assert!(!again.status.success(), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("must not exist yet"),
+        "{again:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        private,
+        "the key was overwritten"
+    );
 }
 
 #[tokio::test]
