@@ -16,8 +16,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tonic::Code;
 use uuid::Uuid;
+use zenlayer_gateway::metrics::Metrics;
 use zenlayer_gateway::pb::{ConsistencyProofRequest, GetReleaseRequest, ReleaseProof};
 use zenlayer_gateway::simulator::{Disk, DiskStatus, DiskType};
+use zenlayer_gateway::trail::Checkpointer;
 use zenlayer_gateway::trail::checkpoint::LogKey;
 
 /// A log signing key on disk, with its verifier key.
@@ -1326,4 +1328,49 @@ async fn a_log_cut_short_under_a_running_gateway_is_reported_as_events_removed()
             .then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_replica_checks_the_newer_checkpoint_another_signed_not_only_its_own() {
+    let keys = LogKeys::new();
+    let key =
+        || LogKey::from_text(std::fs::read_to_string(keys.private()).unwrap().trim()).unwrap();
+    // Two replicas' checkpointers over one log, signing when the test says.
+    let app = quiet_app().await;
+    let pool = sqlx::PgPool::connect(&as_gateway(&app.database_url))
+        .await
+        .unwrap();
+    let this = Checkpointer::new(pool.clone(), key(), Metrics::new());
+    let other = Checkpointer::new(pool, key(), Metrics::new());
+    for disk in ["disk-second", "disk-third"] {
+        app.simulator
+            .put_disk(Disk::new(disk, DiskType::Data, DiskStatus::Recycled));
+    }
+    app.release(request("disk-recycled-data")).await.unwrap();
+    assert!(this.sign_now().await.unwrap().is_some());
+    let second = app
+        .release(request("disk-second"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other.sign_now().await.unwrap().is_some());
+    // The second call rewritten: after this replica's own checkpoint, so
+    // only the other's newer one shows it.
+    tamper(
+        &app.database_url,
+        &format!(
+            "UPDATE audit.release_attempts SET reason = 'rewritten' WHERE call_id = '{}'; {REBUILD_TREE}",
+            second.audit_id
+        ),
+    )
+    .await;
+    app.release(request("disk-third")).await.unwrap();
+    let failure = this
+        .sign_now()
+        .await
+        .expect_err("a tree inconsistent with the newest checkpoint is never signed");
+    assert!(
+        failure.to_string().contains("history was rewritten"),
+        "{failure}"
+    );
 }
