@@ -4,8 +4,8 @@
 //! none reaches Zenlayer's `ReleaseDisk`.
 
 use crate::helpers::{
-    AppOptions, ReplicaLock, TestApp, another_gateway, assert_error, eventually, request,
-    spawn_app, spawn_app_with, unauthenticated_request,
+    AppOptions, ReplicaLock, TestApp, another_gateway, assert_error, command, eventually,
+    operator_login, request, spawn_app, spawn_app_with, unauthenticated_request,
 };
 use crate::tokens::{RSA, bearer, good_claims};
 use serde_json::json;
@@ -181,43 +181,6 @@ async fn only_releases_zenlayer_may_have_acted_on_count_and_the_total_budget_spa
     );
     assert_eq!(app.simulator.release_disk_requests(), 4);
     assert_eq!(refusals(&app, "RELEASE_BUDGET_EXCEEDED").await, 2);
-}
-
-/// `database_url` as a login that is only a member of `release_operator`.
-async fn operator_login(app: &TestApp) -> String {
-    sqlx::raw_sql(
-        "DO $$ BEGIN
-            CREATE ROLE release_operator_test LOGIN IN ROLE release_operator;
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-         END $$",
-    )
-    .execute(&app.db)
-    .await
-    .unwrap();
-    let mut url = reqwest::Url::parse(&app.database_url).unwrap();
-    url.set_username("release_operator_test").unwrap();
-    url.to_string()
-}
-
-/// Runs the binary with `args` as `database_url`; its standard output.
-async fn command(database_url: &str, args: &[&str]) -> String {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"))
-            .args(args)
-            .env_clear()
-            .env("DATABASE_URL", database_url)
-            .output(),
-    )
-    .await
-    .expect("the command finishes")
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[tokio::test]

@@ -509,3 +509,40 @@ impl ReplicaLock {
         .unwrap();
     }
 }
+
+/// `database_url` as a login that is only a member of `release_operator`.
+pub async fn operator_login(app: &TestApp) -> String {
+    sqlx::raw_sql(
+        "DO $$ BEGIN
+            CREATE ROLE release_operator_test LOGIN IN ROLE release_operator;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+         END $$",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let mut url = reqwest::Url::parse(&app.database_url).unwrap();
+    url.set_username("release_operator_test").unwrap();
+    url.to_string()
+}
+
+/// Runs the binary with `args` as `database_url`; its standard output.
+pub async fn command(database_url: &str, args: &[&str]) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"))
+            .args(args)
+            .env_clear()
+            .env("DATABASE_URL", database_url)
+            .output(),
+    )
+    .await
+    .expect("the command finishes")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

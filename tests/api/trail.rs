@@ -5,8 +5,8 @@
 //! in the manner of aws-cli's CloudTrail log-validation tests.
 
 use crate::helpers::{
-    AppOptions, TestApp, admin_database_url, another_gateway, as_gateway, assert_error, eventually,
-    request, spawn_app_with, test_settings, unauthenticated_request,
+    AppOptions, TestApp, admin_database_url, another_gateway, as_gateway, assert_error, command,
+    eventually, operator_login, request, spawn_app_with, test_settings, unauthenticated_request,
 };
 use crate::processes::GatewayProcess;
 use base64::Engine as _;
@@ -1373,4 +1373,59 @@ async fn a_replica_checks_the_newer_checkpoint_another_signed_not_only_its_own()
         failure.to_string().contains("history was rewritten"),
         "{failure}"
     );
+}
+
+#[tokio::test]
+async fn a_trail_with_confirmations_freezes_and_unfreezes_verifies() {
+    let keys = LogKeys::new();
+    let mut settings = signing(&keys);
+    settings.insert("GATEWAY_FOLLOW_UP_INTERVAL_MS".into(), "50".into());
+    let app = spawn_app_with(AppOptions {
+        settings,
+        ..Default::default()
+    })
+    .await;
+    let operator = operator_login(&app).await;
+    let call = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    let call_id = Uuid::parse_str(&call.audit_id).unwrap();
+    eventually(Duration::from_secs(10), "the release confirmed", || async {
+        let confirmations: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM audit.release_confirmations WHERE call_id = $1",
+        )
+        .bind(call_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        (confirmations == 1).then_some(())
+    })
+    .await;
+    command(&operator, &["freeze", "--reason", "audit drill"]).await;
+    command(&operator, &["unfreeze", "--reason", "audit drill over"]).await;
+    let database_url = app.database_url.clone();
+    app.shut_down().await.unwrap();
+
+    let kinds: Vec<(String, i64)> =
+        sqlx::query_as("SELECT kind, count(*) FROM audit.events GROUP BY kind ORDER BY kind")
+            .fetch_all(&sqlx::PgPool::connect(&database_url).await.unwrap())
+            .await
+            .unwrap();
+    let kinds: Vec<(&str, i64)> = kinds.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("attempt", 1),
+            ("confirmation", 1),
+            ("freeze", 2),
+            ("outcome", 1)
+        ]
+    );
+    // Each kind's leaf is recomputed from its own row: two freeze events
+    // from two rows, the confirmation from its row.
+    let (ok, said) = verify(&database_url, &keys, &[]).await;
+    assert!(ok, "{said}");
+    assert!(said.contains("intact: 5 events"), "{said}");
 }
