@@ -83,12 +83,6 @@ pub(super) struct Writer {
     queue: mpsc::Sender<Job>,
 }
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.event.fmt(f)
-    }
-}
-
 /// How a release refused for its budget is recorded: the rendering the
 /// caller's answer comes from (the RPC layer's, handed in at start-up).
 pub type BudgetRefusal = fn(&OverBudget) -> RefusalRecord;
