@@ -222,3 +222,47 @@ async fn a_record_the_database_refuses_fails_alone_and_is_not_sent() {
         "the call without its attempt row was never sent"
     );
 }
+
+#[tokio::test]
+async fn a_batch_whose_connection_is_lost_is_not_written_again_and_nothing_is_sent() {
+    let app = spawn_app().await;
+    releasable(&app, "disk-lost-batch");
+    let stall = stall_attempts(&app).await;
+    let mut client = app.disks().await;
+    let call = tokio::spawn(async move { client.release_disk(request("disk-lost-batch")).await });
+    // The batch's connection dies while it waits: whether a lost connection
+    // committed is not known in general, so the batch must not be written
+    // again on another one.
+    let writer: i32 = eventually(Duration::from_secs(20), "the batch waiting", || async {
+        sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'
+                AND pid <> pg_backend_pid()",
+        )
+        .fetch_optional(&app.db)
+        .await
+        .unwrap()
+    })
+    .await;
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(writer)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert!(killed);
+    sqlx::Connection::close(stall).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the call ends")
+        .unwrap()
+        .unwrap_err();
+    assert_error(&status, Code::Unavailable, "AUDIT_UNAVAILABLE");
+    // Given time to be written again, it is not, and nothing is released.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.simulator.release_disk_requests(), 0);
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.release_attempts")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 0, "the lost batch was written again");
+}
