@@ -314,15 +314,7 @@ impl Rig {
             preflight: true,
         };
         let client = settings.client()?;
-        let caller = zenlayer_gateway::auth::Principal {
-            subject: "bench".into(),
-            issuer: ISSUER.into(),
-            client_id: None,
-            token_id: None,
-            roles: vec!["disk:release".into()],
-            groups: Vec::new(),
-        }
-        .authorize("disk:release", "roles")?;
+        let caller = bench_principal().authorize("disk:release", "roles")?;
         let mut histogram = new_histogram();
         let until = Instant::now() + length;
         while Instant::now() < until {
@@ -459,14 +451,7 @@ fn policy_decision_cost(decisions: u32) -> anyhow::Result<Duration> {
     let text = std::fs::read_to_string(POLICY_FILE)?;
     let set = LoadedSet::from_text(&text, POLICY_FILE)?;
     let policies = Policies::from_sets(set, None, PolicySettings::default());
-    let principal = Principal {
-        subject: "bench".into(),
-        issuer: ISSUER.into(),
-        client_id: None,
-        token_id: None,
-        roles: vec!["disk:release".into()],
-        groups: Vec::new(),
-    };
+    let principal = bench_principal();
     let id = disk_id(0);
     let disk = DiskSnapshot::from_entry(serde_json::json!({
         "diskId": id, "diskName": id, "zoneId": "asia-east-1a",
@@ -494,6 +479,18 @@ fn policy_decision_cost(decisions: u32) -> anyhow::Result<Duration> {
     let elapsed = started.elapsed();
     anyhow::ensure!(permitted == decisions as usize, "a decision changed");
     Ok(elapsed / decisions)
+}
+
+/// The caller the benchmark's token names.
+fn bench_principal() -> Principal {
+    Principal {
+        subject: "bench".into(),
+        issuer: ISSUER.into(),
+        client_id: None,
+        token_id: None,
+        roles: vec!["disk:release".into()],
+        groups: Vec::new(),
+    }
 }
 
 fn disk_id(n: u64) -> String {

@@ -4,7 +4,7 @@
 //! `--follow` sees a new call within a second.
 
 use crate::helpers::{
-    TestApp, assert_error, eventually, request, spawn_app, spawn_app_with_settings,
+    TestApp, assert_error, eventually, login_in, request, spawn_app, spawn_app_with_settings,
     unauthenticated_request,
 };
 use crate::ocsf::Schema;
@@ -23,19 +23,7 @@ use zenlayer_gateway::simulator::{Disk, DiskStatus, DiskType, Fault};
 const READER_LOGIN: &str = "audit_reader_test";
 
 async fn reader_url(app: &TestApp) -> String {
-    // Roles are cluster-wide and tests run in parallel.
-    sqlx::raw_sql(
-        "DO $$ BEGIN
-            CREATE ROLE audit_reader_test LOGIN IN ROLE audit_reader;
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-         END $$",
-    )
-    .execute(&app.db)
-    .await
-    .expect("create the reader's test login");
-    let mut url = reqwest::Url::parse(&app.database_url).unwrap();
-    url.set_username(READER_LOGIN).unwrap();
-    url.to_string()
+    login_in(&app.db, &app.database_url, READER_LOGIN, "audit_reader").await
 }
 
 fn export_command(database_url: &str, args: &[&str]) -> Command {

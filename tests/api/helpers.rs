@@ -512,17 +512,30 @@ impl ReplicaLock {
 
 /// `database_url` as a login that is only a member of `release_operator`.
 pub async fn operator_login(app: &TestApp) -> String {
-    sqlx::raw_sql(
-        "DO $$ BEGIN
-            CREATE ROLE release_operator_test LOGIN IN ROLE release_operator;
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-         END $$",
+    login_in(
+        &app.db,
+        &app.database_url,
+        "release_operator_test",
+        "release_operator",
     )
-    .execute(&app.db)
+    .await
+}
+
+/// `database_url` as `login`, a login that is only a member of `group`
+/// (made if it does not exist: roles are cluster-wide and tests run in
+/// parallel), as README tells teams to make one.
+pub async fn login_in(db: &PgPool, database_url: &str, login: &str, group: &str) -> String {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DO $$ BEGIN
+            CREATE ROLE {login} LOGIN IN ROLE {group};
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+         END $$"
+    )))
+    .execute(db)
     .await
     .unwrap();
-    let mut url = reqwest::Url::parse(&app.database_url).unwrap();
-    url.set_username("release_operator_test").unwrap();
+    let mut url = reqwest::Url::parse(database_url).unwrap();
+    url.set_username(login).unwrap();
     url.to_string()
 }
 

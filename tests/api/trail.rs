@@ -6,7 +6,8 @@
 
 use crate::helpers::{
     AppOptions, TestApp, admin_database_url, another_gateway, as_gateway, assert_error, command,
-    eventually, operator_login, request, spawn_app_with, test_settings, unauthenticated_request,
+    eventually, login_in, operator_login, request, spawn_app_with, test_settings,
+    unauthenticated_request,
 };
 use crate::processes::GatewayProcess;
 use base64::Engine as _;
@@ -509,19 +510,9 @@ async fn verify_with(
 /// `database_url` as a login that is only a member of `audit_reader`.
 async fn reader_login(database_url: &str) -> String {
     let pool = sqlx::PgPool::connect(database_url).await.unwrap();
-    sqlx::raw_sql(
-        "DO $$ BEGIN
-            CREATE ROLE audit_reader_test LOGIN IN ROLE audit_reader;
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-         END $$",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    let url = login_in(&pool, database_url, "audit_reader_test", "audit_reader").await;
     pool.close().await;
-    let mut url = reqwest::Url::parse(database_url).unwrap();
-    url.set_username("audit_reader_test").unwrap();
-    url.to_string()
+    url
 }
 
 /// A copy of `database_url`'s database, for one tampering.
