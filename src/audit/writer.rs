@@ -16,8 +16,12 @@
 //!   first commit went unacknowledged) is skipped by the unique indexes.
 //!
 //! One bad record must not fail the others: when the database refuses a
-//! batch of several records (a constraint, not a lost connection), each is
-//! written again on its own, so only the bad one fails.
+//! batch of several records for what one of them holds (a constraint, a
+//! check, a trigger's exception), each is written again on its own, so only
+//! the bad one fails. Any other failure fails the whole batch and nothing
+//! is written again: a batch whose connection or server went away (even
+//! with an error from the server, as a terminated backend sends) may have
+//! committed, and one that timed out would time out again for each record.
 //!
 //! **Budgets.** When release budgets are set, a batch holding releases
 //! runs as a transaction that first takes one advisory lock (so replicas
@@ -152,9 +156,7 @@ async fn commit(rules: &Rules, jobs: Vec<Job>) {
                 let _ = job.reply.send(result);
             }
         }
-        Err(AuditError::Database(error))
-            if jobs.len() > 1 && matches!(*error, sqlx::Error::Database(_)) =>
-        {
+        Err(AuditError::Database(error)) if jobs.len() > 1 && refused_a_record(&error) => {
             tracing::warn!(error = %error, records = jobs.len(), "the audit database refused a batch; writing its records one by one");
             for job in jobs {
                 let result = write(rules, std::slice::from_ref(&job)).await;
@@ -168,6 +170,18 @@ async fn commit(rules: &Rules, jobs: Vec<Job>) {
             }
         }
     }
+}
+
+/// Whether the database refused a batch for what a record in it holds:
+/// SQLSTATE classes 22 (data exception), 23 (integrity constraint) and P0
+/// (raised by a trigger), never a connection, resource or timeout failure.
+fn refused_a_record(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(error) = error else {
+        return false;
+    };
+    error
+        .code()
+        .is_some_and(|code| matches!(code.get(..2), Some("22" | "23" | "P0")))
 }
 
 /// One statement for all of `jobs` (in a budget-checking transaction when

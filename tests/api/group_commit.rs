@@ -223,46 +223,95 @@ async fn a_record_the_database_refuses_fails_alone_and_is_not_sent() {
     );
 }
 
-#[tokio::test]
-async fn a_batch_whose_connection_is_lost_is_not_written_again_and_nothing_is_sent() {
-    let app = spawn_app().await;
-    releasable(&app, "disk-lost-batch");
-    let stall = stall_attempts(&app).await;
-    let mut client = app.disks().await;
-    let call = tokio::spawn(async move { client.release_disk(request("disk-lost-batch")).await });
-    // The batch's connection dies while it waits: whether a lost connection
-    // committed is not known in general, so the batch must not be written
-    // again on another one.
-    let writer: i32 = eventually(Duration::from_secs(20), "the batch waiting", || async {
+/// The backend of the one audit batch waiting on a lock that is not in
+/// `seen`, once there is one (readers of the stalled table wait too).
+async fn waiting_batch(app: &TestApp, seen: &[i32]) -> i32 {
+    eventually(Duration::from_secs(20), "a batch waiting", || async {
         sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity
               WHERE datname = current_database() AND wait_event_type = 'Lock'
-                AND pid <> pg_backend_pid()",
+                AND query LIKE 'WITH claimed AS%' AND pid <> ALL($1)",
         )
+        .bind(seen)
         .fetch_optional(&app.db)
         .await
         .unwrap()
     })
-    .await;
+    .await
+}
+
+/// A release of `disk` on its way, on its own connection.
+async fn sent(app: &TestApp, disk: &str) -> tokio::task::JoinHandle<Result<(), Status>> {
+    let mut client = app.disks().await;
+    let call = request(disk);
+    tokio::spawn(async move { client.release_disk(call).await.map(drop) })
+}
+
+async fn terminate(app: &TestApp, backend: i32) {
     let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-        .bind(writer)
+        .bind(backend)
         .fetch_one(&app.db)
         .await
         .unwrap();
     assert!(killed);
+}
+
+#[tokio::test]
+async fn batches_whose_connection_is_lost_are_not_written_again_and_nothing_is_sent() {
+    let app = spawn_app().await;
+    let disks: Vec<String> = (0..5).map(|i| format!("disk-lost-batch-{i}")).collect();
+    for disk in &disks {
+        releasable(&app, disk);
+    }
+    let stall = stall_attempts(&app).await;
+    // The first two calls are batches of one each, holding both of the
+    // writer's batch slots while they wait; the other three queue behind
+    // them and become one batch of three once the slots free.
+    let first = sent(&app, &disks[0]).await;
+    let first_batch = waiting_batch(&app, &[]).await;
+    let second = sent(&app, &disks[1]).await;
+    let second_batch = waiting_batch(&app, &[first_batch]).await;
+    let mut queued = Vec::new();
+    for disk in &disks[2..] {
+        queued.push(sent(&app, disk).await);
+    }
+    eventually(Duration::from_secs(20), "every pre-flight", || async {
+        (app.simulator.received_for("DescribeDisks").len() == 5).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Each batch's connection dies while it waits (the server says so with
+    // an error first, unlike a refused record's): whether a lost connection
+    // committed is not known in general, so no batch, of one record or of
+    // several, may be written again on another connection.
+    terminate(&app, first_batch).await;
+    terminate(&app, second_batch).await;
+    let ended = |call: tokio::task::JoinHandle<Result<(), Status>>| async move {
+        tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("the call ends")
+            .unwrap()
+    };
+    for call in [first, second] {
+        let status = ended(call).await.unwrap_err();
+        assert_error(&status, Code::Unavailable, "AUDIT_UNAVAILABLE");
+    }
+    let third_batch = waiting_batch(&app, &[first_batch, second_batch]).await;
+    terminate(&app, third_batch).await;
     sqlx::Connection::close(stall).await.unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(20), call)
-        .await
-        .expect("the call ends")
-        .unwrap()
-        .unwrap_err();
-    assert_error(&status, Code::Unavailable, "AUDIT_UNAVAILABLE");
-    // Given time to be written again, it is not, and nothing is released.
+    for call in queued {
+        let status = ended(call).await.unwrap_err();
+        assert_error(&status, Code::Unavailable, "AUDIT_UNAVAILABLE");
+    }
+    // Given time to be written again, none is, and nothing is released.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.simulator.release_disk_requests(), 0);
     let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.release_attempts")
         .fetch_one(&app.db)
         .await
         .unwrap();
-    assert_eq!(attempts, 0, "the lost batch was written again");
+    assert_eq!(attempts, 0, "a lost batch was written again");
+    let batches = metric(&app, "zenlayer_gateway_audit_batch_records_count").await;
+    let records = metric(&app, "zenlayer_gateway_audit_batch_records_sum").await;
+    assert_eq!((batches, records), (3, 5), "batches of one, one and three");
 }

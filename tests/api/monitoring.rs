@@ -2,7 +2,7 @@
 //! running gateway exports, and the latency SLO's bucket is one it has.
 
 use crate::helpers::{
-    TestApp, eventually, request, spawn_app_with_settings, unauthenticated_request,
+    TestApp, eventually, request, spawn_app_with_settings, stall_attempts, unauthenticated_request,
 };
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -104,18 +104,6 @@ async fn scrape_with_every_family(app: &TestApp) -> String {
             .then_some(text)
     })
     .await
-}
-
-async fn stall_attempts(app: &TestApp) -> sqlx::PgConnection {
-    use sqlx::Connection as _;
-    let mut owner = sqlx::PgConnection::connect(&app.database_url)
-        .await
-        .unwrap();
-    sqlx::raw_sql("BEGIN; LOCK TABLE audit.release_attempts IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut owner)
-        .await
-        .unwrap();
-    owner
 }
 
 #[tokio::test]
