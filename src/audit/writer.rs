@@ -172,16 +172,18 @@ async fn commit(rules: &Rules, jobs: Vec<Job>) {
     }
 }
 
-/// Whether the database refused a batch for what a record in it holds:
-/// SQLSTATE classes 22 (data exception), 23 (integrity constraint) and P0
-/// (raised by a trigger), never a connection, resource or timeout failure.
+/// Whether the database refused a batch for what its records hold:
+/// SQLSTATE classes 22 (data exception), 23 (integrity constraint), P0
+/// (raised by a trigger) and 40 (rolled back for a deadlock or a conflict
+/// with another transaction, which records written alone may not meet);
+/// never a connection, resource or timeout failure.
 fn refused_a_record(error: &sqlx::Error) -> bool {
     let sqlx::Error::Database(error) = error else {
         return false;
     };
     error
         .code()
-        .is_some_and(|code| matches!(code.get(..2), Some("22" | "23" | "P0")))
+        .is_some_and(|code| matches!(code.get(..2), Some("22" | "23" | "P0" | "40")))
 }
 
 /// One statement for all of `jobs` (in a budget-checking transaction when

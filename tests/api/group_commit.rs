@@ -177,24 +177,36 @@ async fn one_key_claimed_twice_in_one_batch_is_released_once() {
 
 #[tokio::test]
 async fn a_record_the_database_refuses_fails_alone_and_is_not_sent() {
+    // As an owner's faulty trigger, a check, a bad value or a deadlock
+    // would: the database refuses this one attempt, and only it.
+    for (errcode, as_what) in [
+        ("P0001", "a trigger's exception"),
+        ("23514", "a check constraint"),
+        ("22023", "an invalid value"),
+        ("40P01", "a deadlock"),
+    ] {
+        refused_alone(errcode, as_what).await;
+    }
+}
+
+async fn refused_alone(errcode: &str, as_what: &str) {
     let app = spawn_app().await;
     for i in 0..6 {
         releasable(&app, &format!("disk-good-{i}"));
     }
     releasable(&app, "disk-refused-by-db");
-    // As an owner's faulty trigger or a constraint would: the database
-    // refuses this one attempt, and only it.
-    sqlx::raw_sql(
+    // The codes are the test's own constants.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE FUNCTION pg_temp_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
              IF NEW.disk_id = 'disk-refused-by-db' THEN
-                 RAISE EXCEPTION 'refused for the test';
+                 RAISE EXCEPTION 'refused for the test' USING ERRCODE = '{errcode}';
              END IF;
              RETURN NEW;
          END $$;
          CREATE TRIGGER refuse_one BEFORE INSERT ON audit.release_attempts
-             FOR EACH ROW EXECUTE FUNCTION pg_temp_refuse();",
-    )
+             FOR EACH ROW EXECUTE FUNCTION pg_temp_refuse();"
+    )))
     .execute(&app.db)
     .await
     .unwrap();
@@ -210,16 +222,16 @@ async fn a_record_the_database_refuses_fails_alone_and_is_not_sent() {
                 "AUDIT_UNAVAILABLE",
             );
         } else {
-            assert!(answer.is_ok(), "call {i}: {answer:?}");
+            assert!(answer.is_ok(), "{as_what}: call {i}: {answer:?}");
         }
     }
-    assert_eq!(app.simulator.release_disk_requests(), 6);
+    assert_eq!(app.simulator.release_disk_requests(), 6, "{as_what}");
     assert!(
         app.simulator
             .received_for("ReleaseDisk")
             .iter()
             .all(|r| !String::from_utf8_lossy(&r.body).contains("disk-refused-by-db")),
-        "the call without its attempt row was never sent"
+        "{as_what}: the call without its attempt row was never sent"
     );
 }
 
