@@ -399,3 +399,62 @@ async fn a_freeze_arrives_by_notification_alone_and_still_does_after_the_listeni
         .await
         .expect("releases resume");
 }
+
+#[tokio::test]
+async fn a_refusal_once_the_budget_is_spent_is_recorded_as_itself() {
+    let app = spawn_app_with(with(&[
+        ("GATEWAY_RELEASE_BUDGET_PER_PRINCIPAL", "1/1h"),
+        ("GATEWAY_RELEASE_BUDGET_TOTAL", "1/1h"),
+    ]))
+    .await;
+    releasable(&app, "disk-spent-0");
+    app.release(request("disk-spent-0")).await.unwrap();
+    // The same caller without the release role, and a caller with no token:
+    // refused for what they are, not for a budget they could not use.
+    let mut claims = good_claims();
+    claims["roles"] = json!(["viewer"]);
+    let mut no_role = unauthenticated_request("disk-spent-0");
+    no_role
+        .metadata_mut()
+        .insert("authorization", bearer(&RSA.sign(&claims)));
+    let status = app.release(no_role).await.unwrap_err();
+    assert_error(&status, Code::PermissionDenied, "ROLE_MISSING");
+    let status = app
+        .release(unauthenticated_request("disk-spent-0"))
+        .await
+        .unwrap_err();
+    assert_error(&status, Code::Unauthenticated, "TOKEN_MISSING");
+    let recorded: Vec<String> = sqlx::query_scalar(
+        "SELECT decision_reason FROM audit.release_attempts WHERE decision = 'denied' ORDER BY received_at",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(recorded, ["ROLE_MISSING", "TOKEN_MISSING"]);
+    assert_eq!(refusals(&app, "RELEASE_BUDGET_EXCEEDED").await, 0);
+}
+
+#[tokio::test]
+async fn a_full_budget_says_a_slot_frees_when_its_oldest_release_leaves_the_window() {
+    let app = spawn_app_with(with(&[("GATEWAY_RELEASE_BUDGET_PER_PRINCIPAL", "2/1h")])).await;
+    for i in 0..3 {
+        releasable(&app, &format!("disk-window-{i}"));
+    }
+    app.release(request("disk-window-0")).await.unwrap();
+    // The two releases in the window are well apart, so which one frees
+    // the slot shows in the delay.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.release(request("disk-window-1")).await.unwrap();
+    let status = app.release(request("disk-window-2")).await.unwrap_err();
+    assert_error(&status, Code::ResourceExhausted, "RELEASE_BUDGET_EXCEEDED");
+    let delay = status
+        .get_details_retry_info()
+        .expect("RetryInfo")
+        .retry_delay
+        .expect("a delay");
+    let hour = Duration::from_secs(3600);
+    assert!(
+        delay <= hour - Duration::from_millis(1400) && delay > hour - Duration::from_secs(60),
+        "the first release, 1.5 s older, frees the slot: {delay:?}"
+    );
+}
