@@ -17,11 +17,12 @@
 //!
 //! One bad record must not fail the others: when the database refuses a
 //! batch of several records for what one of them holds (a constraint, a
-//! check, a trigger's exception), each is written again on its own, so only
-//! the bad one fails. Any other failure fails the whole batch and nothing
-//! is written again: a batch whose connection or server went away (even
-//! with an error from the server, as a terminated backend sends) may have
-//! committed, and one that timed out would time out again for each record.
+//! check, a trigger's exception) or rolls it back for a deadlock, each is
+//! written again on its own, so only the bad one fails. Any other failure
+//! fails the whole batch and nothing is written again: a batch whose
+//! connection or server went away (even with an error from the server, as
+//! a terminated backend sends) may have committed, and one that timed out
+//! would time out again for each record.
 //!
 //! **Budgets.** When release budgets are set, a batch holding releases
 //! runs as a transaction that first takes one advisory lock (so replicas
@@ -173,17 +174,19 @@ async fn commit(rules: &Rules, jobs: Vec<Job>) {
 }
 
 /// Whether the database refused a batch for what its records hold:
-/// SQLSTATE classes 22 (data exception), 23 (integrity constraint), P0
-/// (raised by a trigger) and 40 (rolled back for a deadlock or a conflict
-/// with another transaction, which records written alone may not meet);
-/// never a connection, resource or timeout failure.
+/// SQLSTATE classes 22 (data exception), 23 (integrity constraint) and P0
+/// (raised by a trigger), or a rollback for a deadlock or a conflict with
+/// another transaction (40P01, 40001, 40002), which records written alone
+/// may not meet. Never a connection, resource or timeout failure, nor
+/// 40003, whose statement may have committed.
 fn refused_a_record(error: &sqlx::Error) -> bool {
     let sqlx::Error::Database(error) = error else {
         return false;
     };
-    error
-        .code()
-        .is_some_and(|code| matches!(code.get(..2), Some("22" | "23" | "P0" | "40")))
+    error.code().is_some_and(|code| {
+        matches!(code.get(..2), Some("22" | "23" | "P0"))
+            || matches!(&*code, "40P01" | "40001" | "40002")
+    })
 }
 
 /// One statement for all of `jobs` (in a budget-checking transaction when

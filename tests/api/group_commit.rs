@@ -189,7 +189,10 @@ async fn a_record_the_database_refuses_fails_alone_and_is_not_sent() {
     }
 }
 
-async fn refused_alone(errcode: &str, as_what: &str) {
+/// Seven calls, the fourth of which (`disk-refused-by-db`) the database
+/// refuses with `errcode` every time it is written: batches of one, one
+/// and five, the refused one in the five.
+async fn one_refused_with(errcode: &str) -> (TestApp, Vec<Result<(), Status>>) {
     let app = spawn_app().await;
     for i in 0..6 {
         releasable(&app, &format!("disk-good-{i}"));
@@ -210,10 +213,23 @@ async fn refused_alone(errcode: &str, as_what: &str) {
     .execute(&app.db)
     .await
     .unwrap();
-    let mut calls: Vec<_> = (0..6).map(|i| request(&format!("disk-good-{i}"))).collect();
-    calls.insert(3, request("disk-refused-by-db"));
-    let answers = gathered(&app, 7, all_at_once(&app, calls)).await;
+    let mut disks: Vec<String> = (0..6).map(|i| format!("disk-good-{i}")).collect();
+    disks.insert(3, "disk-refused-by-db".to_owned());
+    let stall = stall_attempts(&app).await;
+    let (calls, _) = two_batches_and_a_queue(&app, &disks).await;
+    sqlx::Connection::close(stall).await.unwrap();
+    let mut answers = Vec::new();
+    for call in calls {
+        let answer = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("the call ends");
+        answers.push(answer.unwrap());
+    }
+    (app, answers)
+}
 
+async fn refused_alone(errcode: &str, as_what: &str) {
+    let (app, answers) = one_refused_with(errcode).await;
     for (i, answer) in answers.iter().enumerate() {
         if i == 3 {
             assert_error(
@@ -233,6 +249,69 @@ async fn refused_alone(errcode: &str, as_what: &str) {
             .all(|r| !String::from_utf8_lossy(&r.body).contains("disk-refused-by-db")),
         "{as_what}: the call without its attempt row was never sent"
     );
+}
+
+#[tokio::test]
+async fn a_batch_failed_by_the_server_or_a_timeout_fails_whole_and_is_not_written_again() {
+    // Errors that say nothing about one record: a statement that may have
+    // committed, a statement cancelled (as a timeout cancels it), a full
+    // disk. The batch holding the fourth call fails with it.
+    for (errcode, as_what) in [
+        ("40003", "a statement whose completion is unknown"),
+        ("57014", "a cancelled statement"),
+        ("53100", "a full disk"),
+    ] {
+        let (app, answers) = one_refused_with(errcode).await;
+        let failed: Vec<usize> = (0..answers.len())
+            .filter(|&i| answers[i].is_err())
+            .collect();
+        assert_eq!(
+            failed,
+            [2, 3, 4, 5, 6],
+            "{as_what}: the calls batched with the fourth fail with it: {answers:?}"
+        );
+        for &i in &failed {
+            assert_error(
+                answers[i].as_ref().unwrap_err(),
+                Code::Unavailable,
+                "AUDIT_UNAVAILABLE",
+            );
+        }
+        let released = (answers.len() - failed.len()) as u64;
+        assert_eq!(app.simulator.release_disk_requests(), released, "{as_what}");
+        let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.release_attempts")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(
+            attempts, released as i64,
+            "{as_what}: no record of the failed batch was written again"
+        );
+    }
+}
+
+/// While the attempts table is stalled: releases of `disks`, the first two
+/// each a batch of one (whose backends are returned) holding the writer's
+/// two batch slots, the others queued behind them, to be written as one
+/// batch once a slot frees. Returns once every call is waiting.
+async fn two_batches_and_a_queue(
+    app: &TestApp,
+    disks: &[String],
+) -> (Vec<tokio::task::JoinHandle<Result<(), Status>>>, [i32; 2]) {
+    let mut calls = vec![sent(app, &disks[0]).await];
+    let first_batch = waiting_batch(app, &[]).await;
+    calls.push(sent(app, &disks[1]).await);
+    let second_batch = waiting_batch(app, &[first_batch]).await;
+    for disk in &disks[2..] {
+        calls.push(sent(app, disk).await);
+    }
+    eventually(Duration::from_secs(20), "every pre-flight", || async {
+        (app.simulator.received_for("DescribeDisks").len() == disks.len()).then_some(())
+    })
+    .await;
+    // Each call is a moment from its look to its write.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (calls, [first_batch, second_batch])
 }
 
 /// The backend of the one audit batch waiting on a lock that is not in
@@ -276,22 +355,10 @@ async fn batches_whose_connection_is_lost_are_not_written_again_and_nothing_is_s
         releasable(&app, disk);
     }
     let stall = stall_attempts(&app).await;
-    // The first two calls are batches of one each, holding both of the
-    // writer's batch slots while they wait; the other three queue behind
-    // them and become one batch of three once the slots free.
-    let first = sent(&app, &disks[0]).await;
-    let first_batch = waiting_batch(&app, &[]).await;
-    let second = sent(&app, &disks[1]).await;
-    let second_batch = waiting_batch(&app, &[first_batch]).await;
-    let mut queued = Vec::new();
-    for disk in &disks[2..] {
-        queued.push(sent(&app, disk).await);
-    }
-    eventually(Duration::from_secs(20), "every pre-flight", || async {
-        (app.simulator.received_for("DescribeDisks").len() == 5).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Batches of one, one and (once the slots free) three.
+    let (mut queued, [first_batch, second_batch]) = two_batches_and_a_queue(&app, &disks).await;
+    let second = queued.remove(1);
+    let first = queued.remove(0);
     // Each batch's connection dies while it waits (the server says so with
     // an error first, unlike a refused record's): whether a lost connection
     // committed is not known in general, so no batch, of one record or of
