@@ -280,13 +280,13 @@ fn next_retry(delay: Duration) -> Duration {
     (delay * 2).min(MAX_RETRY_DELAY)
 }
 
-/// The body, refused (not truncated) past `limit`: half a key set is not one.
 /// Whether a caller may start a fetch at `now`: once `interval` has passed
 /// since a caller last started one (the interval itself included).
 fn caller_may_start(last_start: Option<Instant>, now: Instant, interval: Duration) -> bool {
     last_start.is_none_or(|at| now - at >= interval)
 }
 
+/// The body, refused (not truncated) past `limit`: half a key set is not one.
 async fn read_at_most(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response
