@@ -1420,3 +1420,32 @@ async fn a_trail_with_confirmations_freezes_and_unfreezes_verifies() {
     assert!(ok, "{said}");
     assert!(said.contains("intact: 5 events"), "{said}");
 }
+
+#[tokio::test]
+async fn a_gateway_signs_its_first_checkpoint_one_interval_after_start_not_at_once() {
+    // Every replica's restart would otherwise sign at once; the first beat
+    // waits an interval (the last run's events were signed at its shutdown).
+    let keys = LogKeys::new();
+    let mut settings = signing(&keys);
+    settings.insert("AUDIT_CHECKPOINT_INTERVAL_MS".to_owned(), "5000".to_owned());
+    let app = spawn_app_with(AppOptions {
+        settings,
+        ..Default::default()
+    })
+    .await;
+    let signed = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM audit.checkpoints")
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(signed().await, 0, "nothing signed at start");
+    app.release(request("disk-recycled-data")).await.unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the first beat's checkpoint",
+        || async { (signed().await > 0).then_some(()) },
+    )
+    .await;
+}
