@@ -16,6 +16,7 @@ use cedar_policy::{
 use chrono::{Datelike as _, Timelike as _};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::str::FromStr as _;
 use std::sync::LazyLock;
 
@@ -180,24 +181,64 @@ fn clock(facts: &CallerFacts<'_>) -> Attrs {
     let at = facts.at;
     let mut context = Attrs::new();
     let long = |n: u32| RestrictedExpression::new_long(i64::from(n));
-    context.insert(
-        "time".to_owned(),
-        RestrictedExpression::new_datetime(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-    );
+    context.insert("time".to_owned(), datetime(at));
     context.insert(
         "utc_weekday".to_owned(),
         long(at.weekday().number_from_monday()),
     );
     context.insert("utc_hour".to_owned(), long(at.hour()));
     context.insert("utc_minute".to_owned(), long(at.minute()));
-    put(
-        &mut context,
-        "caller_ip",
-        facts
-            .ip
-            .map(|ip| RestrictedExpression::new_ip(ip.to_string())),
-    );
+    put(&mut context, "caller_ip", facts.ip.map(ip));
     context
+}
+
+// Cedar builds an extension value's expression by parsing the extension's
+// name (`datetime`, `ip`) with its whole grammar, lexer tables included,
+// every time: in the benchmark's profile the two names were a third of the
+// instructions of a decision. Neither can be built another way through
+// Cedar's API, so the expressions are kept per thread: the caller's
+// address (callers are few, and the map is bounded) and the time for the
+// current millisecond (the context's precision; under load many calls share
+// one, and a call alone pays as before).
+
+/// Addresses kept per thread at most; past it the map starts again.
+const IPS_KEPT: usize = 1024;
+
+thread_local! {
+    static IPS: std::cell::RefCell<HashMap<IpAddr, RestrictedExpression>> =
+        std::cell::RefCell::new(HashMap::new());
+    static NOW: std::cell::RefCell<Option<(i64, RestrictedExpression)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `at` as Cedar's `datetime`, to the millisecond.
+fn datetime(at: chrono::DateTime<chrono::Utc>) -> RestrictedExpression {
+    let millis = at.timestamp_millis();
+    NOW.with_borrow_mut(|now| match now {
+        Some((kept, expression)) if *kept == millis => expression.clone(),
+        _ => {
+            let expression = RestrictedExpression::new_datetime(
+                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            );
+            *now = Some((millis, expression.clone()));
+            expression
+        }
+    })
+}
+
+/// `address` as Cedar's `ip`.
+fn ip(address: IpAddr) -> RestrictedExpression {
+    IPS.with_borrow_mut(|kept| {
+        if let Some(expression) = kept.get(&address) {
+            return expression.clone();
+        }
+        if kept.len() >= IPS_KEPT {
+            kept.clear();
+        }
+        let expression = RestrictedExpression::new_ip(address.to_string());
+        kept.insert(address, expression.clone());
+        expression
+    })
 }
 
 #[cfg(test)]
@@ -311,5 +352,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn kept_times_and_addresses_are_the_ones_asked_for() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-12-02T10:00:00.123Z")
+            .unwrap()
+            .to_utc();
+        let fresh = |at: chrono::DateTime<chrono::Utc>| {
+            RestrictedExpression::new_datetime(
+                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            )
+        };
+        let next = t + chrono::Duration::milliseconds(1);
+        // Kept, then asked again, then a new millisecond, then back.
+        for at in [t, t, next, t + chrono::Duration::microseconds(400), next] {
+            assert_eq!(datetime(at), fresh(at), "{at}");
+        }
+        assert_ne!(datetime(t), datetime(next));
+
+        let address = |n: usize| IpAddr::from(std::net::Ipv6Addr::from(n as u128));
+        // Past the bound the map starts again, and still answers right.
+        for n in (0..IPS_KEPT + 2).chain([0, 1, IPS_KEPT + 1]) {
+            let expected = RestrictedExpression::new_ip(address(n).to_string());
+            assert_eq!(ip(address(n)), expected, "{}", address(n));
+        }
+        IPS.with_borrow(|kept| assert!(kept.len() <= IPS_KEPT));
     }
 }
