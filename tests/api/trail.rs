@@ -79,8 +79,15 @@ fn signing(keys: &LogKeys) -> HashMap<String, String> {
 }
 
 async fn signing_app(keys: &LogKeys) -> TestApp {
+    signing_app_with(keys, &[]).await
+}
+
+/// A gateway signing with `keys`, with `extra` settings over the signing ones.
+async fn signing_app_with(keys: &LogKeys, extra: &[(&str, &str)]) -> TestApp {
+    let mut settings = signing(keys);
+    settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     spawn_app_with(AppOptions {
-        settings: signing(keys),
+        settings,
         ..Default::default()
     })
     .await
@@ -579,13 +586,7 @@ const TRUNCATE_TO_10: &str = "
 async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail() {
     let keys = LogKeys::new();
     // No confirmations while the trail is built: its size is known.
-    let mut settings = signing(&keys);
-    settings.insert("GATEWAY_FOLLOW_UP_INTERVAL_MS".into(), "3600000".into());
-    let app = spawn_app_with(AppOptions {
-        settings,
-        ..Default::default()
-    })
-    .await;
+    let app = signing_app_with(&keys, &[("GATEWAY_FOLLOW_UP_INTERVAL_MS", "3600000")]).await;
     let mut calls = Vec::new();
     for i in 0..6 {
         let disk = format!("disk-trail-{i}");
@@ -1369,13 +1370,7 @@ async fn a_replica_checks_the_newer_checkpoint_another_signed_not_only_its_own()
 #[tokio::test]
 async fn a_trail_with_confirmations_freezes_and_unfreezes_verifies() {
     let keys = LogKeys::new();
-    let mut settings = signing(&keys);
-    settings.insert("GATEWAY_FOLLOW_UP_INTERVAL_MS".into(), "50".into());
-    let app = spawn_app_with(AppOptions {
-        settings,
-        ..Default::default()
-    })
-    .await;
+    let app = signing_app_with(&keys, &[("GATEWAY_FOLLOW_UP_INTERVAL_MS", "50")]).await;
     let operator = operator_login(&app).await;
     let call = app
         .release(request("disk-recycled-data"))
@@ -1426,13 +1421,7 @@ async fn a_gateway_signs_its_first_checkpoint_one_interval_after_start_not_at_on
     // Every replica's restart would otherwise sign at once; the first beat
     // waits an interval (the last run's events were signed at its shutdown).
     let keys = LogKeys::new();
-    let mut settings = signing(&keys);
-    settings.insert("AUDIT_CHECKPOINT_INTERVAL_MS".to_owned(), "5000".to_owned());
-    let app = spawn_app_with(AppOptions {
-        settings,
-        ..Default::default()
-    })
-    .await;
+    let app = signing_app_with(&keys, &[("AUDIT_CHECKPOINT_INTERVAL_MS", "5000")]).await;
     let signed = || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM audit.checkpoints")
             .fetch_one(&app.db)
