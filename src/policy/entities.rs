@@ -15,6 +15,7 @@ use cedar_policy::{
 };
 use chrono::{Datelike as _, Timelike as _};
 use serde_json::Value;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::str::FromStr as _;
@@ -205,10 +206,8 @@ fn clock(facts: &CallerFacts<'_>) -> Attrs {
 const IPS_KEPT: usize = 1024;
 
 thread_local! {
-    static IPS: std::cell::RefCell<HashMap<IpAddr, RestrictedExpression>> =
-        std::cell::RefCell::new(HashMap::new());
-    static NOW: std::cell::RefCell<Option<(i64, RestrictedExpression)>> =
-        const { std::cell::RefCell::new(None) };
+    static IPS: RefCell<HashMap<IpAddr, RestrictedExpression>> = RefCell::new(HashMap::new());
+    static NOW: RefCell<Option<(i64, RestrictedExpression)>> = const { RefCell::new(None) };
 }
 
 /// `at` as Cedar's `datetime`, to the millisecond.
