@@ -3,6 +3,11 @@
 use sqlx::PgPool;
 use std::time::Duration;
 
+/// How long a connection may sit idle before it is pinged on its next use
+/// (the database may have restarted since; a dead one is then replaced
+/// unseen, instead of failing the statement that meets it).
+pub const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// The migrations under `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -9,6 +9,7 @@
 mod batch;
 mod error;
 mod follow_up;
+mod kept;
 mod record;
 mod store;
 mod upkeep;

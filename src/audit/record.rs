@@ -142,8 +142,8 @@ pub struct PriorCall {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
     /// Stored (and the key, if any, claimed for this call), as the audit
-    /// log's entry `log_index` (its receipt; `None` if it could not be
-    /// read back).
+    /// log's entry `log_index` (an attempt's receipt; `None` for an
+    /// outcome, which no caller is given a receipt for).
     Stored { log_index: Option<u64> },
     /// Nothing stored: another call holds the key.
     KeyTaken(PriorCall),

@@ -6,83 +6,24 @@ use sqlx::PgConnection;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Writes a batch in one statement, so in one transaction and one round
-/// trip: claims the keys, stores the attempts whose claims were won (and
-/// those without keys), stores the outcomes (skipping any already stored,
-/// so a retried write is a no-op), and frees the keys of calls Zenlayer
-/// certainly did not act on. The key claims come first so that a lost
-/// claim stores nothing; the keys' reference to their attempts is checked
-/// at the end of the statement. Two claims of one key in a batch: the first
-/// wins. A claim of a key another transaction holds waits for it to end.
-/// Returns the calls whose attempts were stored.
+/// Writes a batch in one call (`audit.write_batch`, whose migration says
+/// what its statement does), so in one transaction and one round trip:
+/// claims the keys, stores the attempts whose claims were won (and those
+/// without keys), stores the outcomes (skipping any already stored) and
+/// frees the keys of calls Zenlayer certainly did not act on. Returns each
+/// stored attempt with its log index (its caller's receipt).
 pub(super) async fn write_batch(
     db: &mut PgConnection,
     batch: &Batch,
-) -> Result<Vec<Uuid>, sqlx::Error> {
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
     let (c, a, o) = (&batch.claims, &batch.attempts, &batch.outcomes);
-    let stored = sqlx::query_scalar!(
-        r#"WITH claimed AS (
-             INSERT INTO idempotency.keys (issuer, principal, idempotency_key, disk_id, call_id)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[])
-             ON CONFLICT DO NOTHING
-             RETURNING call_id
-           ), attempts AS (
-             INSERT INTO audit.release_attempts (
-                 call_id, received_at, principal, issuer, client_id, token_jti, token_fingerprint,
-                 roles, peer_addr, user_agent, x_request_id, trace_id, disk_id, reason,
-                 idempotency_key, decision, decision_reason, refusal_grpc_code, refusal_message,
-                 replay_of, peer_identity, disk_snapshot, disk_name, zone_id, disk_size_gib,
-                 disk_type, disk_status_before, disk_tags, policy_set_hash, policy_decision,
-                 policy_ids, shadow_policy_set_hash, shadow_policy_decision, shadow_policy_ids)
-             SELECT r.call_id, r.received_at, r.principal, r.issuer, r.client_id, r.token_jti,
-                    r.token_fingerprint,
-                    ARRAY(SELECT jsonb_array_elements_text(r.roles)),
-                    r.peer_addr, r.user_agent, r.x_request_id, r.trace_id, r.disk_id, r.reason,
-                    r.idempotency_key, r.decision, r.decision_reason, r.refusal_grpc_code,
-                    r.refusal_message, r.replay_of, r.peer_identity, r.disk_snapshot, r.disk_name,
-                    r.zone_id, r.disk_size_gib, r.disk_type, r.disk_status_before, r.disk_tags,
-                    r.policy_set_hash, r.policy_decision,
-                    CASE WHEN r.policy_ids IS NOT NULL
-                         THEN ARRAY(SELECT jsonb_array_elements_text(r.policy_ids)) END,
-                    r.shadow_policy_set_hash, r.shadow_policy_decision,
-                    CASE WHEN r.shadow_policy_ids IS NOT NULL
-                         THEN ARRAY(SELECT jsonb_array_elements_text(r.shadow_policy_ids)) END
-             FROM UNNEST($6::uuid[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::text[],
-                         $16::text[], $17::text[], $18::text[], $19::text[], $20::text[],
-                         $21::text[], $22::text[], $23::text[], $24::text[], $25::uuid[],
-                         $26::text[], $27::jsonb[], $28::text[], $29::text[], $30::int8[],
-                         $31::text[], $32::text[], $33::jsonb[], $46::text[], $47::text[],
-                         $48::jsonb[], $49::text[], $50::text[], $51::jsonb[], $34::bool[])
-                  AS r(call_id, received_at, principal, issuer, client_id, token_jti,
-                       token_fingerprint, roles, peer_addr, user_agent, x_request_id, trace_id,
-                       disk_id, reason, idempotency_key, decision, decision_reason,
-                       refusal_grpc_code, refusal_message, replay_of, peer_identity,
-                       disk_snapshot, disk_name, zone_id, disk_size_gib, disk_type,
-                       disk_status_before, disk_tags, policy_set_hash, policy_decision,
-                       policy_ids, shadow_policy_set_hash, shadow_policy_decision,
-                       shadow_policy_ids, claims_key)
-             WHERE NOT r.claims_key OR r.call_id IN (SELECT call_id FROM claimed)
-             RETURNING call_id
-           ), outcomes AS (
-             INSERT INTO audit.release_outcomes (
-                 call_id, completed_at, outcome, grpc_code, error_reason, zenlayer_code,
-                 zenlayer_request_id, http_status, error_message, zenlayer_action, recorded_by)
-             SELECT *, 'call' FROM UNNEST($35::uuid[], $36::timestamptz[], $37::text[],
-                                          $38::text[], $39::text[], $40::text[], $41::text[],
-                                          $42::int4[], $43::text[], $44::text[])
-             ON CONFLICT DO NOTHING
-             RETURNING call_id
-           ), freed AS (
-             -- Usually there is nothing to free: the second condition is
-             -- then decided once, and the table is not read at all (a plan
-             -- made while the table had no statistics would scan it all).
-             DELETE FROM idempotency.keys
-             WHERE call_id = ANY($45::uuid[]) AND cardinality($45::uuid[]) > 0
-             RETURNING call_id
-           )
-           -- (Every part runs to completion, whatever the query reads.)
-           SELECT call_id AS "call_id!" FROM attempts"#,
+    let rows = sqlx::query!(
+        r#"SELECT stored_call_id AS "call_id!", stored_log_index AS "log_index!"
+           FROM audit.write_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                                  $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26,
+                                  $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38,
+                                  $39, $40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50,
+                                  $51)"#,
         &c.issuer,
         &c.principal,
         &c.key,
@@ -137,7 +78,7 @@ pub(super) async fn write_batch(
     )
     .fetch_all(db)
     .await?;
-    Ok(stored)
+    Ok(rows.into_iter().map(|r| (r.call_id, r.log_index)).collect())
 }
 
 /// The call holding `claim`'s key, with its best-known outcome. `None` if
@@ -229,21 +170,6 @@ pub(super) async fn counted_releases(
     )
     .fetch_all(db)
     .await
-}
-
-/// The log index of each of `calls`' attempt events.
-pub(super) async fn attempt_indexes(
-    db: &mut PgConnection,
-    calls: &[Uuid],
-) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
-    let rows = sqlx::query!(
-        r#"SELECT call_id AS "call_id!", log_index FROM audit.events
-           WHERE kind = 'attempt' AND call_id = ANY($1)"#,
-        calls,
-    )
-    .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().map(|r| (r.call_id, r.log_index)).collect())
 }
 
 /// Frees the idempotency key `call_id` claimed, if any.

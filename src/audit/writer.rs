@@ -38,6 +38,7 @@
 
 use super::batch::Batch;
 use super::error::AuditError;
+use super::kept::Kept;
 use super::record::{Attempt, Claim, OutcomeRecord, PriorCall, Recorded, RefusalRecord};
 use super::store;
 use crate::budget::{Budget, BudgetScope, Budgets, OverBudget};
@@ -95,7 +96,7 @@ pub type BudgetRefusal = fn(&OverBudget) -> RefusalRecord;
 /// What every batch is written with.
 #[derive(Debug, Clone)]
 struct Rules {
-    pool: PgPool,
+    connections: Arc<Kept>,
     budgets: Budgets,
     refusal: BudgetRefusal,
 }
@@ -106,7 +107,7 @@ impl Writer {
     pub fn spawn(pool: PgPool, metrics: Metrics, budgets: Budgets, refusal: BudgetRefusal) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
         let rules = Rules {
-            pool,
+            connections: Arc::new(Kept::new(pool)),
             budgets,
             refusal,
         };
@@ -201,7 +202,8 @@ async fn write(
             |&i| matches!(&jobs[i].event, Event::Attempt { attempt, .. } if is_release(attempt)),
         )
         .collect();
-    let mut db = rules.pool.acquire().await?;
+    let mut held = rules.connections.take().await?;
+    let db = &mut *held.connection;
     let (stored, over) = if rules.budgets.any() && !releases.is_empty() {
         let mut tx = sqlx::Connection::begin(&mut *db).await?;
         store::lock_budgets(&mut tx).await?;
@@ -213,18 +215,10 @@ async fn write(
         (stored, over)
     } else {
         let batch = batch_of(jobs, &HashMap::new(), rules.refusal);
-        (store::write_batch(&mut db, &batch).await?, HashMap::new())
+        (store::write_batch(db, &batch).await?, HashMap::new())
     };
-    // Committed: from here on nothing may fail the batch. The receipts are
-    // read back once (the log numbers events after the statement), if the
-    // batch stored any attempt.
-    let indexes: HashMap<Uuid, u64> = match receipts(&mut db, &stored).await {
-        Ok(found) => found.into_iter().map(|(id, i)| (id, i as u64)).collect(),
-        Err(error) => {
-            tracing::warn!(error = %error, "the audit log indexes of committed attempts could not be read; their answers carry no receipt");
-            HashMap::new()
-        }
-    };
+    // Committed: the stored attempts, each with its log index.
+    let indexes: HashMap<Uuid, u64> = stored.into_iter().map(|(id, i)| (id, i as u64)).collect();
     let mut results = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
         let result = match &job.event {
@@ -235,7 +229,7 @@ async fn write(
             Event::Attempt {
                 attempt,
                 claim: Some(claim),
-            } if !stored.contains(&attempt.call_id) => holder(&mut db, claim).await,
+            } if !indexes.contains_key(&attempt.call_id) => holder(db, claim).await,
             Event::Attempt { attempt, .. } | Event::Concluded { attempt, .. } => {
                 Ok(Recorded::Stored {
                     log_index: indexes.get(&attempt.call_id).copied(),
@@ -245,19 +239,12 @@ async fn write(
         };
         results.push(result);
     }
-    Ok(results)
-}
-
-/// The log index of each stored attempt; no trip to the database for a
-/// batch of outcomes alone.
-async fn receipts(
-    db: &mut sqlx::PgConnection,
-    stored: &[Uuid],
-) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
-    if stored.is_empty() {
-        return Ok(Vec::new());
+    // A connection whose last statement failed is handed back to the pool,
+    // which tests it; the others are kept for the next batch.
+    if results.iter().all(Result::is_ok) {
+        rules.connections.keep(held);
     }
-    store::attempt_indexes(db, stored).await
+    Ok(results)
 }
 
 /// A release: an allowed call about to be forwarded (not a refusal, not a

@@ -4,13 +4,10 @@
 use super::SettingsError;
 use super::reader::Reader;
 use super::source::Source;
+use crate::database::PING_WHEN_IDLE_FOR;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::time::Duration;
-
-/// How long a pooled connection may sit idle before it is pinged on its
-/// next use.
-const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// The PostgreSQL database that holds the audit trail.
 #[derive(Debug, Clone)]

@@ -321,7 +321,7 @@ async fn waiting_batch(app: &TestApp, seen: &[i32]) -> i32 {
         sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity
               WHERE datname = current_database() AND wait_event_type = 'Lock'
-                AND query LIKE 'WITH claimed AS%' AND pid <> ALL($1)",
+                AND query LIKE '%audit.write_batch(%' AND pid <> ALL($1)",
         )
         .bind(seen)
         .fetch_optional(&app.db)
@@ -393,4 +393,46 @@ async fn batches_whose_connection_is_lost_are_not_written_again_and_nothing_is_s
     let batches = metric(&app, "zenlayer_gateway_audit_batch_records_count").await;
     let records = metric(&app, "zenlayer_gateway_audit_batch_records_sum").await;
     assert_eq!((batches, records), (3, 5), "batches of one, one and three");
+}
+
+/// The writer keeps its connections between batches, rather than handing
+/// each back to the pool, which would test it with one more round trip.
+/// One that died while kept (as a database restarted meanwhile leaves it)
+/// is tested once it has sat idle a while, and replaced: the next call
+/// loses nothing.
+#[tokio::test]
+async fn a_kept_connection_that_died_while_idle_is_replaced_unseen() {
+    let app = spawn_app().await;
+    releasable(&app, "disk-kept-1");
+    releasable(&app, "disk-kept-2");
+    let mut client = app.disks().await;
+    let first = client.release_disk(request("disk-kept-1")).await.unwrap();
+    let writers: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity
+          WHERE datname = current_database() AND state = 'idle'
+            AND query LIKE '%audit.write_batch(%'",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(!writers.is_empty(), "the writer keeps its connections");
+    for backend in writers {
+        terminate(&app, backend).await;
+    }
+    // Longer than a kept connection is used untested.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let second = client
+        .release_disk(request("disk-kept-2"))
+        .await
+        .expect("written on a fresh connection");
+    let receipts = [first, second].map(|r| r.into_inner().audit_log_index);
+    assert!(receipts.iter().all(Option::is_some), "{receipts:?}");
+    let outcomes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit.release_outcomes WHERE outcome = 'succeeded'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(outcomes, 2);
+    assert_eq!(app.simulator.release_disk_requests(), 2);
 }
