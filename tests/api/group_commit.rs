@@ -4,8 +4,10 @@
 //! the database refuses fails alone, and the event log stays gap-free.
 
 use crate::helpers::{
-    TestApp, assert_error, eventually, metric, request, spawn_app, stall_attempts,
+    AppOptions, TestApp, admin_database_url, as_gateway, assert_error, eventually, fresh_database,
+    metric, request, spawn_app, spawn_app_with, stall_attempts,
 };
+use crate::pg_relay::PgRelay;
 use crate::tokens::{bearer, good_token};
 use std::time::Duration;
 use tonic::{Code, Request, Status};
@@ -435,4 +437,62 @@ async fn a_kept_connection_that_died_while_idle_is_replaced_unseen() {
     .unwrap();
     assert_eq!(outcomes, 2);
     assert_eq!(app.simulator.release_disk_requests(), 2);
+}
+
+/// A lone call's audit records cost one round trip each: the batch and its
+/// receipts in one call, on a connection the writer keeps (the pool would
+/// test a connection handed back with one more). Counted on the wire, in
+/// the Sync messages the writer's connection sends.
+#[tokio::test]
+async fn a_lone_release_makes_one_round_trip_per_audit_record() {
+    const CALLS: usize = 20;
+    let database_url = fresh_database(&admin_database_url()).await;
+    let mut through_relay = reqwest::Url::parse(&as_gateway(&database_url)).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        through_relay.host_str().unwrap(),
+        through_relay.port().unwrap_or(5432)
+    );
+    let relay = PgRelay::start(
+        tokio::net::lookup_host(&upstream)
+            .await
+            .unwrap()
+            .next()
+            .unwrap(),
+    )
+    .await;
+    through_relay.set_host(Some("127.0.0.1")).unwrap();
+    through_relay.set_port(Some(relay.addr.port())).unwrap();
+    // In the clear, so that the relay can read the messages.
+    through_relay
+        .query_pairs_mut()
+        .append_pair("sslmode", "disable");
+    let app = spawn_app_with(AppOptions {
+        database_url: Some(database_url),
+        settings: [("DATABASE_URL".to_owned(), through_relay.to_string())].into(),
+        ..Default::default()
+    })
+    .await;
+    let mut client = app.disks().await;
+    // The first call prepares the writer's statement on its connection.
+    for n in 0..=CALLS {
+        releasable(&app, &format!("disk-lone-{n}"));
+    }
+    client.release_disk(request("disk-lone-0")).await.unwrap();
+    let before = relay.audit_writer_syncs();
+    for n in 1..=CALLS {
+        client
+            .release_disk(request(&format!("disk-lone-{n}")))
+            .await
+            .unwrap();
+    }
+    let trips = relay.audit_writer_syncs() - before;
+    // An attempt and an outcome each. A few more may come from a second
+    // kept connection's first use, or a ping after a pause of a second on
+    // a loaded machine; handing connections back to the pool would add two
+    // a call.
+    assert!(
+        (2 * CALLS..=2 * CALLS + CALLS / 4).contains(&trips),
+        "{trips} round trips for {CALLS} calls"
+    );
 }

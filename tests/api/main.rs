@@ -21,6 +21,7 @@ mod observability;
 mod ocsf;
 mod otlp;
 mod outcomes;
+mod pg_relay;
 mod policy;
 mod preflight;
 mod processes;
