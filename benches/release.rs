@@ -51,6 +51,27 @@ const POLICY_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/policies
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Stopped by a signal, the run still drops what it started (the
+    // throwaway PostgreSQL above all, which would otherwise keep running
+    // and weigh on every later run on the machine).
+    tokio::select! {
+        result = run() => result,
+        signal = stop_signal() => anyhow::bail!("stopped by {signal}; everything it started is stopped"),
+    }
+}
+
+/// The first SIGINT or SIGTERM.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT can be watched");
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM can be watched");
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let smoke = !std::env::args().any(|arg| arg == "--bench");
     let seconds: u64 = std::env::var("BENCH_SECONDS")
         .ok()
@@ -356,6 +377,7 @@ impl Rig {
             .args(["-T", &length.as_secs().max(1).to_string(), "-f"])
             .arg(script.path())
             .arg(&self.admin_url)
+            .kill_on_drop(true)
             .output()
             .await
             .map_err(|e| anyhow::anyhow!("run {}: {e}", pgbench.display()))?;
