@@ -56,18 +56,9 @@ async fn main() -> anyhow::Result<()> {
     // and weigh on every later run on the machine).
     tokio::select! {
         result = run() => result,
-        signal = stop_signal() => anyhow::bail!("stopped by {signal}; everything it started is stopped"),
-    }
-}
-
-/// The first SIGINT or SIGTERM.
-async fn stop_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT can be watched");
-    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM can be watched");
-    tokio::select! {
-        _ = interrupt.recv() => "SIGINT",
-        _ = terminate.recv() => "SIGTERM",
+        () = zenlayer_gateway::shutdown::signal_received() => {
+            anyhow::bail!("stopped by a signal; everything it started is stopped")
+        }
     }
 }
 

@@ -119,10 +119,13 @@ BEGIN
     )
     -- (Every part runs to completion, whatever the query reads.)
     SELECT array_agg(call_id) INTO stored FROM attempts;
-    -- The statement has ended, so its numbering triggers have run.
-    RETURN QUERY
-        SELECT e.call_id, e.log_index FROM audit.events e
-        WHERE e.kind = 'attempt' AND e.call_id = ANY(stored);
+    -- The statement has ended, so its numbering triggers have run. (A
+    -- batch of outcomes alone has no receipts to read.)
+    IF stored IS NOT NULL THEN
+        RETURN QUERY
+            SELECT e.call_id, e.log_index FROM audit.events e
+            WHERE e.kind = 'attempt' AND e.call_id = ANY(stored);
+    END IF;
 END
 $$;
 

@@ -20,6 +20,14 @@ fn releasable(app: &TestApp, disk_id: &str) {
         .put_disk(Disk::new(disk_id, DiskType::Data, DiskStatus::Recycled));
 }
 
+/// How many calls the audit trail holds as released.
+async fn succeeded(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM audit.release_disk_calls WHERE outcome = 'succeeded'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
 /// Sends every call at once, each on its own connection.
 async fn all_at_once(
     app: &TestApp,
@@ -94,13 +102,7 @@ async fn concurrent_calls_share_commits_and_each_is_recorded_before_it_is_sent()
         batches < records / 2,
         "{records} records in {batches} writes: concurrent calls share commits"
     );
-    let outcomes: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit.release_disk_calls WHERE outcome = 'succeeded'",
-    )
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
-    assert_eq!(outcomes, 24);
+    assert_eq!(succeeded(&app).await, 24);
 }
 
 #[tokio::test]
@@ -429,13 +431,7 @@ async fn a_kept_connection_that_died_while_idle_is_replaced_unseen() {
         .expect("written on a fresh connection");
     let receipts = [first, second].map(|r| r.into_inner().audit_log_index);
     assert!(receipts.iter().all(Option::is_some), "{receipts:?}");
-    let outcomes: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit.release_outcomes WHERE outcome = 'succeeded'",
-    )
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
-    assert_eq!(outcomes, 2);
+    assert_eq!(succeeded(&app).await, 2);
     assert_eq!(app.simulator.release_disk_requests(), 2);
 }
 
