@@ -137,6 +137,8 @@ struct Rig {
     next_disk: Arc<AtomicU64>,
     startup: Duration,
     db: sqlx::PgPool,
+    metrics_url: String,
+    http: reqwest::Client,
     _keys: tempfile::TempDir,
 }
 
@@ -148,6 +150,8 @@ struct Run {
     p99: Duration,
     cpu_per_call: Option<Duration>,
     unexpected: u64,
+    /// Means of the gateway's own timings of a call's parts, in this run.
+    inside: Vec<(&'static str, Duration)>,
 }
 
 impl Rig {
@@ -193,8 +197,12 @@ impl Rig {
             "postgres://bench_gateway@127.0.0.1:{}/postgres",
             postgres.port()
         );
+        // A port free a moment ago, for the admin listener's metrics.
+        let admin = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let admin = admin.to_string();
         let started = Instant::now();
         let (gateway, addr) = spawn_gateway(&[
+            ("GATEWAY_ADMIN_ADDR", admin.as_str()),
             ("DATABASE_URL", database_url.as_str()),
             ("ZENLAYER_BASE_URL", &simulator.base_url()),
             ("ZENLAYER_ACCESS_KEY_ID", ACCESS_KEY_ID),
@@ -224,6 +232,8 @@ impl Rig {
             next_disk: Arc::new(AtomicU64::new(0)),
             startup,
             db,
+            metrics_url: format!("http://{admin}/metrics"),
+            http: reqwest::Client::new(),
             _keys: keys,
         })
     }
@@ -236,7 +246,14 @@ impl Rig {
         }
     }
 
+    /// The gateway's own timings so far.
+    async fn inside(&self) -> anyhow::Result<Inside> {
+        let text = self.http.get(&self.metrics_url).send().await?;
+        Ok(Inside::parse(&text.error_for_status()?.text().await?))
+    }
+
     async fn closed_loop(&self, concurrency: usize, length: Duration) -> anyhow::Result<Run> {
+        let inside_before = self.inside().await?;
         let cpu_before = self.cpu()?;
         let started = Instant::now();
         let until = started + length;
@@ -260,7 +277,9 @@ impl Rig {
         let elapsed = started.elapsed();
         let calls = histogram.len();
         let cpu = self.cpu()?.saturating_sub(cpu_before);
-        Ok(summary(histogram, calls, elapsed, Some(cpu), unexpected))
+        let mut run = summary(histogram, calls, elapsed, Some(cpu), unexpected);
+        run.inside = self.inside().await?.means_since(&inside_before);
+        Ok(run)
     }
 
     /// Calls sent at a steady `rate`, each timed from when it was due, so a
@@ -554,6 +573,7 @@ fn summary(
         p99: Duration::from_micros(histogram.value_at_quantile(0.99)),
         cpu_per_call: cpu.filter(|_| calls > 0).map(|cpu| cpu / calls as u32),
         unexpected,
+        inside: Vec::new(),
     }
 }
 
@@ -575,7 +595,6 @@ async fn spawn_gateway(env: &[(&str, &str)]) -> anyhow::Result<(Child, String)> 
         .env_clear()
         .envs(env.iter().copied())
         .env("GATEWAY_LISTEN_ADDR", "127.0.0.1:0")
-        .env("GATEWAY_ADMIN_ADDR", "127.0.0.1:0")
         .env("GATEWAY_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -689,6 +708,15 @@ impl Table {
                 "- added p50 at 1 in flight: {} (target ≤ 0.50 ms)",
                 ms(run.p50.saturating_sub(self.direct_p50))
             );
+            let parts: Vec<String> = run
+                .inside
+                .iter()
+                .map(|(part, mean)| format!("{part} {}", ms(*mean)))
+                .collect();
+            println!(
+                "- at 1 in flight, the gateway's own means: {}",
+                parts.join(", ")
+            );
         }
         println!("- best closed-loop concurrency: {}", self.best_concurrency);
         let best = self
@@ -729,5 +757,80 @@ impl Table {
             "- calls that did not end as expected: {unexpected}; calls without an audit outcome: {}",
             self.missing_outcomes
         );
+    }
+}
+
+/// Sums and counts of the gateway's own latency histograms, read from its
+/// admin listener: where a call's time goes, seen from the inside.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Inside {
+    /// (seconds in all, observations) per part of a call.
+    parts: std::collections::BTreeMap<&'static str, (f64, f64)>,
+}
+
+impl Inside {
+    /// The histograms a call's path passes through, by the name printed.
+    const PARTS: [(&'static str, &'static str); 4] = [
+        ("call", "zenlayer_gateway_release_call_duration_seconds"),
+        (
+            "attempt written",
+            "zenlayer_gateway_audit_write_duration_seconds{record=\"attempt\"}",
+        ),
+        (
+            "ReleaseDisk",
+            "zenlayer_gateway_upstream_request_duration_seconds",
+        ),
+        (
+            "outcome written",
+            "zenlayer_gateway_audit_write_duration_seconds{record=\"outcome\"}",
+        ),
+    ];
+
+    /// Reads Prometheus' text format: a histogram's `_sum` and `_count`
+    /// lines, summed over any labels not named in [`Self::PARTS`].
+    fn parse(text: &str) -> Self {
+        let mut parts = std::collections::BTreeMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            for (part, name) in Self::PARTS {
+                let (base, labels) = name.split_once('{').unwrap_or((name, ""));
+                let labels = labels.trim_end_matches('}');
+                for (suffix, sum) in [("_sum", true), ("_count", false)] {
+                    let Some(rest) = series
+                        .strip_prefix(base)
+                        .and_then(|r| r.strip_prefix(suffix))
+                    else {
+                        continue;
+                    };
+                    if rest.is_empty() || rest.starts_with('{') && rest.contains(labels) {
+                        let entry = parts.entry(part).or_insert((0.0, 0.0));
+                        if sum {
+                            entry.0 += value;
+                        } else {
+                            entry.1 += value;
+                        }
+                    }
+                }
+            }
+        }
+        Self { parts }
+    }
+
+    /// The mean of each part over what happened since `before`.
+    fn means_since(&self, before: &Self) -> Vec<(&'static str, Duration)> {
+        Self::PARTS
+            .iter()
+            .filter_map(|(part, _)| {
+                let (sum, count) = self.parts.get(part)?;
+                let (sum_before, count_before) = before.parts.get(part).unwrap_or(&(0.0, 0.0));
+                let calls = count - count_before;
+                (calls > 0.0).then(|| (*part, Duration::from_secs_f64((sum - sum_before) / calls)))
+            })
+            .collect()
     }
 }

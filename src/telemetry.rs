@@ -18,6 +18,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_subscriber::filter::{FilterFn, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -28,6 +29,25 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 /// out; their events still carry the call's span. (`#[instrument]` takes
 /// a target only as a literal: those spans spell this out.)
 pub const TRACE_ONLY: &str = "zenlayer_gateway::trace";
+
+/// Whether spans leave the process: set once by [`init`].
+static EXPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported. Fields that only traces read (the RPC
+/// attributes of OpenTelemetry's conventions, the status code) are given
+/// to a span only then: the log layer formats every field a span is given,
+/// and formats them all again on each `record`.
+pub fn spans_exported() -> bool {
+    EXPORTED.load(Ordering::Relaxed)
+}
+
+/// Records the call's gRPC status code on the current (server) span, for
+/// traces; log lines carry the code as a field of their own.
+pub fn record_grpc_status(code: i32) {
+    if spans_exported() {
+        tracing::Span::current().record("rpc.grpc.status_code", code);
+    }
+}
 
 /// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes spans.
 #[derive(Debug)]
@@ -61,6 +81,7 @@ pub fn init(settings: &TelemetrySettings) -> anyhow::Result<Telemetry> {
         .with(traces)
         .try_init()
         .context("install the log subscriber")?;
+    EXPORTED.store(settings.otlp_endpoint.is_some(), Ordering::Relaxed);
     Ok(Telemetry { provider })
 }
 
@@ -123,11 +144,13 @@ where
 {
     match format {
         // The current span's fields (request id, trace id, call id) go on
-        // every line, so one call's lines can be found by any of them.
+        // every line, so one call's lines can be found by any of them. The
+        // list of enclosing spans would say nothing more (a call's lines
+        // have one span) and costs a parse of each span's fields per line.
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
-            .with_span_list(true)
+            .with_span_list(false)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
     }

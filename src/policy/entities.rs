@@ -199,8 +199,10 @@ fn clock(facts: &CallerFacts<'_>) -> Attrs {
 // instructions of a decision. Neither can be built another way through
 // Cedar's API, so the expressions are kept per thread: the caller's
 // address (callers are few, and the map is bounded) and the time for the
-// current millisecond (the context's precision; under load many calls share
-// one, and a call alone pays as before).
+// current second. A second is the context's precision: change windows and
+// cut-off times are written in minutes at the finest, and at a
+// millisecond's precision nearly every call paid for the parse (the exact
+// time of a call is in its audit row).
 
 /// Addresses kept per thread at most; past it the map starts again.
 const IPS_KEPT: usize = 1024;
@@ -210,16 +212,16 @@ thread_local! {
     static NOW: RefCell<Option<(i64, RestrictedExpression)>> = const { RefCell::new(None) };
 }
 
-/// `at` as Cedar's `datetime`, to the millisecond.
+/// `at` as Cedar's `datetime`, to the second (rounded down).
 fn datetime(at: chrono::DateTime<chrono::Utc>) -> RestrictedExpression {
-    let millis = at.timestamp_millis();
+    let second = at.timestamp();
     NOW.with_borrow_mut(|now| match now {
-        Some((kept, expression)) if *kept == millis => expression.clone(),
+        Some((kept, expression)) if *kept == second => expression.clone(),
         _ => {
             let expression = RestrictedExpression::new_datetime(
-                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             );
-            *now = Some((millis, expression.clone()));
+            *now = Some((second, expression.clone()));
             expression
         }
     })
@@ -358,15 +360,19 @@ mod tests {
         let t = chrono::DateTime::parse_from_rfc3339("2026-12-02T10:00:00.123Z")
             .unwrap()
             .to_utc();
-        let fresh = |at: chrono::DateTime<chrono::Utc>| {
-            RestrictedExpression::new_datetime(
-                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            )
-        };
-        let next = t + chrono::Duration::milliseconds(1);
-        // Kept, then asked again, then a new millisecond, then back.
-        for at in [t, t, next, t + chrono::Duration::microseconds(400), next] {
-            assert_eq!(datetime(at), fresh(at), "{at}");
+        let whole = |text: &str| RestrictedExpression::new_datetime(text);
+        let later = t + chrono::Duration::milliseconds(876);
+        let next = t + chrono::Duration::milliseconds(877);
+        // Kept, then asked again within its second, then a new second,
+        // then back: always the second the time falls in.
+        for (at, second) in [
+            (t, "2026-12-02T10:00:00Z"),
+            (later, "2026-12-02T10:00:00Z"),
+            (next, "2026-12-02T10:00:01Z"),
+            (t, "2026-12-02T10:00:00Z"),
+            (next, "2026-12-02T10:00:01Z"),
+        ] {
+            assert_eq!(datetime(at), whole(second), "{at}");
         }
         assert_ne!(datetime(t), datetime(next));
 

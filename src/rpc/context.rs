@@ -136,7 +136,7 @@ where
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
                 {
-                    tracing::Span::current().record("rpc.grpc.status_code", code);
+                    crate::telemetry::record_grpc_status(code);
                     too_large_as_resource_exhausted(code, response.headers_mut());
                 }
                 response.headers_mut().insert(REQUEST_ID_HEADER, header);
@@ -190,7 +190,19 @@ fn too_large_as_resource_exhausted(code: i32, headers: &mut http::HeaderMap) {
 /// The call's server span, named and described as OpenTelemetry's RPC
 /// conventions ask, continuing the caller's trace. The call's trace id is
 /// the span's, so logs, traces and the audit row agree.
+///
+/// When spans are not exported the span is only what log lines read from
+/// it, all known at once: nothing else would read the rest, and each
+/// field costs the log layer a formatting per call.
 fn server_span<B>(request: &Request<B>, call: &mut CallContext) -> tracing::Span {
+    if !crate::telemetry::spans_exported() {
+        return tracing::info_span!(
+            "grpc.call",
+            request_id = %call.request_id,
+            call_id = %call.call_id,
+            trace_id = %call.trace_id,
+        );
+    }
     let path = request.uri().path().trim_start_matches('/');
     let (service, method) = path.split_once('/').unwrap_or((path, ""));
     let span = tracing::info_span!(

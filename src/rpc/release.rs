@@ -134,7 +134,7 @@ impl ReleasePath {
         };
         let elapsed = call.received_at.elapsed();
         outcome.count(&self.metrics, elapsed);
-        tracing::Span::current().record("rpc.grpc.status_code", outcome.code as i32);
+        crate::telemetry::record_grpc_status(outcome.code as i32);
         outcome.log(reported.principal, reported.disk_id, elapsed);
         let _ = answer.send(outcome.reply(call));
         if let Some(record) = record.filter(|_| !recorded)

@@ -61,7 +61,7 @@ fn init_test_logging() {
         let logs = tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
-            .with_span_list(true)
+            .with_span_list(false)
             .with_writer(|| CaptureWriter)
             .with_filter(zenlayer_gateway::telemetry::log_spans());
         // As in production without an exporter: no OpenTelemetry layer; the
