@@ -717,6 +717,15 @@ impl Table {
                 "- at 1 in flight, the gateway's own means: {}",
                 parts.join(", ")
             );
+            // A lone call makes two durable commits one after the other
+            // (its attempt, then its outcome); pgbench's one-client rate
+            // says what one costs on this machine today.
+            if let Some(&(_, _, Some(tps))) = single {
+                println!(
+                    "- two single-row commits one after the other at pgbench's 1-client rate: {} (the floor of a lone call's two writes)",
+                    ms(Duration::from_secs_f64(2.0 / tps))
+                );
+            }
         }
         println!("- best closed-loop concurrency: {}", self.best_concurrency);
         let best = self
