@@ -69,7 +69,19 @@ async fn run() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(if smoke { 1 } else { 5 });
     let level = Duration::from_secs(seconds);
-    let levels: &[usize] = if smoke { &[16] } else { &CLOSED_LOOP };
+    // BENCH_LEVELS (comma-separated) runs only those closed-loop levels,
+    // to look at one closely.
+    let chosen: Option<Vec<usize>> = std::env::var("BENCH_LEVELS").ok().map(|levels| {
+        levels
+            .split(',')
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    });
+    let levels: &[usize] = match &chosen {
+        Some(chosen) => chosen,
+        None if smoke => &[16],
+        None => &CLOSED_LOOP,
+    };
     let decision = policy_decision_cost(if smoke { 1_000 } else { 50_000 })?;
     let rig = Rig::start().await?;
     let direct_p50 = rig
@@ -90,7 +102,14 @@ async fn run() -> anyhow::Result<()> {
         ));
     }
     // Long enough to show whether memory stays flat under a steady load.
-    let open_length = if smoke { level } else { OPEN_LOOP };
+    let open_length = match std::env::var("BENCH_OPEN_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(seconds) => Duration::from_secs(seconds),
+        None if smoke => level,
+        None => OPEN_LOOP,
+    };
     // BENCH_OPEN_RATE sets the open loop's rate instead, to look at one
     // rate closely (calls/s).
     let (open_rate, open_label) = match std::env::var("BENCH_OPEN_RATE")
