@@ -4,9 +4,11 @@
 -- outcomes, freed keys), whatever the batch held, and each table's
 -- numbering trigger runs once per statement even when its part added no
 -- row. With few calls in flight a batch holds one kind of record, and the
--- parts it did not need cost the database about a third of the batch
--- (0.2 to 0.3 ms on a 2-core machine: planning and running the empty
--- parts, one trigger, the receipt lookup): a lone call paid it twice.
+-- parts it did not need (running the empty parts, the other table's
+-- trigger) cost the database a tenth to a quarter of the batch: timed
+-- inside PostgreSQL on a 2-core machine, a batch of one attempt took 708
+-- µs before and 629 µs after, a batch of one outcome 525 µs and 388 µs. A
+-- lone call pays for two batches.
 --
 -- Now each part runs only when the batch has records for it, in this
 -- order: key claims and attempts (one statement, so that a lost claim
@@ -16,10 +18,9 @@
 --   numbered at the end of one statement, in an order nothing promised).
 --   The log's order is still commit order, without gaps.
 -- - Keys are freed after the batch's claims, in their own statement, so
---   the delete sees keys claimed earlier in the same batch. (A key is
---   freed only with its call's outcome, written after its attempt, so no
---   batch has held both until now; it is simply no longer a case to think
---   about.)
+--   the delete would see a key claimed in the same batch. (No batch holds
+--   both: a key is freed by its call's outcome, which is written only
+--   after the batch holding the call's attempt has committed.)
 -- Everything else is as the function it replaces says (see
 -- 20261202090000_write_audit_batches_in_one_call.sql): the caller's rights,
 -- tables named with their schemas, a retried outcome skipped, each stored
