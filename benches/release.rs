@@ -790,32 +790,36 @@ impl Table {
 
 /// Sums and counts of the gateway's own latency histograms, read from its
 /// admin listener: where a call's time goes, seen from the inside.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug)]
 struct Inside {
     /// (seconds in all, observations) per part of a call.
     parts: std::collections::BTreeMap<&'static str, (f64, f64)>,
 }
 
 impl Inside {
-    /// The histograms a call's path passes through, by the name printed.
-    const PARTS: [(&'static str, &'static str); 4] = [
-        ("call", "zenlayer_gateway_release_call_duration_seconds"),
+    /// The histograms a call's path passes through: the name printed, the
+    /// metric, and the label its series must carry (any, when empty).
+    const PARTS: [(&'static str, &'static str, &'static str); 4] = [
+        ("call", "zenlayer_gateway_release_call_duration_seconds", ""),
         (
             "attempt written",
-            "zenlayer_gateway_audit_write_duration_seconds{record=\"attempt\"}",
+            "zenlayer_gateway_audit_write_duration_seconds",
+            "record=\"attempt\"",
         ),
         (
             "ReleaseDisk",
             "zenlayer_gateway_upstream_request_duration_seconds",
+            "",
         ),
         (
             "outcome written",
-            "zenlayer_gateway_audit_write_duration_seconds{record=\"outcome\"}",
+            "zenlayer_gateway_audit_write_duration_seconds",
+            "record=\"outcome\"",
         ),
     ];
 
     /// Reads Prometheus' text format: a histogram's `_sum` and `_count`
-    /// lines, summed over any labels not named in [`Self::PARTS`].
+    /// lines, summed over the series that carry the part's label.
     fn parse(text: &str) -> Self {
         let mut parts = std::collections::BTreeMap::new();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -825,23 +829,22 @@ impl Inside {
             let Ok(value) = value.parse::<f64>() else {
                 continue;
             };
-            for (part, name) in Self::PARTS {
-                let (base, labels) = name.split_once('{').unwrap_or((name, ""));
-                let labels = labels.trim_end_matches('}');
-                for (suffix, sum) in [("_sum", true), ("_count", false)] {
-                    let Some(rest) = series
-                        .strip_prefix(base)
-                        .and_then(|r| r.strip_prefix(suffix))
-                    else {
-                        continue;
+            for (part, metric, label) in Self::PARTS {
+                let Some(rest) = series.strip_prefix(metric) else {
+                    continue;
+                };
+                let (is_sum, labels) =
+                    match (rest.strip_prefix("_sum"), rest.strip_prefix("_count")) {
+                        (Some(labels), _) => (true, labels),
+                        (_, Some(labels)) => (false, labels),
+                        _ => continue,
                     };
-                    if rest.is_empty() || rest.starts_with('{') && rest.contains(labels) {
-                        let entry = parts.entry(part).or_insert((0.0, 0.0));
-                        if sum {
-                            entry.0 += value;
-                        } else {
-                            entry.1 += value;
-                        }
+                if labels.contains(label) {
+                    let entry = parts.entry(part).or_insert((0.0, 0.0));
+                    if is_sum {
+                        entry.0 += value;
+                    } else {
+                        entry.1 += value;
                     }
                 }
             }
@@ -853,7 +856,7 @@ impl Inside {
     fn means_since(&self, before: &Self) -> Vec<(&'static str, Duration)> {
         Self::PARTS
             .iter()
-            .filter_map(|(part, _)| {
+            .filter_map(|(part, _, _)| {
                 let (sum, count) = self.parts.get(part)?;
                 let (sum_before, count_before) = before.parts.get(part).unwrap_or(&(0.0, 0.0));
                 let calls = count - count_before;
