@@ -14,7 +14,8 @@ use crate::auth::Authorized;
 use crate::deadline::{Deadline, UpstreamBudget};
 use crate::domain::DiskId;
 use anyhow::Context as _;
-use http::{HeaderMap, HeaderValue};
+use http::header::{AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::trace::TraceContextExt as _;
 use reqwest::Url;
 use secrecy::ExposeSecret;
@@ -23,6 +24,11 @@ use tracing::{Instrument as _, Span, field::Empty, instrument};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 const CONTENT_TYPE: &str = "application/json";
+const ACTION: HeaderName = HeaderName::from_static("x-zc-action");
+const VERSION: HeaderName = HeaderName::from_static("x-zc-version");
+const SERVICE: HeaderName = HeaderName::from_static("x-zc-service");
+const TIMESTAMP: HeaderName = HeaderName::from_static("x-zc-timestamp");
+const SIGNATURE_METHOD: HeaderName = HeaderName::from_static("x-zc-signature-method");
 
 /// Connecting is quick or it is not happening; a hung connect is retried
 /// while the rest of the budget allows, since nothing was sent yet.
@@ -84,7 +90,8 @@ pub struct ZenlayerClient {
     /// The `Host` header exactly as it goes on the wire, since it is signed.
     host: String,
     credential: Credential,
-    api_version: String,
+    /// `X-ZC-Version`, checked once at start-up.
+    api_version: HeaderValue,
     timeout: Duration,
     rate_limit_retries: u32,
     retry_backoff: Duration,
@@ -115,7 +122,8 @@ impl ZenlayerClient {
             endpoint,
             host,
             credential: settings.credential.clone(),
-            api_version: settings.api_version.clone(),
+            api_version: HeaderValue::from_str(&settings.api_version)
+                .context("ZENLAYER_API_VERSION is not a valid header value")?,
             timeout: settings.timeout,
             rate_limit_retries: settings.rate_limit_retries,
             retry_backoff: settings.retry_backoff,
@@ -395,16 +403,18 @@ impl ZenlayerClient {
     }
 
     fn headers(&self, action: &str, body: &[u8]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        let mut put = |name: &'static str, value: &str| {
-            let mut value = HeaderValue::from_str(value).expect("header values are ASCII");
-            value.set_sensitive(name == "authorization");
+        // Names and fixed values as constants: a name given as text is
+        // copied into a new allocation on every insert.
+        let mut headers = HeaderMap::with_capacity(8);
+        let text = |value: &str| HeaderValue::from_str(value).expect("header values are ASCII");
+        headers.insert(CONTENT_TYPE_HEADER, HeaderValue::from_static(CONTENT_TYPE));
+        headers.insert(ACTION, text(action));
+        headers.insert(VERSION, self.api_version.clone());
+        headers.insert(SERVICE, HeaderValue::from_static("vm"));
+        let mut put = |name: HeaderName, mut value: HeaderValue| {
+            value.set_sensitive(name == AUTHORIZATION);
             headers.insert(name, value);
         };
-        put("content-type", CONTENT_TYPE);
-        put("x-zc-action", action);
-        put("x-zc-version", &self.api_version);
-        put("x-zc-service", "vm");
         match &self.credential {
             Credential::AccessKey { id, password } => {
                 let timestamp = chrono::Utc::now().timestamp();
@@ -415,14 +425,14 @@ impl ZenlayerClient {
                     timestamp,
                 }
                 .sign(password.expose_secret().as_bytes());
-                put("x-zc-timestamp", &timestamp.to_string());
-                put("x-zc-signature-method", ALGORITHM);
-                put("authorization", &authorization_header(id, &signature));
+                put(TIMESTAMP, HeaderValue::from(timestamp));
+                put(SIGNATURE_METHOD, HeaderValue::from_static(ALGORITHM));
+                put(AUTHORIZATION, text(&authorization_header(id, &signature)));
             }
             Credential::Token(token) => {
                 put(
-                    "authorization",
-                    &format!("Bearer {}", token.expose_secret()),
+                    AUTHORIZATION,
+                    text(&format!("Bearer {}", token.expose_secret())),
                 );
             }
         }
