@@ -237,28 +237,84 @@ pub(super) struct FollowUp {
     pub completed_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// An accepted release still to confirm, with its outcome event's index.
+#[derive(Debug, Clone)]
+pub(super) struct Unconfirmed {
+    pub call: FollowUp,
+    pub log_index: i64,
+}
+
+/// Where a walk for unconfirmed releases starts when none has walked
+/// before: the log index of the oldest outcome event of an accepted release
+/// (not a replay) of the last week with no confirmation, else the log's
+/// size. Walks the week's confirmed releases once; later walks go by log
+/// index from where the last one left off (see `unconfirmed_from`). The
+/// size is read in the same snapshot, so every outcome committed after it
+/// has an index at least that size (indexes are taken in commit order).
+#[tracing::instrument(name = "audit.unconfirmed_start", skip_all)]
+pub(super) async fn unconfirmed_start(db: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT COALESCE(
+             (SELECT min(e.log_index)
+              FROM audit.release_outcomes o
+              JOIN audit.release_attempts a ON a.call_id = o.call_id
+              JOIN audit.events e ON e.kind = 'outcome' AND e.row_id = o.outcome_id
+              WHERE o.outcome = 'succeeded' AND a.replay_of IS NULL
+                AND o.completed_at > clock_timestamp() - make_interval(days => $1)
+                AND NOT EXISTS (SELECT 1 FROM audit.release_confirmations c
+                                WHERE c.call_id = o.call_id)),
+             (SELECT size FROM audit.log_head)) AS "start!""#,
+        SWEEP_WINDOW_DAYS,
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// How many events the log holds (committed); every event committed later
+/// has an index at least this.
+pub(super) async fn log_size(db: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!("SELECT size FROM audit.log_head")
+        .fetch_one(db)
+        .await
+}
+
 /// Accepted releases (not replays) of the last week with no confirmation
-/// yet, oldest first.
+/// yet whose outcome event is at `from` or later, in log order: a walk
+/// along the log's primary key that reads only the events from `from` on.
 #[tracing::instrument(name = "audit.unconfirmed_releases", skip_all)]
-pub(super) async fn unconfirmed(
+pub(super) async fn unconfirmed_from(
     db: &mut PgConnection,
+    from: i64,
     limit: i64,
-) -> Result<Vec<FollowUp>, sqlx::Error> {
-    sqlx::query_as!(
-        FollowUp,
-        "SELECT a.call_id, a.disk_id, o.completed_at
-         FROM audit.release_outcomes o
+) -> Result<Vec<Unconfirmed>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT a.call_id, a.disk_id, o.completed_at, e.log_index
+         FROM audit.events e
+         JOIN audit.release_outcomes o ON o.outcome_id = e.row_id
          JOIN audit.release_attempts a ON a.call_id = o.call_id
-         WHERE o.outcome = 'succeeded' AND a.replay_of IS NULL
-           AND o.completed_at > clock_timestamp() - make_interval(days => $1)
+         WHERE e.log_index >= $1 AND e.kind = 'outcome'
+           AND o.outcome = 'succeeded' AND a.replay_of IS NULL
+           AND o.completed_at > clock_timestamp() - make_interval(days => $2)
            AND NOT EXISTS (SELECT 1 FROM audit.release_confirmations c WHERE c.call_id = o.call_id)
-         ORDER BY o.completed_at
-         LIMIT $2",
+         ORDER BY e.log_index
+         LIMIT $3",
+        from,
         SWEEP_WINDOW_DAYS,
         limit,
     )
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Unconfirmed {
+            call: FollowUp {
+                call_id: r.call_id,
+                disk_id: r.disk_id,
+                completed_at: r.completed_at,
+            },
+            log_index: r.log_index,
+        })
+        .collect())
 }
 
 /// Calls of the last week whose only outcome is `unknown`, recorded longer

@@ -87,6 +87,11 @@ impl Inventory {
         self.disks.insert(stored.disk.disk_id.clone(), stored);
     }
 
+    /// Takes a disk out, as if its release had finished.
+    pub fn remove(&mut self, disk_id: &str) -> Option<Disk> {
+        self.disks.remove(disk_id).map(|stored| stored.disk)
+    }
+
     pub fn get(&self, disk_id: &str) -> Option<&Disk> {
         self.disks.get(disk_id).map(|stored| &stored.disk)
     }

@@ -166,6 +166,12 @@ impl SimulatorHandle {
         lock(&self.shared.inventory).put(disk);
     }
 
+    /// Takes a disk out of the listing, as a release Zenlayer finished late
+    /// would; returns it, if it was there.
+    pub fn remove_disk(&self, disk_id: &str) -> Option<Disk> {
+        lock(&self.shared.inventory).remove(disk_id)
+    }
+
     /// Stops accepting connections, lets open connections finish their
     /// current request, and ends hanging requests by closing them.
     pub fn shutdown(&self) {

@@ -373,6 +373,80 @@ async fn a_backlog_of_released_disks_is_confirmed_a_hundred_to_a_describe() {
     );
 }
 
+#[tokio::test]
+async fn one_sweep_confirms_a_backlog_larger_than_a_batch() {
+    // The follower sweeps once, at start-up, and then not for an hour: that
+    // one sweep must confirm the whole backlog, not one batch of it.
+    let first = spawn_app_with(quick(&[("GATEWAY_FOLLOW_UP_INTERVAL_MS", "3600000")])).await;
+    let mut calls = Vec::new();
+    for i in 0..230 {
+        let disk = format!("disk-backlog-{i:03}");
+        first
+            .simulator
+            .put_disk(Disk::new(&disk, DiskType::Data, DiskStatus::Recycled));
+        let response = first.release(request(&disk)).await.unwrap().into_inner();
+        calls.push(response.audit_id);
+    }
+    let described = first.simulator.action_requests("DescribeDisks");
+    let _follower = another_gateway(&first, &[("GATEWAY_FOLLOW_UP_INTERVAL_MS", "3600000")]).await;
+
+    eventually(Duration::from_secs(20), "230 confirmations", || async {
+        let confirmed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM audit.release_confirmations WHERE confirmation = 'confirmed'",
+        )
+        .fetch_one(&first.db)
+        .await
+        .unwrap();
+        (confirmed == 230).then_some(())
+    })
+    .await;
+    for call_id in &calls {
+        assert_eq!(row(&first, call_id).await["confirmation"], "confirmed");
+    }
+    assert_eq!(
+        first.simulator.action_requests("DescribeDisks") - described,
+        3,
+        "100, 100 and 30 disks, each batch in one DescribeDisks"
+    );
+}
+
+#[tokio::test]
+async fn a_release_left_listed_is_looked_at_again_after_later_ones_are_confirmed() {
+    let app = spawn_app_with(quick(&[("GATEWAY_CONFIRM_WITHIN_MS", "3600000")])).await;
+    let early = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    // Accepted, yet still listed: nothing to confirm yet.
+    app.simulator.put_disk(Disk::new(
+        "disk-recycled-data",
+        DiskType::Data,
+        DiskStatus::Recycled,
+    ));
+    app.simulator.put_disk(Disk::new(
+        "disk-later",
+        DiskType::Data,
+        DiskStatus::Recycled,
+    ));
+    let later = app
+        .release(request("disk-later"))
+        .await
+        .unwrap()
+        .into_inner();
+    becomes(&app, &later.audit_id, "confirmation", "confirmed").await;
+    // Sweeps have walked past the early release's place in the log since.
+    let looks = app.simulator.action_requests("DescribeDisks");
+    eventually(Duration::from_secs(20), "two more sweeps", || async {
+        (app.simulator.action_requests("DescribeDisks") >= looks + 2).then_some(())
+    })
+    .await;
+    assert_eq!(row(&app, &early.audit_id).await["confirmation"], "pending");
+
+    assert!(app.simulator.remove_disk("disk-recycled-data").is_some());
+    becomes(&app, &early.audit_id, "confirmation", "confirmed").await;
+}
+
 /// A call's follow-up lock, as a replica following the call up holds it.
 fn follow_up_lock(call_id: &str) -> String {
     format!("hashtextextended('{call_id}', 7215)")
