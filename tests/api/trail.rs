@@ -1140,6 +1140,33 @@ async fn a_database_that_refuses_for_another_reason_is_not_reported_as_tampering
 }
 
 #[tokio::test]
+async fn the_tree_is_hashed_in_small_steps_between_checkpoints() {
+    // Checkpoints every 20 s, so hashing beats every second: the events of
+    // a call are hashed long before the first checkpoint beat.
+    let app = spawn_app_with(AppOptions {
+        settings: HashMap::from([
+            (
+                "AUDIT_CHECKPOINT_INTERVAL_MS".to_owned(),
+                "20000".to_owned(),
+            ),
+            (
+                "GATEWAY_FOLLOW_UP_INTERVAL_MS".to_owned(),
+                "3600000".to_owned(),
+            ),
+        ]),
+        ..Default::default()
+    })
+    .await;
+    app.release(request("disk-recycled-data")).await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the call's events hashed",
+        || async { (sizes(&app).await == (2, 2)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn events_not_yet_hashed_verify_as_intact() {
     let keys = LogKeys::new();
     let app = quiet_app().await;
