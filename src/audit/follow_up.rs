@@ -31,8 +31,9 @@
 //! migration), so a replica remembers where in the log its last walk left
 //! off: the index of the oldest release it left unconfirmed (a disk still
 //! listed within its time), or the log's end. The next walk reads the log
-//! from there along its primary key, as many batches as it finds (up to
-//! [`CONFIRM_BATCHES`] a sweep), so confirmations keep pace with releases.
+//! from there to its end, a range of its primary key at a time, and
+//! confirms all it finds (up to [`CONFIRM_BATCHES`] batches a sweep), so
+//! confirmations keep pace with releases.
 //! Nothing committed later can hide behind that index: an event committed
 //! after a walk read the log's size has an index at least that size. Only
 //! a replica's first walk starts from the week's oldest unconfirmed release
@@ -61,10 +62,15 @@ const BATCH: i64 = 20;
 /// `DescribeDisks` for all of them, one statement for their verdicts.
 const CONFIRM_BATCH: usize = 100;
 
-/// Confirmation batches one sweep makes at most: 10,000 releases every
-/// sweep (every five seconds by default) is more than any cleanup job
-/// releases, and a sweep still ends, so that reconciliation gets its turn.
+/// Confirmation batches one sweep makes at most (give or take one window's
+/// worth): 10,000 releases every sweep (every five seconds by default) is
+/// more than any cleanup job releases, and a sweep still ends, so that
+/// reconciliation gets its turn.
 const CONFIRM_BATCHES: usize = 100;
+
+/// Log events one step of the walk reads: about a thousand calls' worth
+/// (an attempt, an outcome and a confirmation each).
+const WALK_WINDOW: i64 = 3_000;
 const _: () = assert!(CONFIRM_BATCH <= crate::zenlayer::MAX_DISKS_PER_DESCRIBE);
 
 /// The longest pause between sweeps while Zenlayer keeps failing.
@@ -152,10 +158,10 @@ impl Worker {
         Ok(())
     }
 
-    /// Walks the log from `walk_from`, confirming what it finds a batch at a
-    /// time; returns where the next walk starts: the oldest release left
-    /// unconfirmed, else where this walk stopped (the log's end, as read
-    /// before the walk, when it read to the end). A failure leaves
+    /// Walks the log from `walk_from` to its end (as read before the walk),
+    /// a window of [`WALK_WINDOW`] events at a time, confirming what it
+    /// finds; returns where the next walk starts: the oldest release left
+    /// unconfirmed, else where this walk stopped. A failure leaves
     /// `walk_from` as it was, so the next walk covers this one.
     async fn confirm_new(&self) -> Result<i64, SweepError> {
         let mut db = self.pool.acquire().await.map_err(AuditError::from)?;
@@ -164,17 +170,17 @@ impl Worker {
             None => store::unconfirmed_start(&mut db).await?,
         };
         let end = store::log_size(&mut db).await?;
-        let (mut next, mut left) = (from, None::<i64>);
-        for _ in 0..CONFIRM_BATCHES {
-            let batch = store::unconfirmed_from(&mut db, next, CONFIRM_BATCH as i64).await?;
-            let recorded = self.confirm(&batch).await?;
-            let unrecorded = batch.iter().filter(|u| !recorded.contains(&u.call.call_id));
-            left = unrecorded.map(|u| u.log_index).chain(left).min();
-            next = batch.last().map_or(next, |last| last.log_index + 1);
-            if batch.len() < CONFIRM_BATCH {
-                next = next.max(end);
-                break;
+        let (mut next, mut left, mut batches) = (from, None::<i64>, 0);
+        while next < end && batches < CONFIRM_BATCHES {
+            let to = end.min(next + WALK_WINDOW);
+            let found = store::unconfirmed_between(&mut db, next, to).await?;
+            for batch in found.chunks(CONFIRM_BATCH) {
+                let recorded = self.confirm(batch).await?;
+                let unrecorded = batch.iter().filter(|u| !recorded.contains(&u.call.call_id));
+                left = unrecorded.map(|u| u.log_index).chain(left).min();
+                batches += 1;
             }
+            next = to;
         }
         Ok(left.map_or(next, |left| left.min(next)))
     }

@@ -248,7 +248,7 @@ pub(super) struct Unconfirmed {
 /// before: the log index of the oldest outcome event of an accepted release
 /// (not a replay) of the last week with no confirmation, else the log's
 /// size. Walks the week's confirmed releases once; later walks go by log
-/// index from where the last one left off (see `unconfirmed_from`). The
+/// index from where the last one left off (see `unconfirmed_between`). The
 /// size is read in the same snapshot, so every outcome committed after it
 /// has an index at least that size (indexes are taken in commit order).
 #[tracing::instrument(name = "audit.unconfirmed_start", skip_all)]
@@ -279,28 +279,29 @@ pub(super) async fn log_size(db: &mut PgConnection) -> Result<i64, sqlx::Error> 
 }
 
 /// Accepted releases (not replays) of the last week with no confirmation
-/// yet whose outcome event is at `from` or later, in log order: a walk
-/// along the log's primary key that reads only the events from `from` on.
+/// yet whose outcome event is in `[from, to)`, in log order: a range of the
+/// log's primary key, so the walk reads those events and nothing else
+/// (both ends given, so that even a plan made without the values reads a
+/// range, never the whole log).
 #[tracing::instrument(name = "audit.unconfirmed_releases", skip_all)]
-pub(super) async fn unconfirmed_from(
+pub(super) async fn unconfirmed_between(
     db: &mut PgConnection,
     from: i64,
-    limit: i64,
+    to: i64,
 ) -> Result<Vec<Unconfirmed>, sqlx::Error> {
     let rows = sqlx::query!(
         "SELECT a.call_id, a.disk_id, o.completed_at, e.log_index
          FROM audit.events e
          JOIN audit.release_outcomes o ON o.outcome_id = e.row_id
          JOIN audit.release_attempts a ON a.call_id = o.call_id
-         WHERE e.log_index >= $1 AND e.kind = 'outcome'
+         WHERE e.log_index >= $1 AND e.log_index < $2 AND e.kind = 'outcome'
            AND o.outcome = 'succeeded' AND a.replay_of IS NULL
-           AND o.completed_at > clock_timestamp() - make_interval(days => $2)
+           AND o.completed_at > clock_timestamp() - make_interval(days => $3)
            AND NOT EXISTS (SELECT 1 FROM audit.release_confirmations c WHERE c.call_id = o.call_id)
-         ORDER BY e.log_index
-         LIMIT $3",
+         ORDER BY e.log_index",
         from,
+        to,
         SWEEP_WINDOW_DAYS,
-        limit,
     )
     .fetch_all(db)
     .await?;
