@@ -243,7 +243,7 @@ fn beats(every: Duration) -> tokio::time::Interval {
 /// signing interval (half a second by default), at least 50 ms. Hashing
 /// only before each checkpoint hashed ten seconds of events at once, which
 /// under load held one of a small database's cores for a second and stalled
-/// the calls sharing it; in small steps the same work leaves no such stall.
+/// the calls sharing it; in small steps the same work stalls nothing for long.
 fn hash_beat(interval: Duration) -> Duration {
     (interval / 20).max(Duration::from_millis(50))
 }

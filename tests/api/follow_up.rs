@@ -333,13 +333,14 @@ async fn two_gateways_reconciling_one_backlog_resolve_each_call_once() {
     assert_eq!(resolved(), calls.len(), "no call was resolved twice");
 }
 
-#[tokio::test]
-async fn a_backlog_of_released_disks_is_confirmed_a_hundred_to_a_describe() {
-    // The first gateway releases and never follows up after start-up.
+/// `n` accepted releases by a gateway that follows up only at start-up
+/// (before them); returns it, their audit ids, and how many DescribeDisks
+/// it had asked by then.
+async fn unconfirmed_backlog(n: usize) -> (TestApp, Vec<String>, u64) {
     let first = spawn_app_with(quick(&[("GATEWAY_FOLLOW_UP_INTERVAL_MS", "3600000")])).await;
     let mut calls = Vec::new();
-    for i in 0..150 {
-        let disk = format!("disk-cleanup-{i:03}");
+    for i in 0..n {
+        let disk = format!("disk-backlog-{i:03}");
         first
             .simulator
             .put_disk(Disk::new(&disk, DiskType::Data, DiskStatus::Recycled));
@@ -347,23 +348,32 @@ async fn a_backlog_of_released_disks_is_confirmed_a_hundred_to_a_describe() {
         calls.push(response.audit_id);
     }
     let described = first.simulator.action_requests("DescribeDisks");
-    let _follower = another_gateway(&first, &[("GATEWAY_FOLLOW_UP_INTERVAL_MS", "50")]).await;
+    (first, calls, described)
+}
 
-    let confirmed = || async {
-        sqlx::query_scalar::<_, i64>(
+/// Waits until every one of `calls` is confirmed, and no other call is.
+async fn all_confirmed(app: &TestApp, calls: &[String]) {
+    let what = format!("{} confirmations", calls.len());
+    eventually(Duration::from_secs(20), &what, || async {
+        let confirmed: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM audit.release_confirmations WHERE confirmation = 'confirmed'",
         )
-        .fetch_one(&first.db)
+        .fetch_one(&app.db)
         .await
-        .unwrap()
-    };
-    eventually(Duration::from_secs(20), "150 confirmations", || async {
-        (confirmed().await == 150).then_some(())
+        .unwrap();
+        (confirmed == calls.len() as i64).then_some(())
     })
     .await;
-    for call_id in &calls {
-        assert_eq!(row(&first, call_id).await["confirmation"], "confirmed");
+    for call_id in calls {
+        assert_eq!(row(app, call_id).await["confirmation"], "confirmed");
     }
+}
+
+#[tokio::test]
+async fn a_backlog_of_released_disks_is_confirmed_a_hundred_to_a_describe() {
+    let (first, calls, described) = unconfirmed_backlog(150).await;
+    let _follower = another_gateway(&first, &[("GATEWAY_FOLLOW_UP_INTERVAL_MS", "50")]).await;
+    all_confirmed(&first, &calls).await;
     // 100 disks, then the other 50, each batch in one DescribeDisks; with
     // nothing left to confirm, later sweeps ask nothing.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -377,32 +387,9 @@ async fn a_backlog_of_released_disks_is_confirmed_a_hundred_to_a_describe() {
 async fn one_sweep_confirms_a_backlog_larger_than_a_batch() {
     // The follower sweeps once, at start-up, and then not for an hour: that
     // one sweep must confirm the whole backlog, not one batch of it.
-    let first = spawn_app_with(quick(&[("GATEWAY_FOLLOW_UP_INTERVAL_MS", "3600000")])).await;
-    let mut calls = Vec::new();
-    for i in 0..230 {
-        let disk = format!("disk-backlog-{i:03}");
-        first
-            .simulator
-            .put_disk(Disk::new(&disk, DiskType::Data, DiskStatus::Recycled));
-        let response = first.release(request(&disk)).await.unwrap().into_inner();
-        calls.push(response.audit_id);
-    }
-    let described = first.simulator.action_requests("DescribeDisks");
+    let (first, calls, described) = unconfirmed_backlog(230).await;
     let _follower = another_gateway(&first, &[("GATEWAY_FOLLOW_UP_INTERVAL_MS", "3600000")]).await;
-
-    eventually(Duration::from_secs(20), "230 confirmations", || async {
-        let confirmed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM audit.release_confirmations WHERE confirmation = 'confirmed'",
-        )
-        .fetch_one(&first.db)
-        .await
-        .unwrap();
-        (confirmed == 230).then_some(())
-    })
-    .await;
-    for call_id in &calls {
-        assert_eq!(row(&first, call_id).await["confirmation"], "confirmed");
-    }
+    all_confirmed(&first, &calls).await;
     assert_eq!(
         first.simulator.action_requests("DescribeDisks") - described,
         3,

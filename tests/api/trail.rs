@@ -984,11 +984,17 @@ async fn sizes(app: &TestApp) -> (i64, i64) {
 /// Without a signing key and with an hour between beats, nothing but the
 /// calls themselves and the proof asked for touches the log.
 async fn quiet_app() -> TestApp {
+    app_keeping_the_log_every("3600000").await
+}
+
+/// Without a signing key, keeping the log every `interval_ms` (and hashing
+/// it twenty times as often), and following calls up only at start-up.
+async fn app_keeping_the_log_every(interval_ms: &str) -> TestApp {
     spawn_app_with(AppOptions {
         settings: HashMap::from([
             (
                 "AUDIT_CHECKPOINT_INTERVAL_MS".to_owned(),
-                "3600000".to_owned(),
+                interval_ms.to_owned(),
             ),
             (
                 "GATEWAY_FOLLOW_UP_INTERVAL_MS".to_owned(),
@@ -1143,20 +1149,7 @@ async fn a_database_that_refuses_for_another_reason_is_not_reported_as_tampering
 async fn the_tree_is_hashed_in_small_steps_between_checkpoints() {
     // Checkpoints every 20 s, so hashing beats every second: the events of
     // a call are hashed long before the first checkpoint beat.
-    let app = spawn_app_with(AppOptions {
-        settings: HashMap::from([
-            (
-                "AUDIT_CHECKPOINT_INTERVAL_MS".to_owned(),
-                "20000".to_owned(),
-            ),
-            (
-                "GATEWAY_FOLLOW_UP_INTERVAL_MS".to_owned(),
-                "3600000".to_owned(),
-            ),
-        ]),
-        ..Default::default()
-    })
-    .await;
+    let app = app_keeping_the_log_every("20000").await;
     app.release(request("disk-recycled-data")).await.unwrap();
     eventually(
         Duration::from_secs(5),
