@@ -11,7 +11,7 @@ use std::time::Duration;
 use tonic::Code;
 use tonic_types::StatusExt as _;
 use uuid::Uuid;
-use zenlayer_gateway::pb::ReleaseDiskRequest;
+use zenlayer_gateway::pb::{ReleaseDiskRequest, ReleaseDiskResponse};
 use zenlayer_gateway::simulator::{Disk, DiskStatus, DiskType, Fault};
 
 /// Follow-ups every 50 ms, reconciliation 300 ms after an unknown outcome.
@@ -62,6 +62,15 @@ fn audit_id(status: &tonic::Status) -> String {
     status.get_details_error_info().unwrap().metadata["audit_id"].clone()
 }
 
+/// Releases `disk_id`, which Zenlayer accepts and then lists again, as it
+/// was before.
+async fn release_still_listed(app: &TestApp, disk_id: &str) -> ReleaseDiskResponse {
+    let response = app.release(request(disk_id)).await.unwrap().into_inner();
+    app.simulator
+        .put_disk(Disk::new(disk_id, DiskType::Data, DiskStatus::Recycled));
+    response
+}
+
 #[tokio::test]
 async fn an_asynchronous_release_is_confirmed_once_the_disk_is_gone() {
     let app = spawn_app_with(AppOptions {
@@ -94,17 +103,7 @@ async fn an_asynchronous_release_is_confirmed_once_the_disk_is_gone() {
 #[tokio::test]
 async fn a_disk_still_listed_after_the_confirmation_window_is_not_confirmed() {
     let app = spawn_app_with(quick(&[("GATEWAY_CONFIRM_WITHIN_MS", "500")])).await;
-    let response = app
-        .release(request("disk-recycled-data"))
-        .await
-        .unwrap()
-        .into_inner();
-    // Zenlayer accepted it, yet the disk comes back to the listing.
-    app.simulator.put_disk(Disk::new(
-        "disk-recycled-data",
-        DiskType::Data,
-        DiskStatus::Recycled,
-    ));
+    let response = release_still_listed(&app, "disk-recycled-data").await;
     let row = becomes(&app, &response.audit_id, "confirmation", "not_confirmed").await;
     assert_eq!(row["confirmed_at"], Value::Null);
     assert_eq!(
@@ -400,17 +399,8 @@ async fn one_sweep_confirms_a_backlog_larger_than_a_batch() {
 #[tokio::test]
 async fn a_release_left_listed_is_looked_at_again_after_later_ones_are_confirmed() {
     let app = spawn_app_with(quick(&[("GATEWAY_CONFIRM_WITHIN_MS", "3600000")])).await;
-    let early = app
-        .release(request("disk-recycled-data"))
-        .await
-        .unwrap()
-        .into_inner();
     // Accepted, yet still listed: nothing to confirm yet.
-    app.simulator.put_disk(Disk::new(
-        "disk-recycled-data",
-        DiskType::Data,
-        DiskStatus::Recycled,
-    ));
+    let early = release_still_listed(&app, "disk-recycled-data").await;
     app.simulator.put_disk(Disk::new(
         "disk-later",
         DiskType::Data,
