@@ -28,19 +28,20 @@
 //!
 //! **Finding what to confirm costs what is new, not the week.** Outcome
 //! events are numbered in commit order without gaps (see the events
-//! migration), so a replica remembers where in the log its last walk left
-//! off: the index of the oldest release it left unconfirmed (a disk still
-//! listed within its time), or the log's end. The next walk reads the log
-//! from there to its end, a range of its primary key at a time, and
-//! confirms all it finds (up to [`CONFIRM_BATCHES`] batches a sweep), so
-//! confirmations keep pace with releases.
-//! Nothing committed later can hide behind that index: an event committed
-//! after a walk read the log's size has an index at least that size. Only
-//! a replica's first walk starts from the week's oldest unconfirmed release
-//! (found by time, reading the week once). Looking for them by time on
-//! every sweep read every confirmed release of the week, a quarter of a
-//! second of database time for 150,000, and one batch a sweep confirmed
-//! only twenty releases a second.
+//! migration), so a replica remembers how far in the log its last walk
+//! read, and the releases it walked past but is not done with (a disk still
+//! listed within its time, a call another replica held). Each sweep looks
+//! at those again, then reads the log from where it stopped to its end, a
+//! range of its primary key at a time, and confirms all it finds (up to
+//! [`CONFIRM_BATCHES`] batches a sweep), so confirmations keep pace with
+//! releases. Nothing committed later can hide behind where a walk stopped:
+//! an event committed after a walk read the log's size has an index at
+//! least that size. A release another replica settles meanwhile is seen to
+//! have its verdict and dropped. Only a replica's first walk starts from
+//! the week's oldest unconfirmed release (found by time, reading the week
+//! once). Looking for them by time on every sweep read every confirmed
+//! release of the week, a quarter of a second of database time for
+//! 150,000, and one batch a sweep confirmed only twenty releases a second.
 
 use super::error::AuditError;
 use super::record::{Answer, OutcomeKind, OutcomeRecord};
@@ -71,6 +72,10 @@ const CONFIRM_BATCHES: usize = 100;
 /// Log events one step of the walk reads: about a thousand calls' worth
 /// (an attempt, an outcome and a confirmation each).
 const WALK_WINDOW: i64 = 3_000;
+
+/// Releases a replica keeps in memory to look at again (a few megabytes);
+/// past this, its next walk rereads the log from the oldest of them.
+const MAX_WAITING: usize = 20_000;
 const _: () = assert!(CONFIRM_BATCH <= crate::zenlayer::MAX_DISKS_PER_DESCRIBE);
 
 /// The longest pause between sweeps while Zenlayer keeps failing.
@@ -102,6 +107,7 @@ pub fn spawn_follow_up(
         metrics,
         timing,
         walk_from: None,
+        waiting: Vec::new(),
     };
     tokio::spawn(async move {
         let mut pause = timing.interval;
@@ -141,14 +147,18 @@ struct Worker {
     zenlayer: ZenlayerClient,
     metrics: Metrics,
     timing: FollowUpTiming,
-    /// The log index the next walk for unconfirmed releases starts at;
+    /// Where the next walk for unconfirmed releases starts in the log;
     /// `None` until the first walk has found it.
     walk_from: Option<i64>,
+    /// Releases walked past but not done with (a disk still listed within
+    /// its time, a call another replica held): looked at again each sweep.
+    waiting: Vec<Unconfirmed>,
 }
 
 impl Worker {
     async fn sweep(&mut self) -> Result<(), SweepError> {
-        self.walk_from = Some(self.confirm_new().await?);
+        let (walk_from, waiting) = self.confirm_new().await?;
+        (self.walk_from, self.waiting) = (Some(walk_from), waiting);
         let mut db = self.pool.acquire().await.map_err(AuditError::from)?;
         let unresolved = store::unresolved(&mut db, self.timing.settle, BATCH).await?;
         drop(db);
@@ -158,31 +168,49 @@ impl Worker {
         Ok(())
     }
 
-    /// Walks the log from `walk_from` to its end (as read before the walk),
-    /// a window of [`WALK_WINDOW`] events at a time, confirming what it
-    /// finds; returns where the next walk starts: the oldest release left
-    /// unconfirmed, else where this walk stopped. A failure leaves
-    /// `walk_from` as it was, so the next walk covers this one.
-    async fn confirm_new(&self) -> Result<i64, SweepError> {
+    /// Looks again at the releases waiting, then walks the log from
+    /// `walk_from` to its end (as read before the walk), a window of
+    /// [`WALK_WINDOW`] events at a time, confirming what it finds. Returns
+    /// where the next walk starts and what waits for it. Past
+    /// [`MAX_WAITING`] releases waiting, none is kept: the next walk starts
+    /// at the oldest instead, and finds them all again. A failure leaves
+    /// both as they were, so the next sweep covers this one.
+    async fn confirm_new(&self) -> Result<(i64, Vec<Unconfirmed>), SweepError> {
         let mut db = self.pool.acquire().await.map_err(AuditError::from)?;
         let from = match self.walk_from {
             Some(from) => from,
             None => store::unconfirmed_start(&mut db).await?,
         };
         let end = store::log_size(&mut db).await?;
-        let (mut next, mut left, mut batches) = (from, None::<i64>, 0);
+        let mut waiting = Vec::new();
+        for batch in self.waiting.chunks(CONFIRM_BATCH) {
+            waiting.extend(self.not_done(batch).await?);
+        }
+        let (mut next, mut batches) = (from, 0);
         while next < end && batches < CONFIRM_BATCHES {
             let to = end.min(next + WALK_WINDOW);
             let found = store::unconfirmed_between(&mut db, next, to).await?;
             for batch in found.chunks(CONFIRM_BATCH) {
-                let recorded = self.confirm(batch).await?;
-                let unrecorded = batch.iter().filter(|u| !recorded.contains(&u.call.call_id));
-                left = unrecorded.map(|u| u.log_index).chain(left).min();
+                waiting.extend(self.not_done(batch).await?);
                 batches += 1;
             }
             next = to;
         }
-        Ok(left.map_or(next, |left| left.min(next)))
+        if waiting.len() > MAX_WAITING {
+            let oldest = waiting.iter().map(|u| u.log_index).min().unwrap_or(next);
+            return Ok((oldest.min(next), Vec::new()));
+        }
+        Ok((next, waiting))
+    }
+
+    /// Confirms `batch`; returns those of it not done with.
+    async fn not_done(&self, batch: &[Unconfirmed]) -> Result<Vec<Unconfirmed>, SweepError> {
+        let done = self.confirm(batch).await?;
+        Ok(batch
+            .iter()
+            .filter(|u| !done.contains(&u.call.call_id))
+            .cloned()
+            .collect())
     }
 
     /// Opens one reconciliation: a transaction holding the call's lock, and
@@ -208,31 +236,48 @@ impl Worker {
         Ok(Some((tx, described)))
     }
 
-    /// Confirms `calls` together: in one transaction holding the locks of
-    /// those no other replica holds and not yet confirmed, asks one
+    /// Confirms `batch` together: in one transaction holding the locks of
+    /// those not yet confirmed and no other replica holds, asks one
     /// `DescribeDisks` about their disks, and records `confirmed` for each
-    /// disk gone and `not_confirmed` for each listed too long; a disk
-    /// listed within its time is left for a later sweep. Returns the calls
-    /// whose verdict it recorded.
+    /// disk gone and `not_confirmed` for each listed too long. Returns the
+    /// calls done with: those with a verdict, recorded now or before. A
+    /// disk listed within its time, and a call another replica holds, are
+    /// not: they are looked at again by a later sweep.
     async fn confirm(&self, batch: &[Unconfirmed]) -> Result<HashSet<Uuid>, SweepError> {
         if batch.is_empty() {
             return Ok(HashSet::new());
         }
-        let calls: Vec<&FollowUp> = batch.iter().map(|u| &u.call).collect();
         let mut tx = self.pool.begin().await?;
-        let ids: Vec<Uuid> = calls.iter().map(|c| c.call_id).collect();
-        let open: HashSet<Uuid> = store::open_for_confirmation(&mut tx, &ids)
-            .await?
-            .into_iter()
-            .collect();
-        // (Each disk id was validated when its call was allowed.)
-        let open: Vec<(&FollowUp, DiskId)> = calls
+        let ids: Vec<Uuid> = batch.iter().map(|u| u.call.call_id).collect();
+        let states = store::confirmation_states(&mut tx, &ids).await?;
+        let mut done: HashSet<Uuid> = states
             .iter()
-            .filter(|c| open.contains(&c.call_id))
-            .filter_map(|c| Some((*c, DiskId::parse(&c.disk_id).ok()?)))
+            .filter(|s| s.settled)
+            .map(|s| s.call_id)
             .collect();
+        let open: HashSet<Uuid> = states
+            .iter()
+            .filter(|s| s.open)
+            .map(|s| s.call_id)
+            .collect();
+        let mut calls = Vec::new();
+        for call in batch
+            .iter()
+            .map(|u| &u.call)
+            .filter(|c| open.contains(&c.call_id))
+        {
+            // Each disk id was validated when its call was allowed; one that
+            // is not a disk id could never be looked at, so it is done too.
+            match DiskId::parse(&call.disk_id) {
+                Ok(disk_id) => calls.push((call, disk_id)),
+                Err(_) => {
+                    done.insert(call.call_id);
+                }
+            }
+        }
+        let open = calls;
         if open.is_empty() {
-            return Ok(HashSet::new());
+            return Ok(done);
         }
         let disk_ids: Vec<DiskId> = open.iter().map(|(_, d)| d.clone()).collect();
         let described = self
@@ -264,7 +309,7 @@ impl Worker {
             })
             .collect();
         if verdicts.is_empty() {
-            return Ok(HashSet::new());
+            return Ok(done);
         }
         let rows: Vec<Confirmation<'_>> = verdicts.iter().map(|(_, v)| v.clone()).collect();
         let recorded: HashSet<Uuid> = store::insert_confirmations(&mut tx, &rows)
@@ -277,7 +322,8 @@ impl Worker {
                 self.report_confirmation(call, verdict);
             }
         }
-        Ok(recorded)
+        done.extend(recorded);
+        Ok(done)
     }
 
     fn report_confirmation(&self, call: &FollowUp, verdict: &Confirmation<'_>) {

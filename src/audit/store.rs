@@ -368,23 +368,37 @@ pub(super) async fn open_for_reconciliation(
     Ok(open)
 }
 
-/// Of `calls`, those this transaction now holds the follow-up lock of and
-/// that have no confirmation verdict yet; the others are another replica's
-/// to follow up, or done. (A verdict committed meanwhile is refused by the
-/// unique index, so nothing is recorded twice.)
-pub(super) async fn open_for_confirmation(
+/// Where each of `calls` stands for a confirming transaction: `settled`
+/// (a verdict is recorded: done), else `open` (this transaction now holds
+/// its follow-up lock), else neither (another replica is following it up
+/// now). A verdict committed meanwhile is refused by the unique index, so
+/// nothing is recorded twice.
+pub(super) async fn confirmation_states(
     db: &mut PgConnection,
     calls: &[Uuid],
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT c.call_id AS "call_id!" FROM unnest($1::uuid[]) AS c(call_id)
-           WHERE pg_try_advisory_xact_lock(hashtextextended(c.call_id::text, 7215))
-             AND NOT EXISTS (SELECT 1 FROM audit.release_confirmations r
-                             WHERE r.call_id = c.call_id)"#,
+) -> Result<Vec<ConfirmationState>, sqlx::Error> {
+    sqlx::query_as!(
+        ConfirmationState,
+        r#"SELECT s.call_id AS "call_id!", s.settled AS "settled!",
+                  CASE WHEN s.settled THEN false
+                       ELSE pg_try_advisory_xact_lock(hashtextextended(s.call_id::text, 7215))
+                  END AS "open!"
+           FROM (SELECT c.call_id,
+                        EXISTS (SELECT 1 FROM audit.release_confirmations r
+                                WHERE r.call_id = c.call_id) AS settled
+                 FROM unnest($1::uuid[]) AS c(call_id)) s"#,
         calls,
     )
     .fetch_all(db)
     .await
+}
+
+/// See [`confirmation_states`].
+#[derive(Debug)]
+pub(super) struct ConfirmationState {
+    pub call_id: Uuid,
+    pub settled: bool,
+    pub open: bool,
 }
 
 /// One confirmation verdict, at most one per call.

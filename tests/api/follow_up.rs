@@ -424,6 +424,21 @@ async fn a_release_left_listed_is_looked_at_again_after_later_ones_are_confirmed
     becomes(&app, &early.audit_id, "confirmation", "confirmed").await;
 }
 
+#[tokio::test]
+async fn a_release_another_replica_holds_is_confirmed_once_it_lets_go() {
+    let (first, calls, _) = unconfirmed_backlog(2).await;
+    // Another replica is confirming the first release as the follower starts.
+    let other = ReplicaLock::hold(&first.database_url, follow_up_lock(&calls[0])).await;
+    let _follower = another_gateway(&first, &[("GATEWAY_FOLLOW_UP_INTERVAL_MS", "50")]).await;
+    becomes(&first, &calls[1], "confirmation", "confirmed").await;
+    // Sweeps go on, walking past the held release.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(row(&first, &calls[0]).await["confirmation"], "pending");
+
+    other.release().await;
+    becomes(&first, &calls[0], "confirmation", "confirmed").await;
+}
+
 /// A call's follow-up lock, as a replica following the call up holds it.
 fn follow_up_lock(call_id: &str) -> String {
     format!("hashtextextended('{call_id}', 7215)")
