@@ -68,6 +68,30 @@ async fn event_count(app: &TestApp) -> i64 {
         .unwrap()
 }
 
+/// Waits until the follow-up has confirmed the release `confirmed` and, when
+/// given, reconciled the unknown outcome of `reconciled`.
+async fn follow_up_done(app: &TestApp, confirmed: &str, reconciled: Option<&str>) {
+    let expected = 1 + i64::from(reconciled.is_some());
+    eventually(
+        Duration::from_secs(20),
+        "the follow-up's verdicts",
+        || async {
+            let settled: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM audit.release_disk_calls
+             WHERE (call_id = $1 AND confirmation = 'confirmed')
+                OR (call_id = $2 AND outcome_recorded_by = 'reconciliation')",
+            )
+            .bind(Uuid::parse_str(confirmed).unwrap())
+            .bind(reconciled.map(|id| Uuid::parse_str(id).unwrap()))
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+            (settled == expected).then_some(())
+        },
+    )
+    .await;
+}
+
 /// The audit id a call was answered with, in its response or its error.
 fn audit_id_of(
     result: Result<tonic::Response<zenlayer_gateway::pb::ReleaseDiskResponse>, tonic::Status>,
@@ -122,24 +146,7 @@ async fn a_trail_of_real_calls_exports_as_ocsf_api_activity_the_schema_accepts()
     );
     let unknown = audit_id_of(app.release(request("disk-unanswered")).await);
     // The follow-up confirms the release and reconciles the unknown outcome.
-    eventually(
-        Duration::from_secs(20),
-        "the follow-up's verdicts",
-        || async {
-            let settled: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM audit.release_disk_calls
-             WHERE (call_id = $1 AND confirmation = 'confirmed')
-                OR (call_id = $2 AND outcome_recorded_by = 'reconciliation')",
-            )
-            .bind(Uuid::parse_str(&released).unwrap())
-            .bind(Uuid::parse_str(&unknown).unwrap())
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-            (settled == 2).then_some(())
-        },
-    )
-    .await;
+    follow_up_done(&app, &released, Some(&unknown)).await;
 
     // An operator's freeze and unfreeze: events of the log, of no call.
     sqlx::raw_sql(
@@ -288,11 +295,15 @@ async fn a_trail_of_real_calls_exports_as_ocsf_api_activity_the_schema_accepts()
 
 #[tokio::test]
 async fn an_export_resumed_after_any_cursor_neither_skips_nor_repeats() {
-    let app = spawn_app().await;
-    for disk in ["disk-recycled-data", "disk-in-use", "disk-system"] {
+    let app = spawn_app_with_settings(&[("GATEWAY_FOLLOW_UP_INTERVAL_MS", "100")]).await;
+    let released = audit_id_of(app.release(request("disk-recycled-data")).await);
+    for disk in ["disk-in-use", "disk-system"] {
         let _ = app.release(request(disk)).await;
     }
     let _ = app.release(unauthenticated_request("disk-available")).await;
+    // Every export below must see the same trail: the release's confirmation,
+    // the one event still to come, is awaited first.
+    follow_up_done(&app, &released, None).await;
     let url = reader_url(&app).await;
     // Pages of two, so that every resume also crosses page boundaries.
     let all = export(&url, &["--format", "jsonl", "--page-size", "2"]).await;
@@ -302,14 +313,18 @@ async fn an_export_resumed_after_any_cursor_neither_skips_nor_repeats() {
         .collect();
     assert_eq!(indexes, (0..event_count(&app).await).collect::<Vec<_>>());
     assert!(
-        all.len() >= 7,
-        "three attempts with outcomes and a refusal: {all:#?}"
+        all.len() >= 8,
+        "three attempts with outcomes, a confirmation and a refusal: {all:#?}"
     );
     for line in &all {
         assert!(line["attempt"]["call_id"] == line["call_id"], "{line}");
         match line["kind"].as_str().unwrap() {
             "attempt" => assert!(line.get("outcome").is_none() && line["row_id"].is_null()),
             "outcome" => assert_eq!(line["row_id"], line["outcome"]["outcome_id"]),
+            "confirmation" => {
+                assert_eq!(line["call_id"], released);
+                assert_eq!(line["row_id"], line["confirmation"]["confirmation_id"]);
+            }
             other => panic!("unexpected kind {other}"),
         }
     }
