@@ -44,6 +44,11 @@ struct OutcomeLabels {
     outcome: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SweepLabels {
+    result: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// 5 ms to about 40 s: a release is a database write and one HTTPS call.
@@ -66,6 +71,7 @@ struct Inner {
     jwks_refresh_failures: Counter,
     confirmations: Family<ConfirmationLabels, Counter>,
     reconciliations: Family<OutcomeLabels, Counter>,
+    follow_up_sweeps: Family<SweepLabels, Counter>,
     shadow_disagreements: Family<ShadowLabels, Counter>,
 }
 
@@ -158,6 +164,12 @@ impl Metrics {
             "Unknown outcomes resolved from DescribeDisks, by the outcome found (succeeded, failed)",
             reconciliations.clone(),
         );
+        let follow_up_sweeps = Family::<SweepLabels, Counter>::default();
+        registry.register(
+            "follow_up_sweeps",
+            "Sweeps of the follow-up (confirming accepted releases, reconciling unknown outcomes) this replica finished, by result (ok, failed)",
+            follow_up_sweeps.clone(),
+        );
         let shadow_disagreements = Family::<ShadowLabels, Counter>::default();
         registry.register(
             "policy_shadow_disagreements",
@@ -178,6 +190,7 @@ impl Metrics {
             jwks_refresh_failures,
             confirmations,
             reconciliations,
+            follow_up_sweeps,
             shadow_disagreements,
         }))
     }
@@ -271,6 +284,14 @@ impl Metrics {
             outcome: outcome.to_owned(),
         };
         self.0.reconciliations.get_or_create(&labels).inc();
+    }
+
+    /// A follow-up sweep ended, whole (`ok`) or stopped by an error.
+    pub fn follow_up_swept(&self, ok: bool) {
+        let labels = SweepLabels {
+            result: if ok { "ok" } else { "failed" },
+        };
+        self.0.follow_up_sweeps.get_or_create(&labels).inc();
     }
 }
 

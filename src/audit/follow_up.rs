@@ -112,7 +112,9 @@ pub fn spawn_follow_up(
     tokio::spawn(async move {
         let mut pause = timing.interval;
         loop {
-            pause = match worker.sweep().await {
+            let swept = worker.sweep().await;
+            worker.metrics.follow_up_swept(swept.is_ok());
+            pause = match swept {
                 Ok(()) => timing.interval,
                 Err(error) => {
                     tracing::warn!(error = %error, retry_in_ms = pause.as_millis() as u64, "following up releases failed; will try again");

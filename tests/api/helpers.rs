@@ -197,7 +197,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let db = PgPool::connect(&database_url)
         .await
         .expect("connect to the test database");
-    TestApp {
+    let app = TestApp {
         addr,
         admin_addr,
         simulator,
@@ -206,7 +206,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         db,
         stop: Some(stop),
         server: Some(server),
-    }
+    };
+    app.start_up_sweep_done().await;
+    app
 }
 
 /// Settings as [`spawn_app_with`] makes them, over a fresh database, for a
@@ -272,6 +274,11 @@ pub fn test_settings(
         ("GATEWAY_HEALTH_CHECK_INTERVAL_MS", "50"),
         ("GATEWAY_SHUTDOWN_GRACE_MS", "5000"),
         ("GATEWAY_LOG_FORMAT", "text"),
+        // The follow-up sweeps at start-up and then only when a test asks
+        // for it (an interval of its own): its confirmations are events of
+        // the log and DescribeDisks of the simulator's, which a test that
+        // counts either must not find by chance.
+        ("GATEWAY_FOLLOW_UP_INTERVAL_MS", "3600000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -279,6 +286,30 @@ pub fn test_settings(
 }
 
 impl TestApp {
+    /// Waits until the follow-up's sweep at start-up has ended: one still
+    /// running when the test's first calls are logged would follow them up
+    /// too, or not, by chance.
+    async fn start_up_sweep_done(&self) {
+        eventually(
+            Duration::from_secs(20),
+            "the follow-up's start-up sweep",
+            || async {
+                let ended = metric(
+                    self,
+                    "zenlayer_gateway_follow_up_sweeps_total{result=\"ok\"}",
+                )
+                .await
+                    + metric(
+                        self,
+                        "zenlayer_gateway_follow_up_sweeps_total{result=\"failed\"}",
+                    )
+                    .await;
+                (ended > 0).then_some(())
+            },
+        )
+        .await;
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
