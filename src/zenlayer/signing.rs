@@ -34,9 +34,9 @@ impl SignedParts<'_> {
             "POST\n/\n\ncontent-type:{}\nhost:{}\n\n{SIGNED_HEADERS}\n{}",
             self.content_type.trim().to_ascii_lowercase(),
             self.host.trim().to_ascii_lowercase(),
-            hex::encode(Sha256::digest(self.body)),
+            lower_hex(&Sha256::digest(self.body)),
         );
-        hex::encode(Sha256::digest(canonical_request.as_bytes()))
+        lower_hex(&Sha256::digest(canonical_request.as_bytes()))
     }
 
     fn string_to_sign(&self) -> String {
@@ -52,8 +52,17 @@ impl SignedParts<'_> {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
         mac.update(self.string_to_sign().as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        lower_hex(&mac.finalize().into_bytes())
     }
+}
+
+/// A 32-byte digest as 64 lower-case hex digits, written in one go
+/// (`hex::encode` builds its string a character at a time: three digests
+/// per signed request).
+fn lower_hex(digest: &[u8]) -> String {
+    let mut digits = [0u8; 64];
+    hex::encode_to_slice(digest, &mut digits).expect("a 32-byte digest");
+    String::from_utf8(digits.to_vec()).expect("hex digits are ASCII")
 }
 
 /// The `Authorization` header value for a signature made with `access_key_id`.
