@@ -19,7 +19,6 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_subscriber::filter::{FilterFn, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -50,18 +49,10 @@ pub fn record_grpc_status(code: i32) {
     }
 }
 
-/// Log lines waiting for the writer thread at most; past it, whoever logs
-/// waits (lines are never dropped), as it would for a full pipe. About a
-/// megabyte of JSON lines.
-const LOG_LINES_QUEUED: usize = 2048;
-
-/// Keeps the tracer provider and the log writer alive;
-/// [`Telemetry::shutdown`] flushes spans, and dropping it the log lines
-/// still queued.
+/// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes spans.
 #[derive(Debug)]
 pub struct Telemetry {
     provider: SdkTracerProvider,
-    _log_writer: WorkerGuard,
 }
 
 impl Telemetry {
@@ -71,22 +62,6 @@ impl Telemetry {
             eprintln!("zenlayer-gateway: could not flush traces: {error}");
         }
     }
-}
-
-/// Standard output, written by a thread of its own: a call formats its line
-/// and queues it, and the thread writes whatever is queued with one system
-/// call. Written by each call, a line per call was a write of its own, a
-/// system call on the call's thread (about 3 % of the gateway's CPU under
-/// load in the benchmark's profile).
-fn stdout_writer() -> (NonBlocking, WorkerGuard) {
-    tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_LINES_QUEUED)
-        .thread_name("log-writer")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stdout(),
-        ))
 }
 
 /// Installs the global subscriber and propagator. Call once, before
@@ -110,18 +85,14 @@ pub fn init(settings: &TelemetrySettings) -> anyhow::Result<Telemetry> {
         .otlp_endpoint
         .is_some()
         .then(|| trace_layer(&provider));
-    let (writer, log_writer) = stdout_writer();
     Registry::default()
         .with(filter)
-        .with(log_layer(settings.log_format, writer).with_filter(log_spans()))
+        .with(log_layer(settings.log_format).with_filter(log_spans()))
         .with(traces)
         .try_init()
         .context("install the log subscriber")?;
     EXPORTED.store(settings.otlp_endpoint.is_some(), Ordering::Relaxed);
-    Ok(Telemetry {
-        provider,
-        _log_writer: log_writer,
-    })
+    Ok(Telemetry { provider })
 }
 
 /// Logs on standard error, for commands whose standard output is their
@@ -177,21 +148,20 @@ where
     tracing_opentelemetry::layer().with_tracer(provider.tracer("zenlayer-gateway"))
 }
 
-fn log_layer<S>(format: LogFormat, writer: NonBlocking) -> Box<dyn Layer<S> + Send + Sync>
+fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
     match format {
         // The current span's fields (request id, trace id, call id) go on
         // every line, so one call's lines can be found by any of them. The
         // list of enclosing spans would say nothing more (a call's lines
         // have one span) and costs a parse of each span's fields per line.
-        LogFormat::Json => layer
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
             .boxed(),
-        LogFormat::Text => layer.boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
     }
 }
