@@ -46,7 +46,7 @@ struct OutcomeLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SweepLabels {
-    result: &'static str,
+    result: String,
 }
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -289,7 +289,7 @@ impl Metrics {
     /// A follow-up sweep ended, whole (`ok`) or stopped by an error.
     pub fn follow_up_swept(&self, ok: bool) {
         let labels = SweepLabels {
-            result: if ok { "ok" } else { "failed" },
+            result: if ok { "ok" } else { "failed" }.to_owned(),
         };
         self.0.follow_up_sweeps.get_or_create(&labels).inc();
     }
