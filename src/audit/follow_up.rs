@@ -257,27 +257,26 @@ impl Worker {
             .filter(|s| s.settled)
             .map(|s| s.call_id)
             .collect();
-        let open: HashSet<Uuid> = states
+        let locked: HashSet<Uuid> = states
             .iter()
             .filter(|s| s.open)
             .map(|s| s.call_id)
             .collect();
-        let mut calls = Vec::new();
+        let mut open = Vec::new();
         for call in batch
             .iter()
             .map(|u| &u.call)
-            .filter(|c| open.contains(&c.call_id))
+            .filter(|c| locked.contains(&c.call_id))
         {
             // Each disk id was validated when its call was allowed; one that
             // is not a disk id could never be looked at, so it is done too.
             match DiskId::parse(&call.disk_id) {
-                Ok(disk_id) => calls.push((call, disk_id)),
+                Ok(disk_id) => open.push((call, disk_id)),
                 Err(_) => {
                     done.insert(call.call_id);
                 }
             }
         }
-        let open = calls;
         if open.is_empty() {
             return Ok(done);
         }

@@ -442,21 +442,28 @@ mod tests {
         let t = chrono::DateTime::parse_from_rfc3339("2026-12-02T10:00:00.100Z")
             .unwrap()
             .to_utc();
-        let facts = |p: &'static Principal, peer, ip: Option<&str>, at, reason, key| ReleaseFacts {
-            caller: CallerFacts {
-                principal: p,
-                peer_identity: peer,
-                ip: ip.map(|ip| ip.parse().unwrap()),
-                at,
-            },
-            disk_id: "disk-1",
-            disk: None,
-            reason,
-            has_idempotency_key: key,
-        };
-        let leak = |p: Principal| -> &'static Principal { Box::leak(Box::new(p)) };
-        let (base, other_groups, other_subject) =
-            (leak(base), leak(other_groups), leak(other_subject));
+        fn facts<'a>(
+            principal: &'a Principal,
+            peer_identity: Option<&'a str>,
+            ip: Option<&str>,
+            at: chrono::DateTime<chrono::Utc>,
+            reason: &'a str,
+            has_idempotency_key: bool,
+        ) -> ReleaseFacts<'a> {
+            ReleaseFacts {
+                caller: CallerFacts {
+                    principal,
+                    peer_identity,
+                    ip: ip.map(|ip| ip.parse().unwrap()),
+                    at,
+                },
+                disk_id: "disk-1",
+                disk: None,
+                reason,
+                has_idempotency_key,
+            }
+        }
+        let (base, other_groups, other_subject) = (&base, &other_groups, &other_subject);
         let later = t + chrono::Duration::milliseconds(800);
         let next = t + chrono::Duration::seconds(1);
         let ip = Some("10.0.0.1");

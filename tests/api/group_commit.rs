@@ -107,11 +107,7 @@ async fn concurrent_calls_share_commits_and_each_is_recorded_before_it_is_sent()
 
 #[tokio::test]
 async fn the_event_log_numbers_every_record_without_gaps_in_commit_order() {
-    // No confirmation sweep after the one at start-up: the log holds exactly
-    // what the calls wrote.
-    let app =
-        crate::helpers::spawn_app_with_settings(&[("GATEWAY_FOLLOW_UP_INTERVAL_MS", "3600000")])
-            .await;
+    let app = spawn_app().await;
     for i in 0..12 {
         releasable(&app, &format!("disk-log-{i:02}"));
     }

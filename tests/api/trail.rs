@@ -6,8 +6,8 @@
 
 use crate::helpers::{
     AppOptions, TestApp, admin_database_url, another_gateway, as_gateway, assert_error, command,
-    eventually, login_in, operator_login, request, spawn_app_with, test_settings,
-    unauthenticated_request,
+    eventually, login_in, operator_login, request, spawn_app_with, spawn_app_with_settings,
+    test_settings, unauthenticated_request,
 };
 use crate::processes::GatewayProcess;
 use base64::Engine as _;
@@ -585,8 +585,9 @@ const TRUNCATE_TO_10: &str = "
 #[tokio::test]
 async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail() {
     let keys = LogKeys::new();
-    // No confirmations while the trail is built: its size is known.
-    let app = signing_app_with(&keys, &[("GATEWAY_FOLLOW_UP_INTERVAL_MS", "3600000")]).await;
+    // No confirmations while the trail is built (the tests' follow-up sweeps
+    // only at start-up): its size is known.
+    let app = signing_app(&keys).await;
     let mut calls = Vec::new();
     for i in 0..6 {
         let disk = format!("disk-trail-{i}");
@@ -825,9 +826,9 @@ async fn a_rewritten_history_is_never_signed() {
 #[tokio::test]
 async fn three_gateways_writing_at_once_leave_a_gap_free_trail_that_verifies() {
     let keys = LogKeys::new();
-    // No confirmations meanwhile: the trail's size is known.
-    let mut settings = signing(&keys);
-    settings.insert("GATEWAY_FOLLOW_UP_INTERVAL_MS".into(), "3600000".into());
+    // No confirmations meanwhile (the tests' follow-up sweeps only at
+    // start-up): the trail's size is known.
+    let settings = signing(&keys);
     let app = spawn_app_with(AppOptions {
         settings: settings.clone(),
         ..Default::default()
@@ -988,22 +989,10 @@ async fn quiet_app() -> TestApp {
 }
 
 /// Without a signing key, keeping the log every `interval_ms` (and hashing
-/// it twenty times as often), and following calls up only at start-up.
+/// it twenty times as often); like every test's gateway, it follows calls
+/// up only at start-up.
 async fn app_keeping_the_log_every(interval_ms: &str) -> TestApp {
-    spawn_app_with(AppOptions {
-        settings: HashMap::from([
-            (
-                "AUDIT_CHECKPOINT_INTERVAL_MS".to_owned(),
-                interval_ms.to_owned(),
-            ),
-            (
-                "GATEWAY_FOLLOW_UP_INTERVAL_MS".to_owned(),
-                "3600000".to_owned(),
-            ),
-        ]),
-        ..Default::default()
-    })
-    .await
+    spawn_app_with_settings(&[("AUDIT_CHECKPOINT_INTERVAL_MS", interval_ms)]).await
 }
 
 #[tokio::test]
