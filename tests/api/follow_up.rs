@@ -101,6 +101,48 @@ async fn an_asynchronous_release_is_confirmed_once_the_disk_is_gone() {
 }
 
 #[tokio::test]
+async fn sweeps_that_zenlayer_fails_are_counted_as_failed_and_the_release_confirmed_after() {
+    // No retries: each DescribeDisks that fails stops its sweep.
+    let app = spawn_app_with(AppOptions {
+        release_takes: Duration::from_millis(400),
+        ..quick(&[("ZENLAYER_RATE_LIMIT_RETRIES", "0")])
+    })
+    .await;
+    let sweeps =
+        |result: &str| format!("zenlayer_gateway_follow_up_sweeps_total{{result=\"{result}\"}}");
+    assert_eq!(metric(&app, &sweeps("failed")).await, 0);
+    let response = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    // The disk is DELETING for 400 ms: every sweep from now on looks at it
+    // first, so each of the three faults stops one sweep.
+    app.simulator.fail_describe(
+        Fault::Status {
+            http_status: 500,
+            code: "INTERNAL_SERVER_ERROR".into(),
+        },
+        3,
+    );
+    let confirmed = becomes(&app, &response.audit_id, "confirmation", "confirmed").await;
+    assert!(confirmed["confirmed_at"].is_string());
+    assert_eq!(
+        metric(&app, &sweeps("failed")).await,
+        3,
+        "one failed sweep for each DescribeDisks that failed"
+    );
+    let ok_before = metric(&app, &sweeps("ok")).await;
+    eventually(
+        Duration::from_secs(10),
+        "a sweep to succeed again",
+        || async { (metric(&app, &sweeps("ok")).await > ok_before).then_some(()) },
+    )
+    .await;
+    assert_eq!(metric(&app, &sweeps("failed")).await, 3, "and no more");
+}
+
+#[tokio::test]
 async fn a_disk_still_listed_after_the_confirmation_window_is_not_confirmed() {
     let app = spawn_app_with(quick(&[("GATEWAY_CONFIRM_WITHIN_MS", "500")])).await;
     let response = release_still_listed(&app, "disk-recycled-data").await;
