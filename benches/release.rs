@@ -8,7 +8,8 @@
 //! `pgbench` single-row INSERTs into a table shaped like the attempts table
 //! at the same concurrency, and the gateway's own two upstream calls made
 //! directly. The machines are noisy, so the targets are ratios against
-//! those baselines.
+//! those baselines; the CPU PostgreSQL spends on one of pgbench's INSERTs
+//! is printed beside the gateway's CPU per call for the same reason.
 //!
 //! The gateway runs with ten Cedar policies loaded (`benches/policies.cedar`),
 //! as a careful deployment would.
@@ -171,6 +172,15 @@ struct Run {
     unexpected: u64,
     /// Means of the gateway's own timings of a call's parts, in this run.
     inside: Vec<(&'static str, Duration)>,
+}
+
+/// `pgbench`'s single-row INSERTs at one concurrency: their rate, and the
+/// CPU PostgreSQL's server processes spent on each (from `/proc`): a
+/// yardstick that moves with the machine as the gateway's CPU does.
+#[derive(Debug, Clone, Copy)]
+struct Baseline {
+    tps: f64,
+    cpu_per_insert: Duration,
 }
 
 impl Rig {
@@ -382,9 +392,9 @@ impl Rig {
         Ok(Duration::from_micros(histogram.value_at_quantile(0.5)))
     }
 
-    /// `pgbench`'s single-row INSERTs per second into a copy of the
-    /// attempts table (same columns and indexes), at `clients` connections.
-    async fn pgbench(&self, clients: usize, length: Duration) -> anyhow::Result<f64> {
+    /// `pgbench`'s single-row INSERTs into a copy of the attempts table
+    /// (same columns and indexes), at `clients` connections.
+    async fn pgbench(&self, clients: usize, length: Duration) -> anyhow::Result<Baseline> {
         let script = tempfile::NamedTempFile::new()?;
         std::fs::write(
             script.path(),
@@ -395,6 +405,11 @@ impl Rig {
              gen_random_uuid()::text, 'allowed');\n",
         )?;
         let pgbench = self._postgres.program("pgbench");
+        // The CPU of the server processes that served pgbench: they end
+        // with its connections, and the server adds their time to that of
+        // its ended children (which the gateway's, long-lived, are not).
+        let server = self._postgres.pid()?;
+        let ended_before = proc_stat(server)?.reaped;
         let output = Command::new(&pgbench)
             .args([
                 "-n",
@@ -410,17 +425,27 @@ impl Rig {
             .output()
             .await
             .map_err(|e| anyhow::anyhow!("run {}: {e}", pgbench.display()))?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cpu = proc_stat(server)?.reaped.saturating_sub(ended_before);
         let text = String::from_utf8_lossy(&output.stdout);
-        let tps = text
-            .lines()
-            .find_map(|l| l.strip_prefix("tps = "))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse().ok());
-        tps.ok_or_else(|| {
-            anyhow::anyhow!(
+        let number = |prefix: &str| -> Option<f64> {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(prefix))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        };
+        let (Some(tps), Some(inserts)) = (
+            number("tps = "),
+            number("number of transactions actually processed:"),
+        ) else {
+            anyhow::bail!(
                 "pgbench printed no tps: {text} {}",
                 String::from_utf8_lossy(&output.stderr)
             )
+        };
+        Ok(Baseline {
+            tps,
+            cpu_per_insert: cpu.div_f64(inserts.max(1.0)),
         })
     }
 
@@ -430,15 +455,7 @@ impl Rig {
             .gateway
             .id()
             .ok_or_else(|| anyhow::anyhow!("the gateway exited"))?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command name, which is in parentheses.
-        let fields: Vec<&str> = stat[stat.rfind(')').unwrap_or(0) + 2..]
-            .split(' ')
-            .collect();
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        Ok(Duration::from_secs_f64(
-            ticks as f64 / clock_ticks_per_second(),
-        ))
+        Ok(proc_stat(pid)?.own)
     }
 
     fn peak_rss_kib(&self) -> anyhow::Result<u64> {
@@ -599,6 +616,32 @@ fn summary(
     }
 }
 
+/// From `/proc/<pid>/stat`: a process's CPU time (user and system) and
+/// that of its children that have ended.
+struct ProcStat {
+    own: Duration,
+    reaped: Duration,
+}
+
+fn proc_stat(pid: u32) -> anyhow::Result<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap_or(0) + 2..]
+        .split(' ')
+        .collect();
+    let field = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat has no field {i}"))
+    };
+    let ticks = |t: u64| Duration::from_secs_f64(t as f64 / clock_ticks_per_second());
+    Ok(ProcStat {
+        own: ticks(field(11)? + field(12)?),
+        reaped: ticks(field(13)? + field(14)?),
+    })
+}
+
 fn clock_ticks_per_second() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
@@ -683,7 +726,7 @@ impl Resident {
 /// The printed result.
 #[derive(Debug, Default)]
 struct Table {
-    rows: Vec<(String, Run, Option<f64>)>,
+    rows: Vec<(String, Run, Option<Baseline>)>,
     decision: Duration,
     direct_p50: Duration,
     startup: Duration,
@@ -706,7 +749,10 @@ impl Table {
                 .cpu_per_call
                 .map_or("—".to_owned(), |c| format!("{} µs", c.as_micros()));
             let (pg, ratio) = match pgbench {
-                Some(tps) => (format!("{tps:.0}"), format!("{:.2}", run.rate / tps)),
+                Some(baseline) => (
+                    format!("{:.0}", baseline.tps),
+                    format!("{:.2}", run.rate / baseline.tps),
+                ),
                 None => ("—".to_owned(), "—".to_owned()),
             };
             println!(
@@ -742,19 +788,33 @@ impl Table {
             // A lone call makes two durable commits one after the other
             // (its attempt, then its outcome); pgbench's one-client rate
             // says what one costs on this machine today.
-            if let Some(&(_, _, Some(tps))) = single {
+            if let Some(&(_, _, Some(baseline))) = single {
                 println!(
                     "- two single-row commits one after the other at pgbench's 1-client rate: {} (the floor of a lone call's two writes)",
-                    ms(Duration::from_secs_f64(2.0 / tps))
+                    ms(Duration::from_secs_f64(2.0 / baseline.tps))
                 );
             }
         }
         println!("- best closed-loop concurrency: {}", self.best_concurrency);
-        let best = self
+        let best_row = self
             .rows
             .iter()
-            .find(|(name, _, _)| *name == format!("closed, {} in flight", self.best_concurrency))
-            .and_then(|(_, run, _)| run.cpu_per_call);
+            .find(|(name, _, _)| *name == format!("closed, {} in flight", self.best_concurrency));
+        let best = best_row.and_then(|(_, run, _)| run.cpu_per_call);
+        // The CPU target is in µs, and a µs of CPU is not the same on every
+        // machine; PostgreSQL's CPU for one INSERT in the same run is. At one
+        // client, so that neither contention nor starting hundreds of
+        // server processes is in it.
+        if let Some((_, run, _)) = best_row
+            && let Some(cpu) = run.cpu_per_call
+            && let Some((_, _, Some(lone))) = single
+        {
+            println!(
+                "- PostgreSQL's CPU per pgbench INSERT at 1 client: {} µs; the gateway's CPU per call at the best concurrency is {:.2} × that",
+                lone.cpu_per_insert.as_micros(),
+                cpu.as_secs_f64() / lone.cpu_per_insert.as_secs_f64()
+            );
+        }
         let share = best.map_or(String::new(), |cpu| {
             format!(
                 ", {:.0} % of the gateway's CPU per call there",

@@ -81,6 +81,17 @@ impl EphemeralPostgres {
         self.port
     }
 
+    /// The server's process id (its postmaster), from `postmaster.pid`.
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        let file = Path::new(&self.data_dir()).join("postmaster.pid");
+        let text =
+            std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+        text.lines()
+            .next()
+            .and_then(|line| line.trim().parse().ok())
+            .with_context(|| format!("no process id in {}", file.display()))
+    }
+
     /// The path of one of the server's programs (`pgbench`, `psql`, …):
     /// beside the server's own, else where `initdb` really lives (the
     /// directory found may hold links to a few programs only), else on PATH.
