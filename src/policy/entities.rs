@@ -136,13 +136,7 @@ fn release_context(facts: &ReleaseFacts<'_>) -> anyhow::Result<Context> {
         }) {
             return Ok(kept.context.clone());
         }
-        let mut pairs = clock(&facts.caller);
-        pairs.insert("reason".to_owned(), text(facts.reason));
-        pairs.insert(
-            "has_idempotency_key".to_owned(),
-            RestrictedExpression::new_bool(facts.has_idempotency_key),
-        );
-        let context = Context::from_pairs(pairs)?;
+        let context = fresh_release_context(facts)?;
         *last = Some(KeptContext {
             second,
             ip,
@@ -152,6 +146,18 @@ fn release_context(facts: &ReleaseFacts<'_>) -> anyhow::Result<Context> {
         });
         Ok(context)
     })
+}
+
+/// A release's context, built: the clock's pairs, the reason and whether a
+/// key was sent.
+fn fresh_release_context(facts: &ReleaseFacts<'_>) -> anyhow::Result<Context> {
+    let mut pairs = clock(&facts.caller);
+    pairs.insert("reason".to_owned(), text(facts.reason));
+    pairs.insert(
+        "has_idempotency_key".to_owned(),
+        RestrictedExpression::new_bool(facts.has_idempotency_key),
+    );
+    Ok(Context::from_pairs(pairs)?)
 }
 
 pub(super) fn read(facts: &ReadFacts<'_>) -> anyhow::Result<Built> {
@@ -492,13 +498,7 @@ mod tests {
                 .unwrap();
             // (An entity's `==` compares its uid alone.)
             assert!(kept_caller.deep_eq(&fresh_caller), "step {n}");
-            let mut pairs = clock(&f.caller);
-            pairs.insert("reason".to_owned(), text(f.reason));
-            pairs.insert(
-                "has_idempotency_key".to_owned(),
-                RestrictedExpression::new_bool(f.has_idempotency_key),
-            );
-            let fresh_context = Context::from_pairs(pairs).unwrap();
+            let fresh_context = fresh_release_context(f).unwrap();
             assert_eq!(
                 format!("{:?}", built.request.context().unwrap()),
                 format!("{fresh_context:?}"),
