@@ -108,7 +108,7 @@ async fn start_simulator() -> anyhow::Result<(SimulatorHandle, String, String)> 
             password: password.clone(),
         }],
         disks: simulator::sample_disks(),
-        ..Default::default()
+        release_takes: simulator::STAND_IN_RELEASE_TAKES,
     };
     let handle = simulator::spawn(config, listener)
         .await

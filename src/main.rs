@@ -392,7 +392,7 @@ async fn run_simulator(source: &dyn Source, listen: std::net::SocketAddr) -> any
         SimulatorConfig {
             credentials,
             disks: simulator::sample_disks(),
-            ..Default::default()
+            release_takes: simulator::STAND_IN_RELEASE_TAKES,
         },
         listener,
     )

@@ -1,7 +1,8 @@
 //! Answering `POST /api/v2/vm` in Zenlayer's order: credentials first, then
-//! the action named by `X-ZC-Action`, then the action's parameters, then the
-//! disk state. A request that fails two checks gets the earlier one's code,
-//! as it would from Zenlayer.
+//! the action named by `X-ZC-Action`, then the API version named by
+//! `X-ZC-Version`, then the action's parameters, then the disk state. A
+//! request that fails two checks gets the earlier one's code, as it would
+//! from Zenlayer.
 
 use http::{HeaderMap, StatusCode};
 use serde_json::Map;
@@ -37,6 +38,31 @@ impl Action {
     }
 }
 
+/// The VM API versions that have the actions above with the shapes served
+/// here: the one the SDKs and Terraform send, and the newer one.
+pub(crate) const VERSIONS: [&str; 2] = ["2023-03-13", "2026-04-01"];
+
+/// `X-ZC-Version` is required: a client that forgets it, or names a version
+/// that does not exist, must fail here as it would against Zenlayer rather
+/// than pass every test and break in production. Zenlayer does not document
+/// the codes; these are its parameter codes for a missing and a wrong value.
+fn check_version(headers: &HeaderMap) -> Result<(), ApiError> {
+    match header(headers, "x-zc-version") {
+        Some(version) if VERSIONS.contains(&version) => Ok(()),
+        None | Some("") => Err(ApiError::bad_request(
+            "MISSING_PARAMETER",
+            "the X-ZC-Version header is required",
+        )),
+        Some(version) => Err(ApiError::bad_request(
+            "INVALID_PARAMETER_VALUE",
+            format!(
+                "X-ZC-Version {version:?} is not a VM API version; use one of {}",
+                VERSIONS.join(", ")
+            ),
+        )),
+    }
+}
+
 pub(crate) fn answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Reply {
     match run(shared, headers, body) {
         Ok(fields) => reply::success(fields),
@@ -53,6 +79,7 @@ fn run(
         .credentials
         .check(headers, body, chrono::Utc::now().timestamp())?;
     let action = Action::from_headers(headers)?;
+    check_version(headers)?;
     let params = Params::parse(body)?;
     let mut inventory = lock(&shared.inventory);
     inventory.settle();

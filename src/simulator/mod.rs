@@ -47,13 +47,21 @@ use state::Shared;
 use sync::lock;
 use traffic::Traffic;
 
+/// How long a release shows `DELETING` in `dev` and in the `simulator`
+/// command. Zenlayer releases asynchronously and does not say how long it
+/// takes; this is long enough for a client to see `DELETING` (and to find
+/// out whether it handles it) and short enough to watch the disk go.
+pub const STAND_IN_RELEASE_TAKES: Duration = Duration::from_secs(10);
+
 /// Who may call the simulator and which disks it starts with.
 #[derive(Debug, Clone, Default)]
 pub struct SimulatorConfig {
     pub credentials: Vec<Credential>,
     pub disks: Vec<Disk>,
     /// How long a released disk shows `DELETING` before it stops being
-    /// listed; zero (the default) releases at once.
+    /// listed; zero (the default, for tests that are not about it) releases
+    /// at once. `dev` and the `simulator` command use
+    /// [`STAND_IN_RELEASE_TAKES`].
     pub release_takes: Duration,
 }
 

@@ -52,19 +52,49 @@ impl Params {
         }
     }
 
+    /// A list of strings, as long as the caller likes.
     pub fn optional_str_list(&self, name: &str) -> Result<Option<Vec<String>>, ApiError> {
+        self.optional_list(
+            name,
+            usize::MAX,
+            |item| item.as_str().map(str::to_owned),
+            "an array of strings",
+        )
+    }
+
+    pub fn optional_bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Bool(value)) => Ok(Some(*value)),
+            Some(_) => Err(wrong_type(name, "true or false")),
+        }
+    }
+
+    /// A list of at most `max` items, each read by `item`; a longer one is
+    /// `INVALID_PARAMETER_EXCEED_LENGTH`, as Zenlayer caps its list filters.
+    pub fn optional_list<T>(
+        &self,
+        name: &str,
+        max: usize,
+        item: impl Fn(&Value) -> Option<T>,
+        expected: &str,
+    ) -> Result<Option<Vec<T>>, ApiError> {
         let Some(value) = self.get(name) else {
             return Ok(None);
         };
-        let items = value
-            .as_array()
-            .ok_or_else(|| wrong_type(name, "an array of strings"))?;
+        let items = value.as_array().ok_or_else(|| wrong_type(name, expected))?;
+        if items.len() > max {
+            return Err(ApiError::bad_request(
+                "INVALID_PARAMETER_EXCEED_LENGTH",
+                format!("{name} may hold at most {max} items, not {}", items.len()),
+            ));
+        }
         items
             .iter()
-            .map(|item| item.as_str().map(str::to_owned))
+            .map(item)
             .collect::<Option<Vec<_>>>()
             .map(Some)
-            .ok_or_else(|| wrong_type(name, "an array of strings"))
+            .ok_or_else(|| wrong_type(name, expected))
     }
 
     /// An integer in `min..=max`, or `default` when absent.
@@ -133,6 +163,14 @@ mod tests {
         );
         assert_eq!(
             code(params.optional_str_list("ids")),
+            "INVALID_PARAMETER_TYPE"
+        );
+        assert_eq!(
+            code(params.optional_list("ids", 0, |_| Some(()), "nothing")),
+            "INVALID_PARAMETER_EXCEED_LENGTH"
+        );
+        assert_eq!(
+            code(params.optional_bool("diskId")),
             "INVALID_PARAMETER_TYPE"
         );
         assert_eq!(code(Params::parse(b"not json")), "INVALID_PARAMETER_TYPE");

@@ -180,3 +180,47 @@ async fn credentials_are_checked_before_the_action() {
     let answer = send(unsigned(&sim, "DeleteEverything", "{}")).await;
     assert_eq!(answer.code(), "AUTHFAILURE_INVALID_AUTHORIZATION");
 }
+
+#[tokio::test]
+async fn a_missing_or_unknown_api_version_is_refused_and_releases_nothing() {
+    let sim = start().await;
+    // The version is not signed, so replacing it leaves a valid signature.
+    let missing = send_built(replacing(
+        signed(&sim, "ReleaseDisk", RELEASE),
+        "x-zc-version",
+        None,
+    ))
+    .await;
+    assert_eq!(
+        (missing.status, missing.code().as_str()),
+        (400, "MISSING_PARAMETER")
+    );
+    let unknown = send_built(replacing(
+        signed(&sim, "ReleaseDisk", RELEASE),
+        "x-zc-version",
+        Some("2023-03-31"),
+    ))
+    .await;
+    assert_eq!(
+        (unknown.status, unknown.code().as_str()),
+        (400, "INVALID_PARAMETER_VALUE")
+    );
+    assert!(
+        unknown.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("2023-03-13"),
+        "the message names the versions there are: {}",
+        unknown.text
+    );
+    assert!(sim.disk("disk-recycled-data").is_some());
+
+    let newer = send_built(replacing(
+        signed(&sim, "ReleaseDisk", RELEASE),
+        "x-zc-version",
+        Some("2026-04-01"),
+    ))
+    .await;
+    assert_eq!(newer.status, 200, "{}", newer.text);
+    assert!(sim.disk("disk-recycled-data").is_none());
+}
