@@ -52,15 +52,10 @@ impl DiskService for DiskApi {
         let (answer, answered) = oneshot::channel();
         let answer_by = call.deadline.answer_by();
         let overdue = explain::answer_overdue().reply(&call);
+        let unanswered = explain::ended_without_answer().reply(&call);
         let task = self.path.clone().run(call, received, answer);
         self.tasks.spawn(task.in_current_span());
-        let answered = async {
-            answered.await.unwrap_or_else(|_| {
-                Err(Status::internal(
-                    "the release ended without an answer; check the audit trail",
-                ))
-            })
-        };
+        let answered = async { answered.await.unwrap_or(unanswered) };
         let reply = match answer_by {
             Some(wait) => tokio::time::timeout(wait, answered)
                 .await

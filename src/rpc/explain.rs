@@ -160,6 +160,18 @@ pub(super) fn answer_overdue() -> Outcome {
     )
 }
 
+/// The call's task ended without answering: a fault in the gateway itself
+/// (logged where it happened). Whatever it had done is in the audit trail;
+/// a call it had recorded and not concluded is swept and reconciled.
+pub(super) fn ended_without_answer() -> Outcome {
+    Outcome::new(
+        Code::Internal,
+        "OUTCOME_UNKNOWN",
+        "the gateway failed while working on the call (operators: see its error log). The disk may or may not be released: GetRelease with this audit_id shows how it ended, once the call is reconciled".to_owned(),
+        Fate::MayHaveActed,
+    )
+}
+
 /// Another call holding the same key has not ended yet.
 pub(super) fn key_in_flight() -> Outcome {
     Outcome::new(
@@ -479,7 +491,7 @@ fn explain_api_code(
         ),
         c if c.starts_with("AUTHFAILURE_") => (
             Code::Internal,
-            "the gateway is misconfigured: Zenlayer rejected the gateway's own credential or clock. This is not a problem with your token; operators must fix the gateway".to_owned(),
+            "the gateway is misconfigured: Zenlayer rejected the gateway's own credential or clock. This is not a problem with your token; operators must fix the gateway. Nothing was released: once it is fixed, retry (with the same idempotency key, if you sent one)".to_owned(),
         ),
         "SERVICE_TEMPORARY_UNAVAILABLE" => (
             Code::Unavailable,

@@ -25,12 +25,23 @@ impl Outcome {
     pub fn reply(&self, call: &CallContext) -> Reply {
         match self.code {
             Code::Ok => Ok(ReleaseDiskResponse {
-                request_id: self.upstream.request_id.clone().unwrap_or_default(),
+                request_id: self.release_request_id().unwrap_or_default().to_owned(),
                 audit_id: call.call_id.to_string(),
                 replayed: self.replay_of.is_some(),
                 audit_log_index: self.log_index,
             }),
             _ => Err(self.status(call)),
+        }
+    }
+
+    /// Zenlayer's requestId for the release itself. A success learned by
+    /// reconciliation (the release's answer was lost, `DescribeDisks` then
+    /// showed the disk gone) has none: the describe's id would send whoever
+    /// quotes it to Zenlayer support after the wrong request.
+    fn release_request_id(&self) -> Option<&str> {
+        match self.upstream.action.as_deref() {
+            None | Some(RELEASE_DISK) => self.upstream.request_id.as_deref(),
+            Some(_) => None,
         }
     }
 

@@ -103,6 +103,10 @@ impl UpstreamError {
             | Self::RequestBlocked => Fate::NotActed,
             // Zenlayer says it is unavailable: it did nothing.
             Self::Api { code, .. } if code == "SERVICE_TEMPORARY_UNAVAILABLE" => Fate::NotActed,
+            // Zenlayer would not run a request it could not authenticate or
+            // authorize: it did nothing, and once operators mend the key a
+            // retry with the same idempotency key must really try again.
+            Self::Api { code, .. } if code.starts_with("AUTHFAILURE_") => Fate::NotActed,
             // A timeout or fault inside Zenlayer after the request arrived.
             Self::Api { http_status, .. } if *http_status >= 500 => Fate::MayHaveActed,
             Self::Api { .. } => Fate::Answered,
@@ -218,10 +222,10 @@ mod tests {
             (500, "INTERNAL_SERVER_ERROR", MayHaveActed),
             (503, "SERVICE_TEMPORARY_UNAVAILABLE", NotActed),
             (504, "REQUEST_TIMED_OUT", MayHaveActed),
-            (401, "AUTHFAILURE_INVALID_AUTHORIZATION", Answered),
-            (401, "AUTHFAILURE_SIGNATURE_FAILURE", Answered),
-            (401, "AUTHFAILURE_SIGNATURE_EXPIRED", Answered),
-            (403, "AUTHFAILURE_UNAUTHORIZED_OPERATION", Answered),
+            (401, "AUTHFAILURE_INVALID_AUTHORIZATION", NotActed),
+            (401, "AUTHFAILURE_SIGNATURE_FAILURE", NotActed),
+            (401, "AUTHFAILURE_SIGNATURE_EXPIRED", NotActed),
+            (403, "AUTHFAILURE_UNAUTHORIZED_OPERATION", NotActed),
             (400, "MISSING_PARAMETER", Answered),
             (400, "INVALID_PARAMETER_VALUE", Answered),
             (400, "INVALID_PARAMETER_EXCEED_LENGTH", Answered),

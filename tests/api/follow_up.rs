@@ -190,6 +190,10 @@ async fn a_release_that_acted_and_lost_its_answer_is_reconciled_as_succeeded() {
         .unwrap()
         .into_inner();
     assert!(retried.replayed);
+    assert_eq!(
+        retried.request_id, "",
+        "the release's own requestId was never received; the describe's is not it"
+    );
     assert_eq!(app.simulator.release_disk_requests(), 1);
 }
 

@@ -363,6 +363,30 @@ async fn a_temporary_unavailability_frees_the_key_for_a_real_retry() {
 }
 
 #[tokio::test]
+async fn a_rejected_gateway_credential_frees_the_key_so_the_retry_after_the_fix_releases() {
+    let app = spawn_app().await;
+    app.simulator.fail_release(
+        Fault::Status {
+            http_status: 401,
+            code: "AUTHFAILURE_SIGNATURE_FAILURE".to_owned(),
+        },
+        1,
+    );
+    let refused = release(&app, keyed("disk-recycled-data", "credential-1"))
+        .await
+        .unwrap_err();
+    assert_error(&refused, Code::Internal, "AUTHFAILURE_SIGNATURE_FAILURE");
+    key_is_freed(&app, "credential-1").await;
+    // Operators mend the key (here: the fault is spent); the caller retries.
+    let retried = release(&app, keyed("disk-recycled-data", "credential-1"))
+        .await
+        .unwrap();
+    assert!(!retried.replayed, "the retry really went to Zenlayer");
+    assert_eq!(app.simulator.release_disk_requests(), 2);
+    assert!(app.simulator.disk("disk-recycled-data").is_none());
+}
+
+#[tokio::test]
 async fn a_key_is_freed_after_an_edge_challenge_or_block_and_the_retry_releases() {
     let app = spawn_app().await;
     let cases = [
