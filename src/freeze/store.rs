@@ -10,6 +10,17 @@ pub enum FreezeAction {
 }
 
 impl FreezeAction {
+    /// The action a stored record names. Anything but `unfreeze` reads as a
+    /// freeze: a record this gateway does not know (written by a newer
+    /// replica during a rolling deploy, say) must stop releases, not let
+    /// them go ahead.
+    pub fn read(stored: &str) -> Self {
+        match stored {
+            "unfreeze" => Self::Unfreeze,
+            _ => Self::Freeze,
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Self::Freeze => "freeze",
@@ -36,11 +47,7 @@ pub async fn current(db: &mut PgConnection) -> Result<Option<FreezeRecord>, sqlx
     .fetch_optional(db)
     .await?;
     Ok(row.map(|r| FreezeRecord {
-        action: if r.action == "freeze" {
-            FreezeAction::Freeze
-        } else {
-            FreezeAction::Unfreeze
-        },
+        action: FreezeAction::read(&r.action),
         reason: r.reason,
         operator: r.operator,
         recorded_at: r.recorded_at,
@@ -67,4 +74,23 @@ pub async fn record_freeze(
         operator: row.operator,
         recorded_at: row.recorded_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unfreeze_lets_releases_go_ahead() {
+        for action in [FreezeAction::Freeze, FreezeAction::Unfreeze] {
+            assert_eq!(FreezeAction::read(action.label()), action);
+        }
+        for unknown in ["freeze_zone", "UNFREEZE", "", "unfreeze "] {
+            assert_eq!(
+                FreezeAction::read(unknown),
+                FreezeAction::Freeze,
+                "{unknown:?}"
+            );
+        }
+    }
 }
