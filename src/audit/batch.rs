@@ -98,6 +98,41 @@ fn opt_text(value: &Option<String>) -> Option<String> {
     value.as_deref().map(text)
 }
 
+/// What Zenlayer sent, kept whole but for NUL (U+0000), which PostgreSQL's
+/// text and jsonb cannot hold and which would otherwise fail the write (and
+/// with it the release) for a disk whose name or tags carry one.
+fn zenlayer_text(value: &Option<String>) -> Option<String> {
+    value.as_deref().map(nul_free)
+}
+
+/// A JSON value from Zenlayer with every NUL in its strings and keys stored
+/// as U+FFFD, as for text.
+fn zenlayer_json(value: &Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(nul_free(s)),
+        Value::Array(items) => Value::Array(items.iter().map(zenlayer_json).collect()),
+        Value::Object(fields) => zenlayer_object(fields),
+        Value::Null | Value::Bool(_) | Value::Number(_) => value.clone(),
+    }
+}
+
+fn zenlayer_object(fields: &serde_json::Map<String, Value>) -> Value {
+    Value::Object(
+        fields
+            .iter()
+            .map(|(k, v)| (nul_free(k), zenlayer_json(v)))
+            .collect(),
+    )
+}
+
+fn nul_free(s: &str) -> String {
+    if s.contains('\0') {
+        storable(s, usize::MAX)
+    } else {
+        s.to_owned()
+    }
+}
+
 impl Batch {
     /// Adds an attempt, and the claim on its key if it has one.
     pub fn attempt(&mut self, attempt: &Attempt, claim: Option<&Claim>) {
@@ -113,8 +148,9 @@ impl Batch {
         let caller = &attempt.caller;
         let refusal = attempt.refusal.as_ref();
         let disk = attempt.disk.as_ref();
-        let disk_text =
-            |field: fn(&DiskSnapshot) -> &Option<String>| disk.and_then(|d| opt_text(field(d)));
+        let disk_text = |field: fn(&DiskSnapshot) -> &Option<String>| {
+            disk.and_then(|d| zenlayer_text(field(d)))
+        };
         a.call_id.push(attempt.call_id);
         a.received_at.push(attempt.received_at);
         a.principal.push(opt_text(&caller.principal));
@@ -142,14 +178,13 @@ impl Batch {
         a.refusal_message.push(refusal.map(|r| text(&r.message)));
         a.replay_of.push(attempt.replay_of);
         a.peer_identity.push(opt_text(&attempt.peer_identity));
-        a.disk_snapshot.push(disk.map(|d| d.entry.clone()));
+        a.disk_snapshot.push(disk.map(|d| zenlayer_json(&d.entry)));
         a.disk_name.push(disk_text(|d| &d.disk_name));
         a.zone_id.push(disk_text(|d| &d.zone_id));
         a.disk_size_gib.push(disk.and_then(|d| d.disk_size_gib));
         a.disk_type.push(disk_text(|d| &d.disk_type));
         a.disk_status_before.push(disk_text(|d| &d.disk_status));
-        a.disk_tags
-            .push(disk.map(|d| Value::Object(d.tags.clone())));
+        a.disk_tags.push(disk.map(|d| zenlayer_object(&d.tags)));
         let ids =
             |ids: &[String]| Value::Array(ids.iter().map(|i| Value::String(text(i))).collect());
         let policy = attempt.policy.as_ref();
@@ -172,10 +207,10 @@ impl Batch {
         o.completed_at.push(outcome.completed_at);
         o.outcome.push(answer.kind.label());
         o.grpc_code.push(answer.grpc_code.clone());
-        o.error_reason.push(answer.error_reason.clone());
-        o.zenlayer_code.push(answer.zenlayer_code.clone());
+        o.error_reason.push(zenlayer_text(&answer.error_reason));
+        o.zenlayer_code.push(zenlayer_text(&answer.zenlayer_code));
         o.zenlayer_request_id
-            .push(answer.zenlayer_request_id.clone());
+            .push(zenlayer_text(&answer.zenlayer_request_id));
         o.http_status.push(answer.http_status.map(i32::from));
         o.error_message.push(opt_text(&answer.error_message));
         o.zenlayer_action.push(answer.zenlayer_action.clone());

@@ -67,6 +67,46 @@ async fn the_disks_attributes_are_recorded_and_readable_after_it_is_gone() {
 }
 
 #[tokio::test]
+async fn nul_characters_in_what_zenlayer_sends_are_recorded_as_u_fffd_and_lose_nothing() {
+    let app = spawn_app().await;
+    let mut disk = Disk::new("disk-odd-tags", DiskType::Data, DiskStatus::Recycled)
+        .tagged("team", "bill\0ing")
+        .tagged("odd\0key", "x");
+    disk.disk_name = "name\0with-nul".to_owned();
+    app.simulator.put_disk(disk);
+    let response = app
+        .release(request("disk-odd-tags"))
+        .await
+        .expect("a NUL in the disk's attributes does not fail the audit write")
+        .into_inner();
+    assert!(app.simulator.disk("disk-odd-tags").is_none(), "released");
+    let row = view_row(&app, &response.audit_id).await;
+    assert_eq!(row["outcome"], "succeeded");
+    assert_eq!(row["disk_name"], "name\u{FFFD}with-nul");
+    assert_eq!(
+        row["disk_tags"],
+        json!({"team": "bill\u{FFFD}ing", "odd\u{FFFD}key": "x"})
+    );
+    assert_eq!(row["disk_snapshot"]["diskName"], "name\u{FFFD}with-nul");
+
+    // Zenlayer's own code, with a NUL, on an answer to the release.
+    app.simulator.fail_release(
+        Fault::Status {
+            http_status: 400,
+            code: "ODD\0CODE".to_owned(),
+        },
+        1,
+    );
+    let status = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap_err();
+    let row = view_row(&app, &audit_id(&status)).await;
+    assert_eq!(row["outcome"], "failed", "the outcome was recorded");
+    assert_eq!(row["zenlayer_code"], "ODD\u{FFFD}CODE");
+}
+
+#[tokio::test]
 async fn a_refusal_by_the_pre_flight_is_recorded_with_what_was_seen() {
     let app = spawn_app().await;
     let status = app.release(request("disk-in-use")).await.unwrap_err();
