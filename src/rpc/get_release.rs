@@ -73,14 +73,16 @@ impl ReleaseReader {
             .check_reader(headers)
             .await
             .map_err(|error| denied(call, error))?;
+        // Echoed in messages at most this long: a megabyte of "id" must not
+        // become a header the caller's library refuses to read.
+        let shown: String = request.audit_id.chars().take(64).collect();
         let not_found = || {
             unaudited(
                 call,
                 Code::NotFound,
                 "RELEASE_NOT_FOUND",
                 format!(
-                    "no call with audit_id {:?} is visible to you: it does not exist, or another caller made it (the audit role reads every call)",
-                    request.audit_id
+                    "no call with audit_id {shown:?} is visible to you: it does not exist, or another caller made it (the audit role reads every call)",
                 ),
             )
         };
@@ -90,8 +92,7 @@ impl ReleaseReader {
                 Code::InvalidArgument,
                 "INVALID_AUDIT_ID",
                 format!(
-                    "audit_id {:?} is not an audit id: use the UUID a ReleaseDisk answer or error carried as auditId / audit_id",
-                    request.audit_id
+                    "audit_id {shown:?} is not an audit id: use the UUID a ReleaseDisk answer or error carried as auditId / audit_id",
                 ),
             ));
         };
