@@ -78,6 +78,12 @@ pub struct AttemptRow {
     pub disk_status_before: Option<String>,
     pub disk_tags: Option<serde_json::Value>,
     pub disk_snapshot: Option<serde_json::Value>,
+    pub policy_set_hash: Option<String>,
+    pub policy_decision: Option<String>,
+    pub policy_ids: Option<Vec<String>>,
+    pub shadow_policy_set_hash: Option<String>,
+    pub shadow_policy_decision: Option<String>,
+    pub shadow_policy_ids: Option<Vec<String>>,
 }
 
 /// A row of `audit.release_outcomes`.

@@ -74,6 +74,12 @@ fn attempt(a: &AttemptRow) -> Value {
         "disk_status_before": a.disk_status_before,
         "disk_tags": a.disk_tags,
         "disk_snapshot": a.disk_snapshot,
+        "policy_set_hash": a.policy_set_hash,
+        "policy_decision": a.policy_decision,
+        "policy_ids": a.policy_ids,
+        "shadow_policy_set_hash": a.shadow_policy_set_hash,
+        "shadow_policy_decision": a.shadow_policy_decision,
+        "shadow_policy_ids": a.shadow_policy_ids,
     })
 }
 

@@ -102,7 +102,8 @@ async fn call_page(
                   a.idempotency_key, a.replay_of, a.decision, a.decision_reason,
                   a.refusal_grpc_code, a.refusal_message, a.disk_name, a.zone_id,
                   a.disk_size_gib, a.disk_type, a.disk_status_before, a.disk_tags,
-                  a.disk_snapshot,
+                  a.disk_snapshot, a.policy_set_hash, a.policy_decision, a.policy_ids,
+                  a.shadow_policy_set_hash, a.shadow_policy_decision, a.shadow_policy_ids,
                   o.outcome_id AS "outcome_id?", o.completed_at AS "completed_at?",
                   o.recorded_at AS "outcome_recorded_at?", o.outcome AS "outcome?",
                   o.grpc_code AS "grpc_code?", o.error_reason AS "error_reason?",
@@ -198,6 +199,12 @@ async fn call_page(
                     disk_status_before: r.disk_status_before,
                     disk_tags: r.disk_tags,
                     disk_snapshot: r.disk_snapshot,
+                    policy_set_hash: r.policy_set_hash,
+                    policy_decision: r.policy_decision,
+                    policy_ids: r.policy_ids,
+                    shadow_policy_set_hash: r.shadow_policy_set_hash,
+                    shadow_policy_decision: r.shadow_policy_decision,
+                    shadow_policy_ids: r.shadow_policy_ids,
                 },
             })
         })

@@ -327,7 +327,24 @@ async fn an_export_resumed_after_any_cursor_neither_skips_nor_repeats() {
             }
             other => panic!("unexpected kind {other}"),
         }
+        // Every attempt column is present, null or not, the policies' too.
+        for column in [
+            "policy_set_hash",
+            "policy_decision",
+            "policy_ids",
+            "shadow_policy_set_hash",
+            "shadow_policy_decision",
+            "shadow_policy_ids",
+        ] {
+            assert!(line["attempt"].get(column).is_some(), "{column}: {line}");
+        }
     }
+    let released_attempt = &all
+        .iter()
+        .find(|e| e["call_id"] == released)
+        .expect("the release's events")["attempt"];
+    assert_eq!(released_attempt["policy_decision"], "permit");
+    assert!(released_attempt["policy_set_hash"].is_string());
 
     for cursor in [0, 3, all.len() as i64 - 2, all.len() as i64 - 1] {
         let after = cursor.to_string();
