@@ -81,12 +81,14 @@ impl FromStr for Budget {
         let window = window.trim();
         let (number, unit) = window.split_at(window.len().saturating_sub(1));
         let number: u64 = number.parse().map_err(|_| expected())?;
-        let seconds = match unit {
-            "s" => number,
-            "m" => number * 60,
-            "h" => number * 3600,
+        let per_unit = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
             _ => return Err(expected()),
         };
+        // Overflowing is simply too long a window.
+        let seconds = number.saturating_mul(per_unit);
         if limit == 0 || seconds == 0 || seconds > 31 * 24 * 3600 {
             return Err(format!(
                 "{text:?}: the count must be at least 1 and the window between 1s and 31 days"
@@ -138,6 +140,9 @@ mod tests {
             "5/32h0",
             "5/745h",
             "5/2678401s",
+            // Wraps to 3584 s if multiplied unchecked.
+            "1/5124095576030432h",
+            "1/18446744073709551615m",
         ] {
             assert!(bad.parse::<Budget>().is_err(), "{bad:?}");
         }

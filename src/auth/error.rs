@@ -62,7 +62,20 @@ impl AuthError {
         match self {
             Self::KeySourceDown(_) => Verdict::Unavailable,
             Self::MissingRole { .. } => Verdict::PermissionDenied,
-            _ => Verdict::Unauthenticated,
+            Self::MissingToken
+            | Self::BadHeader(_)
+            | Self::TooLarge(_)
+            | Self::Malformed(_)
+            | Self::AlgorithmNotAllowed(..)
+            | Self::UnknownKey(_)
+            | Self::BadSignature
+            | Self::Expired(_)
+            | Self::NotYetValid(_)
+            | Self::IssuedInFuture(_)
+            | Self::MissingClaim(_)
+            | Self::BadClaim(_)
+            | Self::WrongIssuer(_)
+            | Self::WrongAudience(_) => Verdict::Unauthenticated,
         }
     }
 

@@ -110,7 +110,13 @@ pub(super) fn refused(refusal: &Refusal) -> Outcome {
     let retry_after = match refusal {
         Refusal::OverBudget(over) => Some(over.retry_after.max(std::time::Duration::from_secs(1))),
         Refusal::FreezeUnknown => Some(std::time::Duration::from_secs(1)),
-        _ => None,
+        Refusal::Invalid(_)
+        | Refusal::Denied(_)
+        | Refusal::KeyReused { .. }
+        | Refusal::TooLarge { .. }
+        | Refusal::PolicyDenied { .. }
+        | Refusal::PolicyError { .. }
+        | Refusal::Frozen(_) => None,
     };
     let violations = match refusal {
         Refusal::Invalid(violations) => violations.clone(),

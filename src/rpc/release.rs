@@ -226,6 +226,7 @@ impl ReleasePath {
             }
             Err(error) => {
                 alerts::audit_unavailable(&error);
+                tracing::error!(attempt = ?attempt, "a call refused because its attempt could not be recorded; this log line is its record");
                 return Concluded::answered(explain::audit_unavailable(&request.disk_id));
             }
         };
@@ -277,6 +278,7 @@ impl ReleasePath {
             )),
             Err(error) => {
                 alerts::audit_unavailable(&error);
+                tracing::error!(attempt = ?attempt, "a call refused because who holds its key could not be read; this log line is its record");
                 Ok(Concluded::answered(explain::audit_unavailable(
                     &request.disk_id,
                 )))

@@ -131,14 +131,21 @@ impl ZenlayerClient {
         })
     }
 
-    /// The longest a release can take with every retry and backoff: after
-    /// this, no gateway can still be waiting for Zenlayer's answer.
+    /// The longest a call's upstream work can take with every retry and
+    /// backoff: the pre-flight look (retried as much as the release) and
+    /// then the release. After this, no gateway can still be waiting for
+    /// Zenlayer's answer to a call it received.
     pub fn longest_call(&self) -> Duration {
         let attempts = self.rate_limit_retries + 1;
         let pauses = (0..self.rate_limit_retries)
             .map(|retry| self.backoff(retry).max(RETRY_AFTER_CAP))
             .sum::<Duration>();
-        self.timeout.saturating_mul(attempts) + pauses
+        let one = self.timeout.saturating_mul(attempts) + pauses;
+        if self.preflight {
+            one.saturating_mul(2)
+        } else {
+            one
+        }
     }
 
     /// Whether each disk is to be looked at before it is released.

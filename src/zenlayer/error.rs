@@ -65,7 +65,12 @@ impl UpstreamError {
         match self {
             Self::Api { code, .. } => Some(code),
             Self::RateLimited { .. } => Some("REQUEST_LIMIT_EXCEEDED"),
-            _ => None,
+            Self::SecurityChallenge
+            | Self::RequestBlocked
+            | Self::Unreadable { .. }
+            | Self::NotSent(_)
+            | Self::OutcomeUnknown { .. }
+            | Self::DeadlineTooShort { .. } => None,
         }
     }
 
@@ -87,7 +92,12 @@ impl UpstreamError {
             Self::Api { request_id, .. } | Self::RateLimited { request_id, .. } => {
                 request_id.as_deref()
             }
-            _ => None,
+            Self::SecurityChallenge
+            | Self::RequestBlocked
+            | Self::Unreadable { .. }
+            | Self::NotSent(_)
+            | Self::OutcomeUnknown { .. }
+            | Self::DeadlineTooShort { .. } => None,
         }
     }
 

@@ -143,3 +143,28 @@ async fn an_answer_about_a_hundred_heavily_tagged_disks_is_read_whole() {
             .all(|d| d.as_ref().unwrap().tags.len() == 20)
     );
 }
+
+/// A call still waiting for Zenlayer must never count as abandoned: with
+/// the pre-flight, it may look (with every retry) before it releases.
+#[test]
+fn the_longest_call_covers_the_look_as_well_as_the_release() {
+    let settings = |preflight| ZenlayerSettings {
+        base_url: Url::parse("http://127.0.0.1:1").unwrap(),
+        credential: Credential::AccessKey {
+            id: KEY_ID.into(),
+            password: SecretString::from(PASSWORD),
+        },
+        api_version: "2023-03-13".into(),
+        timeout: Duration::from_secs(10),
+        rate_limit_retries: 3,
+        retry_backoff: Duration::from_secs(1),
+        preflight,
+    };
+    let released_only = settings(false).client().unwrap().longest_call();
+    let looked_first = settings(true).client().unwrap().longest_call();
+    assert!(
+        released_only >= Duration::from_secs(40),
+        "{released_only:?}"
+    );
+    assert_eq!(looked_first, released_only * 2);
+}
