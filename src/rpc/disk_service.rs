@@ -51,15 +51,21 @@ impl DiskService for DiskApi {
         let received = Received::of(request);
         let (answer, answered) = oneshot::channel();
         let answer_by = call.deadline.answer_by();
-        let overdue = explain::answer_overdue().reply(&call);
-        let unanswered = explain::ended_without_answer().reply(&call);
+        // The fallbacks' statuses are built only when one is needed: most
+        // calls answer in time, and building one costs more than the copy.
+        let context = call.clone();
         let task = self.path.clone().run(call, received, answer);
         self.tasks.spawn(task.in_current_span());
-        let answered = async { answered.await.unwrap_or(unanswered) };
-        let reply = match answer_by {
-            Some(wait) => tokio::time::timeout(wait, answered)
+        let answered = async {
+            answered
                 .await
-                .unwrap_or(overdue),
+                .unwrap_or_else(|_| explain::ended_without_answer().reply(&context))
+        };
+        let reply = match answer_by {
+            Some(wait) => match tokio::time::timeout(wait, answered).await {
+                Ok(reply) => reply,
+                Err(_) => explain::answer_overdue().reply(&context),
+            },
             None => answered.await,
         };
         reply.map(Response::new)
