@@ -88,13 +88,19 @@ fn expected_mac(arrived: &Arrived<'_>, password: &[u8]) -> Hmac<Sha256> {
     mac
 }
 
-/// Whether `signature_hex` is the signature of `arrived` under `password`.
+/// Whether `signature_hex` is the signature of `arrived` under `password`,
+/// spelled as Zenlayer documents it: lower-case hex. Accepting upper case
+/// would let a client that sends it pass here and fail at Zenlayer.
 pub(crate) fn verifies(arrived: &Arrived<'_>, password: &[u8], signature_hex: &str) -> bool {
-    hex::decode(signature_hex).is_ok_and(|signature| {
-        expected_mac(arrived, password)
-            .verify_slice(&signature)
-            .is_ok()
-    })
+    let lower_hex = signature_hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    lower_hex
+        && hex::decode(signature_hex).is_ok_and(|signature| {
+            expected_mac(arrived, password)
+                .verify_slice(&signature)
+                .is_ok()
+        })
 }
 
 #[cfg(test)]

@@ -224,3 +224,38 @@ async fn a_missing_or_unknown_api_version_is_refused_and_releases_nothing() {
     assert_eq!(newer.status, 200, "{}", newer.text);
     assert!(sim.disk("disk-recycled-data").is_none());
 }
+
+#[tokio::test]
+async fn the_signature_is_checked_as_zenlayer_spells_it_over_the_timestamp_as_sent() {
+    let sim = start().await;
+    // Zenlayer documents lower-case hex; the same signature in upper case
+    // is not its spelling.
+    let request = signed(&sim, "ReleaseDisk", RELEASE).build().unwrap();
+    let authorization = request.headers()["authorization"].to_str().unwrap();
+    let (head, signature) = authorization.split_once("Signature=").unwrap();
+    let upper = format!("{head}Signature={}", signature.to_uppercase());
+    let shouted = send_built(replacing(
+        signed(&sim, "ReleaseDisk", RELEASE),
+        "authorization",
+        Some(&upper),
+    ))
+    .await;
+    assert_eq!(
+        (shouted.status, shouted.code().as_str()),
+        (401, "AUTHFAILURE_SIGNATURE_FAILURE")
+    );
+    // The same instant written differently is not the text that was signed.
+    let signer = Signer::valid();
+    let respelled = send_built(replacing(
+        signer.sign(&sim, unsigned(&sim, "ReleaseDisk", RELEASE), RELEASE),
+        "x-zc-timestamp",
+        Some(&format!("+{}", signer.timestamp)),
+    ))
+    .await;
+    assert_eq!(
+        (respelled.status, respelled.code().as_str()),
+        (401, "AUTHFAILURE_SIGNATURE_FAILURE")
+    );
+    assert!(sim.disk("disk-recycled-data").is_some(), "nothing released");
+    assert_eq!(call(&sim, "ReleaseDisk", RELEASE).await.status, 200);
+}
