@@ -57,6 +57,8 @@ pub struct Application {
     releases: TaskTracker,
     /// Cancelled when shutdown begins; background tasks watch it.
     stop: CancellationToken,
+    /// Cancelled once no call is served any more (after the drain).
+    serving_ends: CancellationToken,
     /// Hashes the audit log and, when a signing key is configured, signs
     /// its checkpoints.
     log_keeper: LogKeeper,
@@ -104,9 +106,15 @@ impl Application {
             None => None,
         };
         let log_keeper = LogKeeper::new(pool.clone(), checkpointer);
-        let freeze =
-            freeze::spawn_freeze_watch(pool.clone(), settings.freeze_poll_interval, stop.clone())
-                .await;
+        // Calls are still served during the shutdown delay and drained
+        // after it: the freeze switch they consult must outlive `stop`.
+        let serving_ends = CancellationToken::new();
+        let freeze = freeze::spawn_freeze_watch(
+            pool.clone(),
+            settings.freeze_poll_interval,
+            serving_ends.clone(),
+        )
+        .await;
         let path = ReleasePath::new(
             authenticator,
             audit,
@@ -144,6 +152,7 @@ impl Application {
             longest_call,
             releases,
             stop,
+            serving_ends,
             log_keeper,
         })
     }
@@ -252,6 +261,7 @@ impl Application {
             grace: delay + self.settings.server.shutdown_grace,
         };
         let result = drained.run(serve, shutdown).await;
+        self.serving_ends.cancel();
         // The last calls' events are in: sign the log as it is left.
         self.log_keeper.keep_now("final ").await;
         admin.abort();

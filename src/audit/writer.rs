@@ -324,14 +324,17 @@ fn allot(
             (BudgetScope::Total, budgets.total, &total),
         ]
         .into_iter()
-        .find_map(|(scope, budget, times)| {
+        .filter_map(|(scope, budget, times)| {
             let budget = budget?;
             (times.len() >= budget.limit as usize).then(|| OverBudget {
                 scope,
                 budget,
                 retry_after: slot_frees(times, &budget, now),
             })
-        });
+        })
+        // With both full, the caller is told the later time: at the
+        // earlier one the other budget would still refuse it.
+        .max_by_key(|over| over.retry_after);
         match exceeded {
             Some(refused) => {
                 over.insert(i, refused);

@@ -212,6 +212,11 @@ impl ReleasePath {
         if let Some(outcome) = stopped {
             return Concluded::answered(self.conclude("preflight", call, attempt, outcome).await);
         }
+        // The look can take seconds; a freeze recorded meanwhile stops the
+        // release before anything is sent.
+        if let Some(refusal) = freeze_refusal(&self.freeze.current()) {
+            return Concluded::answered(self.refuse(attempt, &refusal).await);
+        }
         let log_index = match self.audit.record_attempt(&attempt, claim.as_ref()).await {
             Ok(Recorded::Stored { log_index }) => log_index,
             Ok(Recorded::KeyTaken(holder)) => {
@@ -424,10 +429,20 @@ fn decide(
     }
     let request = parsed.map_err(Refusal::Invalid)?;
     let caller = authorized.map_err(Refusal::Denied)?;
+    match freeze_refusal(freeze) {
+        None => Ok((request, caller)),
+        Some(refusal) => Err(refusal),
+    }
+}
+
+/// The refusal a freeze state makes, if any: asked when a call is decided
+/// and again just before its attempt is written, so that a freeze recorded
+/// while the call was looking at the disk still stops it.
+fn freeze_refusal(freeze: &FreezeState) -> Option<Refusal> {
     match freeze {
-        FreezeState::Open => Ok((request, caller)),
-        FreezeState::Frozen(freeze) => Err(Refusal::Frozen(freeze.clone())),
-        FreezeState::Unknown => Err(Refusal::FreezeUnknown),
+        FreezeState::Open => None,
+        FreezeState::Frozen(freeze) => Some(Refusal::Frozen(freeze.clone())),
+        FreezeState::Unknown => Some(Refusal::FreezeUnknown),
     }
 }
 

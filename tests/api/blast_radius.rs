@@ -314,6 +314,39 @@ async fn a_freeze_stops_releases_on_every_replica_within_a_second_and_an_unfreez
 }
 
 #[tokio::test]
+async fn a_freeze_recorded_while_a_call_looks_at_the_disk_stops_that_release() {
+    let app = spawn_app().await;
+    let operator = operator_login(&app).await;
+    releasable(&app, "disk-slow-look");
+    let looked_before = app.simulator.action_requests("DescribeDisks");
+    // The look takes three seconds: time for an operator to freeze.
+    app.simulator
+        .fail_describe(Fault::Latency(Duration::from_secs(3)), 1);
+    let addr = app.addr;
+    let call = tokio::spawn(async move {
+        client(addr)
+            .await
+            .release_disk(request("disk-slow-look"))
+            .await
+    });
+    let simulator = &app.simulator;
+    eventually(Duration::from_secs(5), "the look to start", || async move {
+        (simulator.action_requests("DescribeDisks") > looked_before).then_some(())
+    })
+    .await;
+    command(&operator, &["freeze", "--reason", "incident 4713"]).await;
+    let status = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the call ends")
+        .unwrap()
+        .unwrap_err();
+    assert_error(&status, Code::FailedPrecondition, "RELEASES_FROZEN");
+    assert_eq!(app.simulator.release_disk_requests(), 0, "nothing sent");
+    assert!(app.simulator.disk("disk-slow-look").is_some());
+    assert_eq!(refusals(&app, "RELEASES_FROZEN").await, 1, "recorded");
+}
+
+#[tokio::test]
 async fn a_freeze_needs_a_reason() {
     let app = spawn_app().await;
     let operator = operator_login(&app).await;
@@ -457,4 +490,58 @@ async fn a_full_budget_says_a_slot_frees_when_its_oldest_release_leaves_the_wind
         delay <= hour - Duration::from_millis(1400) && delay > hour - Duration::from_secs(60),
         "the first release, 1.5 s older, frees the slot: {delay:?}"
     );
+}
+
+#[tokio::test]
+async fn with_both_budgets_full_the_caller_is_told_when_both_have_room() {
+    let app = spawn_app_with(with(&[
+        ("GATEWAY_RELEASE_BUDGET_PER_PRINCIPAL", "1/10s"),
+        ("GATEWAY_RELEASE_BUDGET_TOTAL", "1/1h"),
+    ]))
+    .await;
+    for i in 0..2 {
+        releasable(&app, &format!("disk-both-{i}"));
+    }
+    app.release(request("disk-both-0")).await.unwrap();
+    // Full for this caller for 10 s, for everyone for an hour: a retry in
+    // 10 s would only be refused again.
+    let status = app.release(request("disk-both-1")).await.unwrap_err();
+    assert_error(&status, Code::ResourceExhausted, "RELEASE_BUDGET_EXCEEDED");
+    let delay = status
+        .get_details_retry_info()
+        .expect("RetryInfo")
+        .retry_delay
+        .expect("a delay");
+    assert!(delay > Duration::from_secs(3500), "{delay:?}");
+    assert_eq!(app.simulator.release_disk_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_freeze_reaches_a_replica_that_is_shutting_down_but_still_serving() {
+    let mut app = spawn_app_with(with(&[("GATEWAY_SHUTDOWN_DELAY_MS", "4000")])).await;
+    let operator = operator_login(&app).await;
+    releasable(&app, "disk-during-delay");
+    let addr = app.addr;
+    let mut open = client(addr).await;
+    app.begin_shutdown();
+    // Still served during the delay, so still bound by the switch.
+    command(&operator, &["freeze", "--reason", "incident 4714"]).await;
+    eventually(
+        Duration::from_secs(1),
+        "the freeze to reach the draining replica",
+        || {
+            let mut open = open.clone();
+            async move {
+                let status = open.release_disk(request("disk-nobody-has")).await.err()?;
+                (status.code() == Code::FailedPrecondition).then_some(())
+            }
+        },
+    )
+    .await;
+    let status = open
+        .release_disk(request("disk-during-delay"))
+        .await
+        .unwrap_err();
+    assert_error(&status, Code::FailedPrecondition, "RELEASES_FROZEN");
+    assert_eq!(app.simulator.release_disk_requests(), 0);
 }
