@@ -126,6 +126,9 @@ impl Checkpointer {
         size: u64,
         previous: Option<&Checkpoint>,
     ) -> Result<Hash, CheckpointFailure> {
+        // First, before anything else: an emptied log must not be signed
+        // as "size 0" over a checkpoint of a larger tree.
+        refuse_shrinking(size, previous)?;
         if size == 0 {
             return Ok(super::hash::empty_root());
         }
@@ -145,12 +148,6 @@ impl Checkpointer {
         let Some(previous) = previous.filter(|p| p.size > 0) else {
             return Ok(root);
         };
-        if previous.size > size {
-            return Err(CheckpointFailure::Shrunk {
-                size,
-                checkpoint: previous.size,
-            });
-        }
         let path = match &proof_plan {
             Some(plan) => plan
                 .hashes(&subtrees)
@@ -164,6 +161,17 @@ impl Checkpointer {
             });
         }
         Ok(root)
+    }
+}
+
+/// A tree smaller than one already signed is a log that lost events.
+fn refuse_shrinking(size: u64, previous: Option<&Checkpoint>) -> Result<(), CheckpointFailure> {
+    match previous {
+        Some(previous) if previous.size > size => Err(CheckpointFailure::Shrunk {
+            size,
+            checkpoint: previous.size,
+        }),
+        Some(_) | None => Ok(()),
     }
 }
 
@@ -260,5 +268,30 @@ mod tests {
         assert_eq!(hash_beat(ms(3_600_000)), ms(180_000));
         assert_eq!(hash_beat(ms(1_000)), ms(50));
         assert_eq!(hash_beat(ms(100)), ms(50));
+    }
+
+    #[test]
+    fn a_tree_smaller_than_a_signed_one_even_an_empty_one_is_refused() {
+        let signed = Checkpoint {
+            origin: "test".into(),
+            size: 100,
+            root: super::super::hash::empty_root(),
+        };
+        for size in [0, 1, 99] {
+            assert!(
+                matches!(
+                    refuse_shrinking(size, Some(&signed)),
+                    Err(CheckpointFailure::Shrunk {
+                        checkpoint: 100,
+                        ..
+                    })
+                ),
+                "{size}"
+            );
+        }
+        for size in [100, 101] {
+            assert!(refuse_shrinking(size, Some(&signed)).is_ok(), "{size}");
+        }
+        assert!(refuse_shrinking(0, None).is_ok());
     }
 }

@@ -118,6 +118,12 @@ async fn a_bad_id_or_no_token_is_refused_with_what_to_fix() {
         .await
         .unwrap_err();
     assert_error(&bad, Code::InvalidArgument, "INVALID_AUDIT_ID");
+    // A huge "id" is not echoed whole into the status's message header.
+    let huge = get(&app, Some(&good_token()), &"x".repeat(10_000))
+        .await
+        .unwrap_err();
+    assert_error(&huge, Code::InvalidArgument, "INVALID_AUDIT_ID");
+    assert!(huge.message().len() < 400, "{}", huge.message().len());
     let anonymous = get(&app, None, &uuid::Uuid::now_v7().to_string())
         .await
         .unwrap_err();
