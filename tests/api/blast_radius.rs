@@ -50,6 +50,13 @@ async fn refusals(app: &TestApp, reason: &str) -> i64 {
     .unwrap()
 }
 
+/// A refusal for a budget, and the delay its `RetryInfo` gives.
+fn over_budget_delay(status: &tonic::Status) -> Duration {
+    assert_error(status, Code::ResourceExhausted, "RELEASE_BUDGET_EXCEEDED");
+    let retry = status.get_details_retry_info().expect("RetryInfo");
+    retry.retry_delay.expect("a delay")
+}
+
 #[tokio::test]
 async fn two_gateways_with_a_budget_of_50_release_exactly_50_of_80_concurrent_calls() {
     let budget = [("GATEWAY_RELEASE_BUDGET_PER_PRINCIPAL", "50/1h")];
@@ -70,9 +77,7 @@ async fn two_gateways_with_a_budget_of_50_release_exactly_50_of_80_concurrent_ca
         match call.await.unwrap() {
             Ok(_) => released += 1,
             Err(status) => {
-                assert_error(&status, Code::ResourceExhausted, "RELEASE_BUDGET_EXCEEDED");
-                let retry = status.get_details_retry_info().expect("RetryInfo");
-                let delay = retry.retry_delay.expect("a delay");
+                let delay = over_budget_delay(&status);
                 assert!(
                     delay > Duration::from_secs(3000),
                     "the hour's first slot frees in about an hour: {delay:?}"
@@ -479,12 +484,7 @@ async fn a_full_budget_says_a_slot_frees_when_its_oldest_release_leaves_the_wind
     tokio::time::sleep(Duration::from_millis(1500)).await;
     app.release(request("disk-window-1")).await.unwrap();
     let status = app.release(request("disk-window-2")).await.unwrap_err();
-    assert_error(&status, Code::ResourceExhausted, "RELEASE_BUDGET_EXCEEDED");
-    let delay = status
-        .get_details_retry_info()
-        .expect("RetryInfo")
-        .retry_delay
-        .expect("a delay");
+    let delay = over_budget_delay(&status);
     let hour = Duration::from_secs(3600);
     assert!(
         delay <= hour - Duration::from_millis(1400) && delay > hour - Duration::from_secs(60),
@@ -506,12 +506,7 @@ async fn with_both_budgets_full_the_caller_is_told_when_both_have_room() {
     // Full for this caller for 10 s, for everyone for an hour: a retry in
     // 10 s would only be refused again.
     let status = app.release(request("disk-both-1")).await.unwrap_err();
-    assert_error(&status, Code::ResourceExhausted, "RELEASE_BUDGET_EXCEEDED");
-    let delay = status
-        .get_details_retry_info()
-        .expect("RetryInfo")
-        .retry_delay
-        .expect("a delay");
+    let delay = over_budget_delay(&status);
     assert!(delay > Duration::from_secs(3500), "{delay:?}");
     assert_eq!(app.simulator.release_disk_requests(), 1);
 }
