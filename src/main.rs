@@ -94,9 +94,10 @@ enum AuditCommand {
         /// A signed checkpoint kept outside the database (repeatable).
         #[arg(long = "checkpoint")]
         checkpoints: Vec<PathBuf>,
-        /// The log's verifier key (`audit keygen` printed it).
-        #[arg(long)]
-        public_key: Option<PathBuf>,
+        /// A verifier key of the log (`audit keygen` printed it);
+        /// repeatable, for checkpoints signed before and after a rotation.
+        #[arg(long = "public-key")]
+        public_keys: Vec<PathBuf>,
     },
     /// Print, as JSON, the inclusion proofs of one call's events against
     /// the newest checkpoint.
@@ -245,10 +246,10 @@ async fn audit_command(source: &dyn Source, command: AuditCommand) -> anyhow::Re
         AuditCommand::Export(args) => export(source, args).await,
         AuditCommand::Verify {
             checkpoints,
-            public_key,
+            public_keys,
         } => {
             let pool = audit_pool(source).await?;
-            commands::verify_log(&pool, &checkpoints, public_key.as_deref()).await
+            commands::verify_log(&pool, &checkpoints, &public_keys).await
         }
         AuditCommand::Prove { audit_id } => {
             let pool = audit_pool(source).await?;

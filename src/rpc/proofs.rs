@@ -76,6 +76,7 @@ fn failed(call: &CallContext, error: &ProveError) -> Status {
         ProveError::Database(_)
         | ProveError::Incomplete
         | ProveError::RowMissing(_)
+        | ProveError::Misattributed(_)
         | ProveError::Unhashable(_) => {
             tracing::error!(error = %error, "an audit log proof could not be built");
             (

@@ -167,23 +167,33 @@ fn verifier_key(origin: &str, public: &[u8]) -> String {
 /// Verifies a signed checkpoint with `verifier_key` and reads it; its
 /// origin must be the key's name.
 pub fn open(note: &str, verifier_key: &str) -> Result<Checkpoint, CheckpointError> {
-    let verifier = StandardVerifier::new(verifier_key)
-        .map_err(|e| CheckpointError::VerifierKey(e.to_string()))?;
-    let name = verifier_key
-        .split('+')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    open_with_any(note, std::slice::from_ref(&verifier_key))
+}
+
+/// Verifies a signed checkpoint with whichever of `verifier_keys` signed
+/// it (a log's keys across rotations) and reads it; its origin must be the
+/// name of a key that verified it.
+pub fn open_with_any(note: &str, verifier_keys: &[&str]) -> Result<Checkpoint, CheckpointError> {
+    let mut verifiers: Vec<Box<dyn signed_note::Verifier>> = Vec::new();
+    for key in verifier_keys {
+        let verifier =
+            StandardVerifier::new(key).map_err(|e| CheckpointError::VerifierKey(e.to_string()))?;
+        verifiers.push(Box::new(verifier));
+    }
     let note =
         Note::from_bytes(note.as_bytes()).map_err(|e| CheckpointError::Signature(e.to_string()))?;
-    note.verify(&VerifierList::new(vec![Box::new(verifier)]))
+    let (verified, _) = note
+        .verify(&VerifierList::new(verifiers))
         .map_err(|e| CheckpointError::Signature(e.to_string()))?;
     let body =
         std::str::from_utf8(note.text()).map_err(|_| CheckpointError::Malformed("not UTF-8"))?;
     let checkpoint = Checkpoint::parse(body)?;
-    if checkpoint.origin != name {
+    if !verified.iter().any(|s| s.name() == checkpoint.origin) {
         return Err(CheckpointError::Origin {
-            expected: name,
+            expected: verified
+                .first()
+                .map(|s| s.name().to_owned())
+                .unwrap_or_default(),
             found: checkpoint.origin,
         });
     }
@@ -209,6 +219,16 @@ mod tests {
         let (_, other) = LogKey::generate("audit.example/zenlayer-gateway");
         assert!(matches!(
             open(&note, &other),
+            Err(CheckpointError::Signature(_))
+        ));
+        // Across a rotation, either key of the log opens what it signed.
+        let (rotated_skey, rotated) = LogKey::generate("audit.example/zenlayer-gateway");
+        let later = LogKey::from_text(&rotated_skey).unwrap().sign(20, [8; 32]);
+        let both = [vkey.as_str(), rotated.as_str()];
+        assert_eq!(open_with_any(&note, &both).unwrap().size, 12);
+        assert_eq!(open_with_any(&later, &both).unwrap().size, 20);
+        assert!(matches!(
+            open_with_any(&later, &[vkey.as_str(), other.as_str()]),
             Err(CheckpointError::Signature(_))
         ));
         let altered = note.replacen("\n12\n", "\n13\n", 1);

@@ -57,10 +57,13 @@ impl CheckpointFailure {
     /// The log itself is wrong (not the database unreachable): a refusal
     /// to sign that on-call must hear about.
     fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            Self::Unhashable(_) | Self::Shrunk { .. } | Self::Inconsistent { .. }
-        )
+        match self {
+            Self::Unhashable(_)
+            | Self::Incomplete(_)
+            | Self::Shrunk { .. }
+            | Self::Inconsistent { .. } => true,
+            Self::Database(_) => false,
+        }
     }
 }
 
@@ -78,12 +81,18 @@ impl Checkpointer {
     /// returns the note signed.
     pub async fn sign_now(&self) -> Result<Option<String>, CheckpointFailure> {
         let mut db = self.pool.acquire().await?;
+        // The newest stored checkpoint is read before the tree is caught
+        // up: a checkpoint is stored only after the tree it signs was
+        // hashed, so the tree read next covers it, unless events were
+        // removed. (Read the other way round, another replica's checkpoint
+        // signed in between would look like a log that shrank.)
+        let newest_stored = store::latest_checkpoint(&mut db).await?;
         let size = hashing::catch_up(&mut db)
             .await
             .map_err(CheckpointFailure::from)
             .inspect_err(|failure| self.count_refusal(failure))?;
         let mut previous = self.signed.lock().expect("not poisoned").clone();
-        if let Some(stored) = store::latest_checkpoint(&mut db).await? {
+        if let Some(stored) = newest_stored {
             match open(&stored.note, self.key.verifier_key()) {
                 Ok(stored) if previous.as_ref().is_none_or(|p| stored.size > p.size) => {
                     previous = Some(stored);

@@ -2,7 +2,7 @@
 //! `prove` and `keygen`. Each runs with an `audit_reader` login and never
 //! needs more (keygen needs no database at all).
 
-use super::checkpoint::{LogKey, open};
+use super::checkpoint::{LogKey, open_with_any};
 use super::proof::verify_inclusion;
 use super::verify::{Anchor, stored_anchors, verify};
 use super::{Trail, checkpoint::Checkpoint};
@@ -14,22 +14,21 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 /// Recomputes the log and checks every stored checkpoint and every one in
-/// `checkpoint_files`; an error names the first break.
+/// `checkpoint_files` (each signed by one of `public_keys`: a log's keys
+/// across rotations); an error names the first break.
 pub async fn verify_log(
     pool: &PgPool,
     checkpoint_files: &[PathBuf],
-    public_key: Option<&Path>,
+    public_keys: &[PathBuf],
 ) -> anyhow::Result<()> {
-    let key = match public_key {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("read the verifier key {}", path.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        None => None,
-    };
-    if !checkpoint_files.is_empty() && key.is_none() {
+    let mut keys = Vec::with_capacity(public_keys.len());
+    for path in public_keys {
+        let key = std::fs::read_to_string(path)
+            .with_context(|| format!("read the verifier key {}", path.display()))?;
+        keys.push(key.trim().to_owned());
+    }
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    if !checkpoint_files.is_empty() && keys.is_empty() {
         anyhow::bail!(
             "--checkpoint needs --public-key: a checkpoint is evidence only once its signature is checked"
         );
@@ -38,7 +37,7 @@ pub async fn verify_log(
     for path in checkpoint_files {
         let note =
             std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-        let checkpoint = open(&note, key.as_deref().unwrap_or_default())
+        let checkpoint = open_with_any(&note, &keys)
             .with_context(|| format!("checkpoint {}", path.display()))?;
         anchors.push(Anchor {
             checkpoint,
@@ -49,8 +48,8 @@ pub async fn verify_log(
         .acquire()
         .await
         .context("connect to the audit database")?;
-    anchors.extend(stored_anchors(&mut db, key.as_deref()).await?);
-    if key.is_none() {
+    anchors.extend(stored_anchors(&mut db, &keys).await?);
+    if keys.is_empty() {
         println!(
             "note: no --public-key given, so the stored checkpoints' signatures were not checked (only their roots)"
         );

@@ -51,13 +51,16 @@ impl Leaf {
         self.field(value.map(i64::to_be_bytes).as_ref().map(|b| b.as_slice()));
     }
 
-    fn texts(&mut self, value: Option<&[String]>) {
+    /// A text[]; its elements may be NULL (the gateway never writes one,
+    /// but a changed row may hold one, and must still hash, to a leaf that
+    /// differs, rather than fail to read).
+    fn texts(&mut self, value: Option<&[Option<String>]>) {
         let encoded = value.map(|items| {
             let mut inner = Leaf(Vec::new());
             let count = u32::try_from(items.len()).expect("a list fits in 4 G entries");
             inner.0.extend_from_slice(&count.to_be_bytes());
             for item in items {
-                inner.text(Some(item));
+                inner.text(item.as_deref());
             }
             inner.0
         });
@@ -76,7 +79,7 @@ pub struct AttemptRow {
     pub client_id: Option<String>,
     pub token_jti: Option<String>,
     pub token_fingerprint: Option<String>,
-    pub roles: Vec<String>,
+    pub roles: Vec<Option<String>>,
     pub peer_addr: Option<String>,
     pub peer_identity: Option<String>,
     pub user_agent: Option<String>,
@@ -99,10 +102,10 @@ pub struct AttemptRow {
     pub disk_tags: Option<String>,
     pub policy_set_hash: Option<String>,
     pub policy_decision: Option<String>,
-    pub policy_ids: Option<Vec<String>>,
+    pub policy_ids: Option<Vec<Option<String>>>,
     pub shadow_policy_set_hash: Option<String>,
     pub shadow_policy_decision: Option<String>,
-    pub shadow_policy_ids: Option<Vec<String>>,
+    pub shadow_policy_ids: Option<Vec<Option<String>>>,
 }
 
 /// An outcome row, as `audit.release_outcomes` holds it.
@@ -245,7 +248,7 @@ mod tests {
         l.text(None);
         l.text(Some("é"));
         l.int(Some(-2));
-        l.texts(Some(&["a".to_owned()]));
+        l.texts(Some(&[Some("a".to_owned()), None]));
         assert_eq!(
             l.0,
             [
@@ -254,7 +257,7 @@ mod tests {
                 vec![
                     0x01, 0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe
                 ],
-                vec![0x01, 0, 0, 0, 10, 0, 0, 0, 1, 0x01, 0, 0, 0, 1, b'a'],
+                vec![0x01, 0, 0, 0, 11, 0, 0, 0, 2, 0x01, 0, 0, 0, 1, b'a', 0x00],
             ]
             .concat()
         );
@@ -274,7 +277,7 @@ mod tests {
             client_id: None,
             token_jti: None,
             token_fingerprint: None,
-            roles: vec!["disk:release".into()],
+            roles: vec![Some("disk:release".into())],
             peer_addr: None,
             peer_identity: None,
             user_agent: None,

@@ -6,6 +6,7 @@ use super::hash::Hash;
 use super::hashing::{self, HashFailure};
 use super::proof::Plan;
 use super::store::{self, EventRow};
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -49,6 +50,8 @@ pub enum ProveError {
     Sizes(u64),
     #[error("the row behind log entry {0} is missing")]
     RowMissing(u64),
+    #[error("log entry {0} names a call or time its row does not hold")]
+    Misattributed(u64),
     #[error("the audit log cannot be hashed: {0}")]
     Unhashable(String),
 }
@@ -103,6 +106,10 @@ impl Trail {
         let subtrees = store::subtrees(&mut db, &wanted).await?;
         let mut events = Vec::with_capacity(rows.len());
         for ((row, leaf), plan) in rows.iter().zip(leaves).zip(plans) {
+            if !leaf.matches(row) {
+                return Err(ProveError::Misattributed(row.log_index as u64));
+            }
+            let leaf = leaf.bytes;
             let inclusion_path = match &plan {
                 Some(plan) => plan.hashes(&subtrees).ok_or(ProveError::Incomplete)?,
                 None => Vec::new(),
@@ -145,39 +152,62 @@ impl Trail {
     }
 }
 
-/// The leaf bytes of `events`, from their rows.
+/// An event's leaf, computed from its row, with what the row says of the
+/// columns `audit.events` copies from it (which the leaf does not cover).
+#[derive(Debug, Clone)]
+pub(super) struct RowLeaf {
+    pub bytes: Vec<u8>,
+    pub call_id: Option<Uuid>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl RowLeaf {
+    /// Whether `event` copies the row's call and time as it was written:
+    /// an entry repointed to another call would have that call's proofs
+    /// and exports claim an event that is not its own.
+    pub fn matches(&self, event: &EventRow) -> bool {
+        self.call_id == event.call_id && self.recorded_at == event.recorded_at
+    }
+}
+
+/// The leaves of `events`, from their rows.
 pub(super) async fn leaves_of(
     db: &mut sqlx::PgConnection,
     events: &[EventRow],
-) -> Result<Vec<Vec<u8>>, ProveError> {
+) -> Result<Vec<RowLeaf>, ProveError> {
     let attempts = store::attempts(db, &ids(events, "attempt", |e| e.call_id)).await?;
     let outcomes = store::outcomes(db, &ids(events, "outcome", |e| e.row_id)).await?;
     let confirmations =
         store::confirmations(db, &ids(events, "confirmation", |e| e.row_id)).await?;
     let freezes = store::freezes(db, &ids(events, "freeze", |e| e.row_id)).await?;
+    let leaf = |bytes, call_id, recorded_at| RowLeaf {
+        bytes,
+        call_id,
+        recorded_at,
+    };
     events
         .iter()
         .map(|e| {
             let i = e.log_index;
-            let leaf = match e.kind.as_str() {
+            let found = match e.kind.as_str() {
                 "attempt" => attempts
                     .iter()
                     .find(|a| Some(a.call_id) == e.call_id)
-                    .map(|a| a.leaf(i)),
+                    .map(|a| leaf(a.leaf(i), Some(a.call_id), a.recorded_at)),
                 "outcome" => outcomes
                     .iter()
                     .find(|o| Some(o.outcome_id) == e.row_id)
-                    .map(|o| o.leaf(i)),
+                    .map(|o| leaf(o.leaf(i), Some(o.call_id), o.recorded_at)),
                 "freeze" => freezes
                     .iter()
                     .find(|f| Some(f.freeze_id) == e.row_id)
-                    .map(|f| f.leaf(i)),
+                    .map(|f| leaf(f.leaf(i), None, f.recorded_at)),
                 _ => confirmations
                     .iter()
                     .find(|c| Some(c.confirmation_id) == e.row_id)
-                    .map(|c| c.leaf(i)),
+                    .map(|c| leaf(c.leaf(i), Some(c.call_id), c.recorded_at)),
             };
-            leaf.ok_or(ProveError::RowMissing(i as u64))
+            found.ok_or(ProveError::RowMissing(i as u64))
         })
         .collect()
 }

@@ -3,6 +3,7 @@
 
 use super::leaf::{AttemptRow, ConfirmationRow, FreezeRow, OutcomeRow};
 use super::proof::{Subtree, Subtrees};
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -10,6 +11,14 @@ use uuid::Uuid;
 /// later ones are numbered but not yet hashed.
 pub async fn hashed_size(db: &mut PgConnection) -> Result<u64, sqlx::Error> {
     let size = sqlx::query_scalar!("SELECT size FROM audit.tree_head")
+        .fetch_optional(db)
+        .await?;
+    Ok(size.map_or(0, |s| s as u64))
+}
+
+/// How many events the log's counter has numbered (`audit.log_head`).
+pub async fn numbered_size(db: &mut PgConnection) -> Result<u64, sqlx::Error> {
+    let size = sqlx::query_scalar!("SELECT size FROM audit.log_head")
         .fetch_optional(db)
         .await?;
     Ok(size.map_or(0, |s| s as u64))
@@ -101,6 +110,9 @@ pub struct EventRow {
     /// `None` for a freeze, which belongs to no call.
     pub call_id: Option<Uuid>,
     pub row_id: Option<i64>,
+    /// A copy of the row's own `recorded_at`, kept for readers who order
+    /// or filter the log by time.
+    pub recorded_at: DateTime<Utc>,
     pub leaf_hash: Option<Vec<u8>>,
 }
 
@@ -112,7 +124,7 @@ pub async fn events(
 ) -> Result<Vec<EventRow>, sqlx::Error> {
     sqlx::query_as!(
         EventRow,
-        r#"SELECT e.log_index, e.kind, e.call_id, e.row_id, n.hash AS "leaf_hash?"
+        r#"SELECT e.log_index, e.kind, e.call_id, e.row_id, e.recorded_at, n.hash AS "leaf_hash?"
            FROM audit.events e
            LEFT JOIN audit.log_nodes n ON n.level = 0 AND n.node_index = e.log_index
            WHERE e.log_index >= $1
@@ -132,7 +144,7 @@ pub async fn events_of_call(
 ) -> Result<Vec<EventRow>, sqlx::Error> {
     sqlx::query_as!(
         EventRow,
-        r#"SELECT e.log_index, e.kind, e.call_id, e.row_id, n.hash AS "leaf_hash?"
+        r#"SELECT e.log_index, e.kind, e.call_id, e.row_id, e.recorded_at, n.hash AS "leaf_hash?"
            FROM audit.events e
            LEFT JOIN audit.log_nodes n ON n.level = 0 AND n.node_index = e.log_index
            WHERE e.call_id = $1
@@ -147,13 +159,15 @@ pub async fn attempts(db: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Attempt
     sqlx::query_as!(
         AttemptRow,
         r#"SELECT call_id, received_at, recorded_at, principal, issuer, client_id, token_jti,
-                  token_fingerprint, roles, peer_addr, peer_identity, user_agent, x_request_id,
+                  token_fingerprint, roles AS "roles: Vec<Option<String>>", peer_addr,
+                  peer_identity, user_agent, x_request_id,
                   trace_id, disk_id, reason, idempotency_key, replay_of, decision,
                   decision_reason, refusal_grpc_code, refusal_message,
                   disk_snapshot::text AS disk_snapshot, disk_name, zone_id, disk_size_gib,
                   disk_type, disk_status_before, disk_tags::text AS disk_tags, policy_set_hash,
-                  policy_decision, policy_ids, shadow_policy_set_hash, shadow_policy_decision,
-                  shadow_policy_ids
+                  policy_decision, policy_ids AS "policy_ids: Vec<Option<String>>",
+                  shadow_policy_set_hash, shadow_policy_decision,
+                  shadow_policy_ids AS "shadow_policy_ids: Vec<Option<String>>"
            FROM audit.release_attempts WHERE call_id = ANY($1)"#,
         ids,
     )

@@ -4,10 +4,10 @@
 //! checkpoint given (kept outside the database, which is what makes them
 //! evidence). It names the first break it finds and what kind it is.
 
-use super::checkpoint::{Checkpoint, open};
+use super::checkpoint::{Checkpoint, open_with_any};
 use super::hash::{Frontier, Hash, leaf_hash};
 use super::proof::Plan;
-use super::prove::leaves_of;
+use super::prove::{RowLeaf, leaves_of};
 use super::store;
 use sqlx::PgConnection;
 use std::fmt;
@@ -41,11 +41,24 @@ pub enum Break {
         kind: String,
         id: String,
     },
+    /// The entry's copy of its row's call or time is not the row's: the
+    /// entry was changed (repointed to another call, or redated).
+    EntryDiffers {
+        index: u64,
+        kind: String,
+        id: String,
+    },
     /// No leaf hash is stored for an entry the stored tree covers.
     LeafMissing { index: u64 },
     /// The log is shorter than its own stored tree: entries were removed
     /// from its end.
     ShorterThanTree { size: u64, hashed: u64 },
+    /// The log is shorter than its own counter of events: entries were
+    /// removed from its end.
+    ShorterThanCounter { size: u64, numbered: u64 },
+    /// The log holds more entries than its counter has numbered: the
+    /// counter was moved back (the next event would reuse an index).
+    CounterBehind { size: u64, numbered: u64 },
     /// A row that no log entry names: added around the log.
     Unlogged { kind: String, id: String },
     /// The log is shorter than a checkpoint: entries were removed from its end.
@@ -76,6 +89,18 @@ impl fmt::Display for Break {
             Self::LeafDiffers { index, kind, id } => write!(
                 f,
                 "leaf {index}: the {kind} row {id} does not match the leaf recorded at this place (the row was changed, or moved)"
+            ),
+            Self::EntryDiffers { index, kind, id } => write!(
+                f,
+                "leaf {index}: the log entry names a call or time that its {kind} row {id} does not hold (the entry was changed)"
+            ),
+            Self::ShorterThanCounter { size, numbered } => write!(
+                f,
+                "leaf {size}: the log ends here, but its counter has numbered {numbered} events (the newest events were removed)"
+            ),
+            Self::CounterBehind { size, numbered } => write!(
+                f,
+                "leaf {numbered}: the log's counter ends here, but the log holds {size} entries (the counter was moved back)"
             ),
             Self::LeafMissing { index } => write!(f, "leaf {index}: no leaf hash is stored for it"),
             Self::ShorterThanTree { size, hashed } => write!(
@@ -115,19 +140,20 @@ pub struct Report {
     pub broken: Option<Break>,
 }
 
-/// Reads the stored checkpoints; with `verifier_key`, only those whose
-/// signature verifies (a stored one that does not is itself a break).
+/// Reads the stored checkpoints; with `verifier_keys`, only those whose
+/// signature verifies with one of them (a stored one that does not is
+/// itself a break).
 pub async fn stored_anchors(
     db: &mut PgConnection,
-    verifier_key: Option<&str>,
+    verifier_keys: &[&str],
 ) -> Result<Vec<Anchor>, VerifyError> {
     let mut anchors = Vec::new();
     for stored in store::checkpoints(db).await? {
         let source = format!("stored #{} (size {})", anchors.len() + 1, stored.tree_size);
-        let checkpoint = match verifier_key {
-            Some(key) => open(&stored.note, key)
+        let checkpoint = match verifier_keys {
+            [_, ..] => open_with_any(&stored.note, verifier_keys)
                 .map_err(|e| VerifyError::Checkpoint(source.clone(), e.to_string()))?,
-            None => {
+            [] => {
                 let body = stored
                     .note
                     .split("\n\n")
@@ -169,6 +195,9 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
     // Events from here on are numbered but may not be hashed yet: no leaf
     // hash stored for them is no break.
     let hashed = store::hashed_size(db).await?;
+    // Every event read below was numbered by the time it committed; those
+    // numbered now will all be read, however many arrive meanwhile.
+    let numbered = store::numbered_size(db).await?;
     let mut hashed_root = None;
     // A checkpoint of the empty tree holds trivially; skip those.
     while pending.next_if(|a| a.checkpoint.size == 0).is_some() {}
@@ -202,7 +231,15 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
                     }),
                 ));
             };
-            let hash = leaf_hash(&leaf);
+            if !leaf.matches(event) {
+                let broken = Break::EntryDiffers {
+                    index,
+                    kind: event.kind.clone(),
+                    id,
+                };
+                return Ok(report(&frontier, Some(broken)));
+            }
+            let hash = leaf_hash(&leaf.bytes);
             match &event.leaf_hash {
                 None if index < hashed => {
                     return Ok(report(&frontier, Some(Break::LeafMissing { index })));
@@ -250,6 +287,21 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
         };
         return Ok(report(&frontier, Some(broken)));
     }
+    if frontier.size() < numbered {
+        let broken = Break::ShorterThanCounter {
+            size: frontier.size(),
+            numbered,
+        };
+        return Ok(report(&frontier, Some(broken)));
+    }
+    let numbered = store::numbered_size(db).await?;
+    if numbered < frontier.size() {
+        let broken = Break::CounterBehind {
+            size: frontier.size(),
+            numbered,
+        };
+        return Ok(report(&frontier, Some(broken)));
+    }
     if let Some((kind, id)) = store::unlogged(db).await?.into_iter().next() {
         return Ok(report(&frontier, Some(Break::Unlogged { kind, id })));
     }
@@ -272,7 +324,7 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
 async fn rows_one_by_one(
     db: &mut PgConnection,
     events: &[store::EventRow],
-) -> Result<Vec<Option<Vec<u8>>>, VerifyError> {
+) -> Result<Vec<Option<RowLeaf>>, VerifyError> {
     let mut leaves = Vec::with_capacity(events.len());
     for event in events {
         match leaves_of(db, std::slice::from_ref(event)).await {

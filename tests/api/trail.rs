@@ -18,7 +18,9 @@ use std::time::Duration;
 use tonic::Code;
 use uuid::Uuid;
 use zenlayer_gateway::metrics::Metrics;
-use zenlayer_gateway::pb::{ConsistencyProofRequest, GetReleaseRequest, ReleaseProof};
+use zenlayer_gateway::pb::{
+    ConsistencyProofRequest, GetReleaseRequest, ReleaseDiskResponse, ReleaseProof,
+};
 use zenlayer_gateway::simulator::{Disk, DiskStatus, DiskType};
 use zenlayer_gateway::trail::Checkpointer;
 use zenlayer_gateway::trail::checkpoint::LogKey;
@@ -490,13 +492,23 @@ async fn verify_with(
     public_key: Option<&Path>,
     kept: &[&Path],
 ) -> (bool, String) {
+    let keys: Vec<PathBuf> = public_key.into_iter().map(Path::to_path_buf).collect();
+    verify_with_keys(database_url, &keys, kept).await
+}
+
+/// `audit verify`, with every verifier key in `public_keys`.
+async fn verify_with_keys(
+    database_url: &str,
+    public_keys: &[PathBuf],
+    kept: &[&Path],
+) -> (bool, String) {
     let reader = reader_login(database_url).await;
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"));
     command
         .args(["audit", "verify"])
         .env_clear()
         .env("DATABASE_URL", reader);
-    if let Some(key) = public_key {
+    for key in public_keys {
         command.arg("--public-key").arg(key);
     }
     for path in kept {
@@ -622,6 +634,15 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
     let third = &calls[2].audit_id;
     let fourth = &calls[3].audit_id;
     let attempt_gone = format!("leaf 6: its attempt row {fourth} is missing");
+    let entry_changed = |index: u64, kind: &str, id: &str| {
+        format!(
+            "leaf {index}: the log entry names a call or time that its {kind} row {id} does not hold"
+        )
+    };
+    let third_outcome = outcome_id_of(&database_url, third).await;
+    let outcome_entry_changed = entry_changed(5, "outcome", &third_outcome.to_string());
+    let attempt_entry_changed = entry_changed(4, "attempt", third);
+    let attempt_changed = format!("leaf 4: the attempt row {third} does not match the leaf");
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "changed",
@@ -681,6 +702,35 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
             ),
             "was rewritten",
         ),
+        (
+            // The third call's outcome entry made to name the fourth call:
+            // the fourth call's proofs would claim it. The leaf (from the
+            // row) is untouched; the entry's copy of the row's call is not.
+            "repointed",
+            format!("UPDATE audit.events SET call_id = '{fourth}' WHERE log_index = 5"),
+            &outcome_entry_changed,
+        ),
+        (
+            "redated",
+            "UPDATE audit.events SET recorded_at = recorded_at - interval '1 hour' WHERE log_index = 4"
+                .to_owned(),
+            &attempt_entry_changed,
+        ),
+        (
+            // A NULL element (the gateway never writes one) still hashes,
+            // to a leaf that differs, rather than failing to read.
+            "null_role",
+            format!(
+                "UPDATE audit.release_attempts SET roles = roles || NULL::text WHERE call_id = '{third}'"
+            ),
+            &attempt_changed,
+        ),
+        (
+            // The next event would take an index the log already holds.
+            "counter_moved_back",
+            "UPDATE audit.log_head SET size = 12".to_owned(),
+            "leaf 12: the log's counter ends here, but the log holds 13 entries",
+        ),
     ];
     for (name, sql, expected) in cases {
         let copy = copy_of(&database_url, name).await;
@@ -713,6 +763,66 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
         said.contains("leaf 10: the log ends here, but its stored tree covers 13 leaves"),
         "{said}"
     );
+    // The newest event removed with its row, leaf and stored tree, and
+    // every checkpoint with them, none kept: only the counter that
+    // numbered it is left to show it.
+    let copy = copy_of(&database_url, "truncated_past_every_checkpoint").await;
+    tamper(
+        &copy,
+        "DELETE FROM audit.release_attempts a USING audit.events e
+             WHERE e.kind = 'attempt' AND e.call_id = a.call_id AND e.log_index >= 12;
+         DELETE FROM audit.log_nodes WHERE level = 0 AND node_index >= 12;
+         DELETE FROM audit.events WHERE log_index >= 12;
+         UPDATE audit.tree_head SET size = 12;
+         DELETE FROM audit.checkpoints;",
+    )
+    .await;
+    let (ok, said) = verify(&copy, &keys, &[]).await;
+    assert!(!ok, "verify must fail: {said}");
+    assert!(
+        said.contains("leaf 12: the log ends here, but its counter has numbered 13 events"),
+        "{said}"
+    );
+}
+
+/// A gateway signing with `keys` releases one disk; the checkpoint that
+/// covers it is kept outside the database as `name`, and the gateway shut
+/// down. Returns the database, the kept checkpoint and the call's proof.
+async fn one_release_signed_and_kept(
+    keys: &LogKeys,
+    name: &str,
+) -> (String, PathBuf, ReleaseProof) {
+    let app = signing_app(keys).await;
+    let call = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    let proof = proof_once_checkpointed(&app, &call.audit_id).await;
+    let kept = keys.keep(name, &proof.checkpoint);
+    let database_url = app.database_url.clone();
+    app.shut_down().await.unwrap();
+    (database_url, kept, proof)
+}
+
+/// Releases `disk`, a recycled data disk put in the simulator for it.
+async fn release_a_new_disk(app: &TestApp, disk: &str) -> ReleaseDiskResponse {
+    app.simulator
+        .put_disk(Disk::new(disk, DiskType::Data, DiskStatus::Recycled));
+    app.release(request(disk)).await.unwrap().into_inner()
+}
+
+async fn outcome_id_of(database_url: &str, call_id: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+    let id = sqlx::query_scalar(
+        "SELECT outcome_id FROM audit.release_outcomes WHERE call_id = $1::text::uuid",
+    )
+    .bind(call_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    id
 }
 
 #[tokio::test]
@@ -729,16 +839,7 @@ async fn an_empty_log_verifies() {
 #[tokio::test]
 async fn without_the_verifier_key_audit_verify_checks_roots_only_and_refuses_kept_checkpoints() {
     let keys = LogKeys::new();
-    let app = signing_app(&keys).await;
-    let call = app
-        .release(request("disk-recycled-data"))
-        .await
-        .unwrap()
-        .into_inner();
-    let proof = proof_once_checkpointed(&app, &call.audit_id).await;
-    let kept = keys.keep("kept.checkpoint", &proof.checkpoint);
-    let database_url = app.database_url.clone();
-    app.shut_down().await.unwrap();
+    let (database_url, kept, _) = one_release_signed_and_kept(&keys, "kept.checkpoint").await;
 
     // The stored checkpoints' roots are still checked, and it says their
     // signatures were not.
@@ -750,6 +851,37 @@ async fn without_the_verifier_key_audit_verify_checks_roots_only_and_refuses_kep
     let (ok, said) = verify_with(&database_url, None, &[&kept]).await;
     assert!(!ok, "{said}");
     assert!(said.contains("--checkpoint needs --public-key"), "{said}");
+}
+
+#[tokio::test]
+async fn across_a_rotation_of_the_signing_key_audit_verify_takes_every_key_the_log_had() {
+    let old_keys = LogKeys::new();
+    let (database_url, kept_before, before) =
+        one_release_signed_and_kept(&old_keys, "before.checkpoint").await;
+
+    // The same log, signed from now on with a new key.
+    let new_keys = LogKeys::new();
+    let app = spawn_app_with(AppOptions {
+        settings: signing(&new_keys),
+        database_url: Some(database_url.clone()),
+        ..Default::default()
+    })
+    .await;
+    let second = release_a_new_disk(&app, "disk-after-rotation").await;
+    let after = proof_once_checkpointed(&app, &second.audit_id).await;
+    assert!(after.tree_size > before.tree_size);
+    let kept_after = new_keys.keep("after.checkpoint", &after.checkpoint);
+    app.shut_down().await.unwrap();
+
+    let both = [old_keys.public(), new_keys.public()];
+    let (ok, said) = verify_with_keys(&database_url, &both, &[&kept_before, &kept_after]).await;
+    assert!(ok, "both keys given, every checkpoint holds: {said}");
+    assert!(said.contains("intact: "), "{said}");
+    // With the new key alone, the checkpoints the old key signed are not
+    // evidence: verify says so instead of passing them over.
+    let (ok, said) = verify_with_keys(&database_url, &[new_keys.public()], &[&kept_after]).await;
+    assert!(!ok, "{said}");
+    assert!(said.contains("checkpoint stored #1"), "{said}");
 }
 
 #[test]
@@ -780,6 +912,51 @@ fn audit_keygen_writes_a_key_only_its_owner_reads_and_never_overwrites_one() {
         std::fs::read_to_string(&out).unwrap(),
         private,
         "the key was overwritten"
+    );
+}
+
+#[tokio::test]
+async fn a_stored_subtree_removed_is_a_refusal_to_sign_not_a_database_failure() {
+    let keys = LogKeys::new();
+    let app = signing_app(&keys).await;
+    let first = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    let signed = proof_once_checkpointed(&app, &first.audit_id).await;
+    assert_eq!(signed.tree_size, 2, "the attempt and the outcome");
+    // The subtree over events 0 and 1: the next leaves are hashed onto it.
+    tamper(
+        &app.database_url,
+        "DELETE FROM audit.log_nodes WHERE level = 1 AND node_index = 0",
+    )
+    .await;
+    release_a_new_disk(&app, "disk-after").await;
+    let refused = eventually(
+        Duration::from_secs(10),
+        "the refusal to sign counted",
+        || async {
+            let refused = crate::helpers::metric(
+                &app,
+                "zenlayer_gateway_audit_log_checkpoints_refused_total",
+            )
+            .await;
+            (refused >= 1).then_some(refused)
+        },
+    )
+    .await;
+    assert!(refused >= 1);
+    assert_eq!(
+        newest_checkpoint_size(&app).await,
+        2,
+        "nothing signed over it"
+    );
+    assert!(
+        crate::helpers::captured_logs().contains(
+            "the audit log cannot be hashed: audit log: stored subtree (level 1, index 0) is missing"
+        ),
+        "operators are told which subtree"
     );
 }
 
