@@ -3,6 +3,7 @@
 use super::batch::Batch;
 use super::record::{Answer, Claim, OutcomeKind, OutcomeRecord, PriorCall};
 use sqlx::PgConnection;
+use std::collections::HashSet;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -146,30 +147,81 @@ pub(super) async fn lock_budgets(db: &mut PgConnection) -> Result<(), sqlx::Erro
 pub(super) struct Counted {
     pub issuer: Option<String>,
     pub principal: Option<String>,
-    pub received_at: chrono::DateTime<chrono::Utc>,
+    /// When its slot was taken: when its attempt was written, in the
+    /// batch that checked the budget, just before it was sent.
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The releases a budget counts, and the database's time they are counted
+/// against.
+#[derive(Debug, Clone)]
+pub(super) struct Window {
+    pub now: chrono::DateTime<chrono::Utc>,
+    /// Oldest first.
+    pub releases: Vec<Counted>,
 }
 
 /// The releases of the last `window` that Zenlayer may have acted on:
 /// allowed and sent (not replays), and not ended `failed` (a refusal by
-/// Zenlayer, a call never sent, or a pre-flight that stopped it), oldest
-/// first. Pending and unknown releases count.
+/// Zenlayer, a call never sent, or a pre-flight that stopped it). Pending
+/// and unknown releases count. A release is in the window from the moment
+/// its slot was taken (its attempt written, by the database's clock, as
+/// `now` is read), not from when its caller asked: a call that spent
+/// seconds looking at the disk was sent when it was written.
 pub(super) async fn counted_releases(
     db: &mut PgConnection,
     window: Duration,
-) -> Result<Vec<Counted>, sqlx::Error> {
-    sqlx::query_as!(
-        Counted,
-        "SELECT a.issuer, a.principal, a.received_at
-         FROM audit.release_attempts a
-         WHERE a.decision = 'allowed' AND a.replay_of IS NULL
-           AND a.received_at > clock_timestamp() - make_interval(secs => $1)
-           AND NOT EXISTS (SELECT 1 FROM audit.release_outcomes o
-                           WHERE o.call_id = a.call_id AND o.outcome = 'failed')
-         ORDER BY a.received_at",
+) -> Result<Window, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT n.at AS "now!", a.issuer, a.principal, a.recorded_at AS "recorded_at?"
+           FROM (SELECT clock_timestamp() AS at) n
+           LEFT JOIN audit.release_attempts a
+             ON a.decision = 'allowed' AND a.replay_of IS NULL
+            AND a.recorded_at > n.at - make_interval(secs => $1)
+            AND NOT EXISTS (SELECT 1 FROM audit.release_outcomes o
+                            WHERE o.call_id = a.call_id AND o.outcome = 'failed')
+           ORDER BY a.recorded_at"#,
         window.as_secs_f64(),
     )
     .fetch_all(db)
-    .await
+    .await?;
+    let now = rows.first().map_or_else(chrono::Utc::now, |r| r.now);
+    let releases = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(Counted {
+                issuer: r.issuer,
+                principal: r.principal,
+                recorded_at: r.recorded_at?,
+            })
+        })
+        .collect();
+    Ok(Window { now, releases })
+}
+
+/// Which of `claims` are held already: a release whose claim will be lost
+/// is answered with the call holding its key, and takes no budget slot.
+pub(super) async fn held_claims(
+    db: &mut PgConnection,
+    claims: &[&Claim],
+) -> Result<HashSet<(String, String, String)>, sqlx::Error> {
+    let issuers: Vec<&str> = claims.iter().map(|c| c.issuer.as_str()).collect();
+    let principals: Vec<&str> = claims.iter().map(|c| c.principal.as_str()).collect();
+    let keys: Vec<&str> = claims.iter().map(|c| c.key.as_str()).collect();
+    let rows = sqlx::query!(
+        r#"SELECT k.issuer, k.principal, k.idempotency_key
+           FROM UNNEST($1::text[], $2::text[], $3::text[]) AS w(issuer, principal, idempotency_key)
+           JOIN idempotency.keys k USING (issuer, principal, idempotency_key)"#,
+        &issuers as &[&str],
+        &principals as &[&str],
+        &keys as &[&str],
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.issuer, r.principal, r.idempotency_key))
+        .collect())
 }
 
 /// Frees the idempotency key `call_id` claimed, if any.

@@ -45,7 +45,7 @@ use crate::budget::{Budget, BudgetScope, Budgets, OverBudget};
 use crate::metrics::Metrics;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
@@ -207,8 +207,16 @@ async fn write(
     let (stored, over) = if rules.budgets.any() && !releases.is_empty() {
         let mut tx = sqlx::Connection::begin(&mut *db).await?;
         store::lock_budgets(&mut tx).await?;
-        let counted = store::counted_releases(&mut tx, rules.budgets.longest_window()).await?;
-        let over = allot(&rules.budgets, &counted, jobs, &releases, Utc::now());
+        let window = store::counted_releases(&mut tx, rules.budgets.longest_window()).await?;
+        let claims: Vec<&Claim> = releases
+            .iter()
+            .filter_map(|&i| claim_of(&jobs[i]))
+            .collect();
+        let held = match claims.is_empty() {
+            true => HashSet::new(),
+            false => store::held_claims(&mut tx, &claims).await?,
+        };
+        let over = allot(&rules.budgets, &window, jobs, &releases, held);
         let batch = batch_of(jobs, &over, rules.refusal);
         let stored = store::write_batch(&mut tx, &batch).await?;
         tx.commit().await?;
@@ -280,40 +288,66 @@ fn batch_of(jobs: &[Job], over: &HashMap<usize, OverBudget>, refusal: BudgetRefu
 /// A caller, as budgets count it: token issuer and subject.
 type Principal = (Option<String>, Option<String>);
 
+/// An idempotency key, as the keys table holds it: issuer, subject, key.
+type HeldKey = (String, String, String);
+
+fn claim_of(job: &Job) -> Option<&Claim> {
+    match &job.event {
+        Event::Attempt { claim, .. } => claim.as_ref(),
+        Event::Concluded { .. } | Event::Outcome(_) => None,
+    }
+}
+
+fn held_key(claim: &Claim) -> HeldKey {
+    (
+        claim.issuer.clone(),
+        claim.principal.clone(),
+        claim.key.clone(),
+    )
+}
+
 /// Gives the batch's releases (in order) the slots the budgets have left
-/// after `counted` (the releases already in their windows, oldest first);
-/// returns those that get none, with when a slot frees.
+/// after `window`'s releases; returns those that get none, with when a
+/// slot frees. A release whose key is `held` (or claimed by an earlier
+/// release of the batch) will lose its claim and not be sent: it takes no
+/// slot, and its caller hears of the call holding the key, not of the
+/// budget.
 fn allot(
     budgets: &Budgets,
-    counted: &[store::Counted],
+    window: &store::Window,
     jobs: &[Job],
     releases: &[usize],
-    now: DateTime<Utc>,
+    mut held: HashSet<HeldKey>,
 ) -> HashMap<usize, OverBudget> {
+    let now = window.now;
     let within = |budget: &Budget, at: &DateTime<Utc>| {
         now.signed_duration_since(*at).to_std().unwrap_or_default() < budget.window
     };
+    let counted = &window.releases;
     let mut total: Vec<DateTime<Utc>> = match &budgets.total {
         Some(b) => counted
             .iter()
-            .map(|c| c.received_at)
+            .map(|c| c.recorded_at)
             .filter(|t| within(b, t))
             .collect(),
         None => Vec::new(),
     };
     let mut per: HashMap<Principal, Vec<DateTime<Utc>>> = HashMap::new();
     if let Some(b) = &budgets.per_principal {
-        for c in counted.iter().filter(|c| within(b, &c.received_at)) {
+        for c in counted.iter().filter(|c| within(b, &c.recorded_at)) {
             per.entry((c.issuer.clone(), c.principal.clone()))
                 .or_default()
-                .push(c.received_at);
+                .push(c.recorded_at);
         }
     }
     let mut over = HashMap::new();
     for &i in releases {
-        let Event::Attempt { attempt, .. } = &jobs[i].event else {
+        let Event::Attempt { attempt, claim } = &jobs[i].event else {
             continue;
         };
+        if claim.as_ref().is_some_and(|c| held.contains(&held_key(c))) {
+            continue;
+        }
         let key = (
             attempt.caller.issuer.clone(),
             attempt.caller.principal.clone(),
@@ -342,6 +376,9 @@ fn allot(
             None => {
                 mine.push(now);
                 total.push(now);
+                if let Some(claim) = claim {
+                    held.insert(held_key(claim));
+                }
             }
         }
     }

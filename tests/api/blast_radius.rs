@@ -6,6 +6,7 @@
 use crate::helpers::{
     AppOptions, ReplicaLock, TestApp, another_gateway, assert_error, command, eventually,
     operator_login, request, spawn_app, spawn_app_with, unauthenticated_request,
+    until_the_release_is_sent,
 };
 use crate::tokens::{RSA, bearer, good_claims};
 use serde_json::json;
@@ -509,6 +510,58 @@ async fn with_both_budgets_full_the_caller_is_told_when_both_have_room() {
     let delay = over_budget_delay(&status);
     assert!(delay > Duration::from_secs(3500), "{delay:?}");
     assert_eq!(app.simulator.release_disk_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_release_counts_against_its_window_from_when_it_was_sent_not_when_it_was_asked() {
+    let app = spawn_app_with(with(&[("GATEWAY_RELEASE_BUDGET_PER_PRINCIPAL", "1/3s")])).await;
+    releasable(&app, "disk-slow-0");
+    releasable(&app, "disk-slow-1");
+    // The first call looks at its disk for 2.5 s, then takes the slot and
+    // is sent: its release went out 2.5 s after it was asked for.
+    app.simulator
+        .fail_describe(Fault::Latency(Duration::from_millis(2500)), 1);
+    let asked = tokio::time::Instant::now();
+    app.release(request("disk-slow-0")).await.unwrap();
+    // 3.5 s after the first was asked, 1 s after it was sent: inside the
+    // 3 s window of the release, though not of the question.
+    tokio::time::sleep_until(asked + Duration::from_millis(3500)).await;
+    let status = app.release(request("disk-slow-1")).await.unwrap_err();
+    let delay = over_budget_delay(&status);
+    assert!(
+        delay > Duration::from_millis(500) && delay <= Duration::from_millis(2100),
+        "the slot frees 3 s after the first release was sent: {delay:?}"
+    );
+    assert_eq!(
+        app.simulator.release_disk_requests(),
+        1,
+        "one release in 3 s"
+    );
+}
+
+#[tokio::test]
+async fn a_keyed_retry_of_a_call_in_flight_under_a_full_budget_hears_of_the_call_not_the_budget() {
+    let app = spawn_app_with(with(&[("GATEWAY_RELEASE_BUDGET_PER_PRINCIPAL", "1/1h")])).await;
+    app.simulator
+        .fail_release(Fault::Latency(Duration::from_millis(1500)), 1);
+    let keyed = || {
+        let mut call = request("disk-recycled-data");
+        call.get_mut().idempotency_key = "budget-retry-1".to_owned();
+        call
+    };
+    let mut disks = app.disks().await;
+    let call = keyed();
+    let first = tokio::spawn(async move { disks.release_disk(call).await });
+    until_the_release_is_sent(&app).await;
+    // The first call holds the budget's one slot and the key: its retry
+    // would not be sent whatever the budget, and is told why.
+    let status = app.release(keyed()).await.unwrap_err();
+    assert_error(&status, Code::Aborted, "IDEMPOTENCY_KEY_IN_FLIGHT");
+    let first = first.await.unwrap().unwrap().into_inner();
+    let later = app.release(keyed()).await.unwrap().into_inner();
+    assert_eq!((later.request_id, later.replayed), (first.request_id, true));
+    assert_eq!(app.simulator.release_disk_requests(), 1);
+    assert_eq!(refusals(&app, "RELEASE_BUDGET_EXCEEDED").await, 0);
 }
 
 #[tokio::test]
