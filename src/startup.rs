@@ -62,6 +62,8 @@ pub struct Application {
     /// Hashes the audit log and, when a signing key is configured, signs
     /// its checkpoints.
     log_keeper: LogKeeper,
+    /// Serves its checkpoints and proofs.
+    trail: Trail,
 }
 
 impl Application {
@@ -90,21 +92,19 @@ impl Application {
         let authenticator = settings.auth.authenticator(&stop, &metrics)?;
         let keys_held = authenticator.keys_held();
         policies.spawn_reload(&stop);
+        // Before binding: a signing key that cannot be used stops start-up.
+        let log_key = match &settings.trail.signing_key_file {
+            Some(path) => Some(LogKey::from_file(path)?),
+            None => None,
+        };
+        let trail = Trail::new(pool.clone(), log_key.as_ref().map(LogKey::verifier_key));
         let reader = ReleaseReader::new(
             authenticator.clone(),
             audit.clone(),
             policies.clone(),
-            Trail::new(pool.clone()),
+            trail.clone(),
         );
-        // Before binding: a signing key that cannot be used stops start-up.
-        let checkpointer = match &settings.trail.signing_key_file {
-            Some(path) => Some(Checkpointer::new(
-                pool.clone(),
-                LogKey::from_file(path)?,
-                metrics.clone(),
-            )),
-            None => None,
-        };
+        let checkpointer = log_key.map(|key| Checkpointer::new(pool.clone(), key, metrics.clone()));
         let log_keeper = LogKeeper::new(pool.clone(), checkpointer);
         // Calls are still served during the shutdown delay and drained
         // after it: the freeze switch they consult must outlive `stop`.
@@ -154,6 +154,7 @@ impl Application {
             stop,
             serving_ends,
             log_keeper,
+            trail,
         })
     }
 
@@ -182,7 +183,7 @@ impl Application {
             health.readiness(),
             self.metrics.clone(),
             health_service.clone(),
-            Trail::new(self.pool.clone()),
+            self.trail.clone(),
         );
         let monitor = tokio::spawn(health::monitor(
             health,

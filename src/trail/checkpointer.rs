@@ -5,9 +5,10 @@
 //! stored one); a tree that does not is never signed, and is reported:
 //! history was rewritten.
 
-use super::checkpoint::{Checkpoint, LogKey, open};
+use super::checkpoint::{Checkpoint, LogKey};
 use super::hash::Hash;
 use super::hashing::{self, HashFailure};
+use super::newest::newest_checkpoint;
 use super::proof::{Plan, verify_consistency};
 use super::store;
 use crate::metrics::Metrics;
@@ -86,22 +87,16 @@ impl Checkpointer {
         // hashed, so the tree read next covers it, unless events were
         // removed. (Read the other way round, another replica's checkpoint
         // signed in between would look like a log that shrank.)
-        let newest_stored = store::latest_checkpoint(&mut db).await?;
+        let newest_stored = newest_checkpoint(&mut db, Some(self.key.verifier_key())).await?;
         let size = hashing::catch_up(&mut db)
             .await
             .map_err(CheckpointFailure::from)
             .inspect_err(|failure| self.count_refusal(failure))?;
         let mut previous = self.signed.lock().expect("not poisoned").clone();
-        if let Some(stored) = newest_stored {
-            match open(&stored.note, self.key.verifier_key()) {
-                Ok(stored) if previous.as_ref().is_none_or(|p| stored.size > p.size) => {
-                    previous = Some(stored);
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::error!(error = %error, tree_size = stored.tree_size, "the newest stored checkpoint is not signed by this gateway's log key; it is ignored")
-                }
-            }
+        if let Some((_, stored)) = newest_stored
+            && previous.as_ref().is_none_or(|p| stored.size > p.size)
+        {
+            previous = Some(stored);
         }
         if previous.as_ref().is_some_and(|p| p.size == size) {
             return Ok(None);

@@ -72,7 +72,7 @@ pub async fn verify_log(
 /// Prints, as JSON, the proof that call `audit_id`'s events are in the log.
 pub async fn prove_call(pool: &PgPool, audit_id: &str) -> anyhow::Result<()> {
     let call_id = Uuid::parse_str(audit_id.trim()).context("AUDIT_ID is a UUID")?;
-    let proof = Trail::new(pool.clone()).prove_call(call_id).await?;
+    let proof = Trail::new(pool.clone(), None).prove_call(call_id).await?;
     if proof.events.is_empty() {
         anyhow::bail!("no call with audit id {call_id} is in the audit log");
     }

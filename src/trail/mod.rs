@@ -18,6 +18,7 @@ pub mod commands;
 pub mod hash;
 mod hashing;
 pub mod leaf;
+mod newest;
 pub mod proof;
 mod prove;
 mod store;

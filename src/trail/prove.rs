@@ -4,16 +4,21 @@
 use super::checkpoint::Checkpoint;
 use super::hash::Hash;
 use super::hashing::{self, HashFailure};
+use super::newest::newest_checkpoint;
 use super::proof::Plan;
 use super::store::{self, EventRow};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Reads the log for proofs.
 #[derive(Debug, Clone)]
 pub struct Trail {
     pool: PgPool,
+    /// The log's verifier key, when this reader has it (a gateway that
+    /// signs): only checkpoints it verifies are served.
+    verifier_key: Option<Arc<str>>,
 }
 
 /// One event of a call, as the log holds it.
@@ -66,29 +71,25 @@ impl From<HashFailure> for ProveError {
 }
 
 impl Trail {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, verifier_key: Option<&str>) -> Self {
+        Self {
+            pool,
+            verifier_key: verifier_key.map(Arc::from),
+        }
     }
 
-    /// The newest stored checkpoint note.
+    /// The newest stored checkpoint note that holds.
     pub async fn latest_note(&self) -> Result<Option<String>, sqlx::Error> {
         let mut db = self.pool.acquire().await?;
-        Ok(store::latest_checkpoint(&mut db).await?.map(|c| c.note))
+        let newest = newest_checkpoint(&mut db, self.verifier_key.as_deref()).await?;
+        Ok(newest.map(|(stored, _)| stored.note))
     }
 
     pub async fn prove_call(&self, call_id: Uuid) -> Result<CallProof, ProveError> {
         let mut db = self.pool.acquire().await?;
-        let stored = store::latest_checkpoint(&mut db)
+        let (stored, checkpoint) = newest_checkpoint(&mut db, self.verifier_key.as_deref())
             .await?
             .ok_or(ProveError::NoCheckpoint)?;
-        let body = stored
-            .note
-            .split("\n\n")
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-            + "\n";
-        let checkpoint = Checkpoint::parse(&body).map_err(|_| ProveError::NoCheckpoint)?;
         let size = checkpoint.size;
         let rows = store::events_of_call(&mut db, call_id).await?;
         let leaves = leaves_of(&mut db, &rows).await?;

@@ -62,16 +62,20 @@ pub struct StoredCheckpoint {
     pub note: String,
 }
 
-/// The largest stored checkpoint.
-pub async fn latest_checkpoint(
+/// Stored checkpoints, largest tree first, `limit` from `offset` on.
+pub async fn checkpoints_largest_first(
     db: &mut PgConnection,
-) -> Result<Option<StoredCheckpoint>, sqlx::Error> {
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<StoredCheckpoint>, sqlx::Error> {
     sqlx::query_as!(
         StoredCheckpoint,
         "SELECT tree_size, note FROM audit.checkpoints
-         ORDER BY tree_size DESC, checkpoint_id DESC LIMIT 1"
+         ORDER BY tree_size DESC, checkpoint_id DESC OFFSET $1 LIMIT $2",
+        offset,
+        limit,
     )
-    .fetch_optional(db)
+    .fetch_all(db)
     .await
 }
 

@@ -4,7 +4,7 @@
 //! checkpoint given (kept outside the database, which is what makes them
 //! evidence). It names the first break it finds and what kind it is.
 
-use super::checkpoint::{Checkpoint, open_with_any};
+use super::checkpoint::{Checkpoint, open_with_any, read_unverified};
 use super::hash::{Frontier, Hash, leaf_hash};
 use super::proof::Plan;
 use super::prove::{RowLeaf, leaves_of};
@@ -153,17 +153,8 @@ pub async fn stored_anchors(
         let checkpoint = match verifier_keys {
             [_, ..] => open_with_any(&stored.note, verifier_keys)
                 .map_err(|e| VerifyError::Checkpoint(source.clone(), e.to_string()))?,
-            [] => {
-                let body = stored
-                    .note
-                    .split("\n\n")
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned()
-                    + "\n";
-                Checkpoint::parse(&body)
-                    .map_err(|e| VerifyError::Checkpoint(source.clone(), e.to_string()))?
-            }
+            [] => read_unverified(&stored.note)
+                .map_err(|e| VerifyError::Checkpoint(source.clone(), e.to_string()))?,
         };
         anchors.push(Anchor { checkpoint, source });
     }

@@ -397,12 +397,7 @@ async fn a_release_has_a_receipt_whose_inclusion_proof_verifies_against_the_sign
         assert_eq!(event["verified"], true, "{event}");
     }
     // The admin listener serves the same newest checkpoint.
-    let served = reqwest::get(format!("http://{}/audit/checkpoint", app.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let served = served_checkpoint(&app).await;
     assert!(note_root(&served).0 >= size);
 }
 
@@ -785,13 +780,19 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
     );
 }
 
+/// One release, signed and kept: its database, its audit id, the kept
+/// checkpoint that covers it and its proof.
+struct SignedRelease {
+    database_url: String,
+    audit_id: String,
+    kept: PathBuf,
+    proof: ReleaseProof,
+}
+
 /// A gateway signing with `keys` releases one disk; the checkpoint that
 /// covers it is kept outside the database as `name`, and the gateway shut
-/// down. Returns the database, the kept checkpoint and the call's proof.
-async fn one_release_signed_and_kept(
-    keys: &LogKeys,
-    name: &str,
-) -> (String, PathBuf, ReleaseProof) {
+/// down.
+async fn one_release_signed_and_kept(keys: &LogKeys, name: &str) -> SignedRelease {
     let app = signing_app(keys).await;
     let call = app
         .release(request("disk-recycled-data"))
@@ -802,7 +803,33 @@ async fn one_release_signed_and_kept(
     let kept = keys.keep(name, &proof.checkpoint);
     let database_url = app.database_url.clone();
     app.shut_down().await.unwrap();
-    (database_url, kept, proof)
+    SignedRelease {
+        database_url,
+        audit_id: call.audit_id,
+        kept,
+        proof,
+    }
+}
+
+/// The checkpoint the admin listener serves.
+async fn served_checkpoint(app: &TestApp) -> String {
+    reqwest::get(format!("http://{}/audit/checkpoint", app.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits until `app` has counted a refusal to sign a checkpoint.
+async fn until_a_refusal_to_sign(app: &TestApp) {
+    eventually(Duration::from_secs(10), "a refusal to sign", || async {
+        let refused =
+            crate::helpers::metric(app, "zenlayer_gateway_audit_log_checkpoints_refused_total")
+                .await;
+        (refused >= 1).then_some(())
+    })
+    .await;
 }
 
 /// Releases `disk`, a recycled data disk put in the simulator for it.
@@ -839,7 +866,9 @@ async fn an_empty_log_verifies() {
 #[tokio::test]
 async fn without_the_verifier_key_audit_verify_checks_roots_only_and_refuses_kept_checkpoints() {
     let keys = LogKeys::new();
-    let (database_url, kept, _) = one_release_signed_and_kept(&keys, "kept.checkpoint").await;
+    let SignedRelease {
+        database_url, kept, ..
+    } = one_release_signed_and_kept(&keys, "kept.checkpoint").await;
 
     // The stored checkpoints' roots are still checked, and it says their
     // signatures were not.
@@ -856,8 +885,12 @@ async fn without_the_verifier_key_audit_verify_checks_roots_only_and_refuses_kep
 #[tokio::test]
 async fn across_a_rotation_of_the_signing_key_audit_verify_takes_every_key_the_log_had() {
     let old_keys = LogKeys::new();
-    let (database_url, kept_before, before) =
-        one_release_signed_and_kept(&old_keys, "before.checkpoint").await;
+    let SignedRelease {
+        database_url,
+        kept: kept_before,
+        proof: before,
+        ..
+    } = one_release_signed_and_kept(&old_keys, "before.checkpoint").await;
 
     // The same log, signed from now on with a new key.
     let new_keys = LogKeys::new();
@@ -933,20 +966,7 @@ async fn a_stored_subtree_removed_is_a_refusal_to_sign_not_a_database_failure() 
     )
     .await;
     release_a_new_disk(&app, "disk-after").await;
-    let refused = eventually(
-        Duration::from_secs(10),
-        "the refusal to sign counted",
-        || async {
-            let refused = crate::helpers::metric(
-                &app,
-                "zenlayer_gateway_audit_log_checkpoints_refused_total",
-            )
-            .await;
-            (refused >= 1).then_some(refused)
-        },
-    )
-    .await;
-    assert!(refused >= 1);
+    until_a_refusal_to_sign(&app).await;
     assert_eq!(
         newest_checkpoint_size(&app).await,
         2,
@@ -958,6 +978,69 @@ async fn a_stored_subtree_removed_is_a_refusal_to_sign_not_a_database_failure() 
         ),
         "operators are told which subtree"
     );
+}
+
+#[tokio::test]
+async fn checkpoint_rows_claiming_a_larger_tree_than_they_sign_hide_nothing() {
+    let keys = LogKeys::new();
+    let SignedRelease {
+        database_url,
+        audit_id,
+        proof,
+        ..
+    } = one_release_signed_and_kept(&keys, "kept.checkpoint").await;
+    let real = proof.checkpoint.clone();
+    // Added by someone with the database: a note of a far larger tree,
+    // signed by another key of the same name, and the real note under a
+    // size it does not sign.
+    let (other, _) = LogKey::generate("audit.test/zenlayer-gateway");
+    let forged = LogKey::from_text(&other).unwrap().sign(1_000_000, [9; 32]);
+    tamper(
+        &database_url,
+        &format!(
+            "INSERT INTO audit.checkpoints (tree_size, root_hash, note) VALUES
+                 (1000000, sha256('x'), '{forged}'), (900000, sha256('x'), '{real}');"
+        ),
+    )
+    .await;
+    let app = spawn_app_with(AppOptions {
+        settings: signing(&keys),
+        database_url: Some(database_url.clone()),
+        ..Default::default()
+    })
+    .await;
+    // What is served is a checkpoint the log's key signed, of the real log.
+    let served = proof_once_checkpointed(&app, &audit_id).await;
+    let (size, _) = note_root(&served.checkpoint);
+    assert!(size < 1_000_000, "{}", served.checkpoint);
+    let note = served_checkpoint(&app).await;
+    assert!(note_root(&note).0 < 1_000_000, "{note}");
+    // The stored checkpoint the forged rows would have hidden is still
+    // what a restarted gateway checks a rewritten history against.
+    tamper(
+        &database_url,
+        &format!(
+            "UPDATE audit.release_attempts SET reason = 'rewritten' WHERE call_id = '{audit_id}'; {REBUILD_TREE}"
+        ),
+    )
+    .await;
+    app.shut_down().await.unwrap();
+    let app = spawn_app_with(AppOptions {
+        settings: signing(&keys),
+        database_url: Some(database_url.clone()),
+        ..Default::default()
+    })
+    .await;
+    release_a_new_disk(&app, "disk-after-forgery").await;
+    until_a_refusal_to_sign(&app).await;
+    let signed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit.checkpoints WHERE tree_size > $1 AND tree_size < 900000",
+    )
+    .bind(size as i64)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(signed, 0, "nothing signed over the rewritten history");
 }
 
 #[tokio::test]
