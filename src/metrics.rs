@@ -68,6 +68,7 @@ struct Inner {
     audit_batch_records: Histogram,
     checkpoints_signed: Counter,
     checkpoints_refused: Counter,
+    checkpoints_current_at: Gauge,
     jwks_refresh_failures: Counter,
     confirmations: Family<ConfirmationLabels, Counter>,
     reconciliations: Family<OutcomeLabels, Counter>,
@@ -146,6 +147,12 @@ impl Metrics {
             "Checkpoints not signed because the log no longer extends the last checkpoint: history was rewritten",
             checkpoints_refused.clone(),
         );
+        let checkpoints_current_at = Gauge::default();
+        registry.register(
+            "audit_log_checkpoint_current_at_seconds",
+            "Unix time at which this gateway last found the audit log covered by a checkpoint (it signed one, or the log had not grown); 0 without a signing key",
+            checkpoints_current_at.clone(),
+        );
         let jwks_refresh_failures = Counter::default();
         registry.register(
             "jwks_refresh_failures",
@@ -187,6 +194,7 @@ impl Metrics {
             audit_batch_records,
             checkpoints_signed,
             checkpoints_refused,
+            checkpoints_current_at,
             jwks_refresh_failures,
             confirmations,
             reconciliations,
@@ -237,6 +245,18 @@ impl Metrics {
         } else {
             self.0.checkpoints_refused.inc();
         }
+    }
+
+    /// The audit log found covered by a checkpoint now (one signed, or no
+    /// growth since the last); a signing gateway also starts with this, so
+    /// that one that never manages to sign is seen going stale.
+    pub fn checkpoint_current(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.0
+            .checkpoints_current_at
+            .set(i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
     }
 
     /// One batch of `records` written together.

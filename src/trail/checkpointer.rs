@@ -70,6 +70,7 @@ impl CheckpointFailure {
 
 impl Checkpointer {
     pub fn new(pool: PgPool, key: LogKey, metrics: Metrics) -> Self {
+        metrics.checkpoint_current();
         Self {
             pool,
             key: Arc::new(key),
@@ -99,6 +100,7 @@ impl Checkpointer {
             previous = Some(stored);
         }
         if previous.as_ref().is_some_and(|p| p.size == size) {
+            self.metrics.checkpoint_current();
             return Ok(None);
         }
         let root = self
@@ -108,6 +110,7 @@ impl Checkpointer {
         let note = self.key.sign(size, root);
         store::insert_checkpoint(&mut db, size, &root, &note).await?;
         self.metrics.checkpoint(true);
+        self.metrics.checkpoint_current();
         tracing::info!(tree_size = size, checkpoint = %note, "audit log checkpoint signed");
         *self.signed.lock().expect("not poisoned") = Some(Checkpoint {
             origin: self.key.origin().to_owned(),

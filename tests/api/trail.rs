@@ -1547,6 +1547,59 @@ async fn a_gateway_without_a_signing_key_still_hashes_the_log_on_its_beat() {
         },
     )
     .await;
+    // It signs nothing, and says so in the gauge the staleness alert
+    // leaves out.
+    assert_eq!(checkpoint_current_at(&app).await, 0);
+}
+
+const CHECKPOINT_CURRENT_AT: &str = "zenlayer_gateway_audit_log_checkpoint_current_at_seconds";
+
+async fn checkpoint_current_at(app: &TestApp) -> u64 {
+    crate::helpers::metric(app, CHECKPOINT_CURRENT_AT).await
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn a_signing_gateway_reports_when_it_last_found_the_log_covered_by_a_checkpoint() {
+    let keys = LogKeys::new();
+    let before = unix_now();
+    let app = signing_app(&keys).await;
+    let started = checkpoint_current_at(&app).await;
+    assert!(
+        started >= before,
+        "its start time until it signs: {started}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let call = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    proof_once_checkpointed(&app, &call.audit_id).await;
+    eventually(Duration::from_secs(5), "the gauge to move on", || async {
+        (checkpoint_current_at(&app).await > started).then_some(())
+    })
+    .await;
+    // A log that stopped being signed: the gauge stays where it was.
+    tamper(
+        &app.database_url,
+        &format!(
+            "UPDATE audit.release_attempts SET reason = 'rewritten' WHERE call_id = '{}'; {REBUILD_TREE}",
+            call.audit_id
+        ),
+    )
+    .await;
+    release_a_new_disk(&app, "disk-after").await;
+    until_a_refusal_to_sign(&app).await;
+    let stalled = checkpoint_current_at(&app).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(checkpoint_current_at(&app).await, stalled);
 }
 
 #[tokio::test]
