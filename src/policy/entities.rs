@@ -310,8 +310,11 @@ fn datetime(at: chrono::DateTime<chrono::Utc>) -> RestrictedExpression {
     })
 }
 
-/// `address` as Cedar's `ip`.
+/// `address` as Cedar's `ip`. An IPv4 caller of a dual-stack listener
+/// arrives as an IPv4-mapped IPv6 address (`::ffff:10.1.2.3`), which Cedar
+/// refuses to read: it is its IPv4 address, and policies see it as one.
 fn ip(address: IpAddr) -> RestrictedExpression {
+    let address = address.to_canonical();
     IPS.with_borrow_mut(|kept| {
         if let Some(expression) = kept.get(&address) {
             return expression.clone();

@@ -271,6 +271,32 @@ fn every_attribute_and_context_value_reaches_the_policies() {
 }
 
 #[test]
+fn an_ipv4_caller_of_a_dual_stack_listener_is_seen_by_its_ipv4_address() {
+    let text = r#"
+        @id("office") permit (principal, action == Action::"ReleaseDisk", resource)
+        when { context has caller_ip && context.caller_ip.isInRange(ip("10.0.0.0/8")) };
+    "#;
+    let caller = billing();
+    let call = Call {
+        principal: &caller,
+        disk: None,
+        at: tuesday_morning(),
+        reason: "",
+    };
+    let mut facts = call.facts();
+    facts.caller.ip = Some("::ffff:10.1.2.3".parse().unwrap());
+    assert_eq!(
+        policies(text).decide_release(&facts).enforced,
+        Verdict::Permit {
+            policy_ids: vec!["office".into()]
+        }
+    );
+    // The defaults too: a mapped address is no evaluation error.
+    let defaults = policies(&default_policy_text("disk:release", "disk:audit"));
+    assert_eq!(defaults.decide_release(&facts).enforced, permit());
+}
+
+#[test]
 fn an_evaluation_error_denies_even_when_a_permit_applies() {
     let text = r#"
         @id("permit-all") permit (principal, action, resource);
