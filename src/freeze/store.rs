@@ -38,11 +38,13 @@ pub struct FreezeRecord {
     pub recorded_at: DateTime<Utc>,
 }
 
-/// The newest freeze or unfreeze, if there ever was one.
+/// The newest freeze or unfreeze in the log's order (commit order; see
+/// the migration that made it so), if there ever was one.
 pub async fn current(db: &mut PgConnection) -> Result<Option<FreezeRecord>, sqlx::Error> {
     let row = sqlx::query!(
-        "SELECT action, reason, operator, recorded_at FROM audit.release_freezes
-         ORDER BY freeze_id DESC LIMIT 1"
+        r#"SELECT action AS "action!", reason AS "reason!", operator AS "operator!",
+                  recorded_at AS "recorded_at!"
+           FROM audit.freeze_in_force()"#
     )
     .fetch_optional(db)
     .await?;

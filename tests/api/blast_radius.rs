@@ -353,6 +353,50 @@ async fn a_freeze_recorded_while_a_call_looks_at_the_disk_stops_that_release() {
 }
 
 #[tokio::test]
+async fn an_unfreeze_planted_with_the_largest_id_does_not_outrank_a_later_freeze() {
+    let app = spawn_app().await;
+    let operator = operator_login(&app).await;
+    releasable(&app, "disk-planted");
+    // An operator login choosing the id itself, as the identity column
+    // lets any inserter do.
+    let planter = sqlx::PgPool::connect(&operator).await.unwrap();
+    sqlx::query(
+        "INSERT INTO audit.release_freezes (freeze_id, action, reason, operator)
+         OVERRIDING SYSTEM VALUE VALUES (9223372036854775807, 'unfreeze', 'planted', '')",
+    )
+    .execute(&planter)
+    .await
+    .unwrap();
+    planter.close().await;
+    command(&operator, &["freeze", "--reason", "incident 4714"]).await;
+    let status = command(&operator, &["freeze", "status"]).await;
+    assert!(status.contains("frozen"), "{status}");
+    assert!(status.contains("incident 4714"), "{status}");
+    let addr = app.addr;
+    eventually(
+        Duration::from_secs(1),
+        "the freeze to take effect",
+        || async move {
+            let status = client(addr)
+                .await
+                .release_disk(request("disk-nobody-has"))
+                .await
+                .err()?;
+            (status.code() == Code::FailedPrecondition).then_some(())
+        },
+    )
+    .await;
+    let status = app.release(request("disk-planted")).await.unwrap_err();
+    assert_error(&status, Code::FailedPrecondition, "RELEASES_FROZEN");
+    assert!(
+        status.message().contains("incident 4714"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(app.simulator.release_disk_requests(), 0, "nothing sent");
+}
+
+#[tokio::test]
 async fn a_freeze_needs_a_reason() {
     let app = spawn_app().await;
     let operator = operator_login(&app).await;
