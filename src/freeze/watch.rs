@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// The channel `audit.release_freezes` notifies.
@@ -44,16 +45,20 @@ pub async fn spawn_freeze_watch(
     stop: CancellationToken,
 ) -> FreezeWatch {
     let (sender, receiver) = watch::channel(FreezeState::Unknown);
-    refresh(&pool, &sender).await;
+    let mut last_read = Instant::now();
+    if refresh(&pool, &sender).await {
+        last_read = Instant::now();
+    }
+    let stale_after = poll * STALE_AFTER_POLLS;
     tokio::spawn(async move {
         let mut listener: Option<PgListener> = None;
         loop {
             if listener.is_none() {
                 listener = listen(&pool).await;
-                if listener.is_some() {
+                if listener.is_some() && refresh(&pool, &sender).await {
                     // Whatever was recorded since the last read and before
                     // this listened was notified to nobody.
-                    refresh(&pool, &sender).await;
+                    last_read = Instant::now();
                 }
             }
             let woke = tokio::select! {
@@ -64,7 +69,11 @@ pub async fn spawn_freeze_watch(
             if let Woke::ListenerFailed = woke {
                 listener = None;
             }
-            refresh(&pool, &sender).await;
+            if refresh(&pool, &sender).await {
+                last_read = Instant::now();
+            } else if last_read.elapsed() >= stale_after {
+                forget_open(&sender, last_read.elapsed());
+            }
         }
     });
     FreezeWatch(receiver)
@@ -89,7 +98,29 @@ async fn listen(pool: &PgPool) -> Option<PgListener> {
     Some(listener)
 }
 
-async fn refresh(pool: &PgPool, sender: &watch::Sender<FreezeState>) {
+/// "Not frozen" read this many poll intervals ago, and not since, is no
+/// longer believed: a freeze recorded meanwhile may not have been seen.
+const STALE_AFTER_POLLS: u32 = 5;
+
+/// An open state that could not be read again for `unread`: releases are
+/// refused (`FREEZE_STATE_UNKNOWN`) until it is, rather than sent through a
+/// freeze this replica cannot see. A frozen state stays frozen.
+fn forget_open(sender: &watch::Sender<FreezeState>, unread: Duration) {
+    sender.send_if_modified(|held| {
+        if *held != FreezeState::Open {
+            return false;
+        }
+        tracing::warn!(
+            unread_ms = unread.as_millis() as u64,
+            "the freeze state could not be read for a while; releases are refused until it is"
+        );
+        *held = FreezeState::Unknown;
+        true
+    });
+}
+
+/// Reads the state; whether it could be read.
+async fn refresh(pool: &PgPool, sender: &watch::Sender<FreezeState>) -> bool {
     let read = async {
         let mut db = pool.acquire().await?;
         store::current(&mut db).await
@@ -109,9 +140,14 @@ async fn refresh(pool: &PgPool, sender: &watch::Sender<FreezeState>) {
                 *held = state.clone();
                 true
             });
+            true
         }
-        // The state held stays: a database blip does not unfreeze, and
-        // releases cannot be recorded meanwhile anyway.
-        Err(error) => tracing::debug!(error = %error, "the freeze state could not be read"),
+        // The state held stays, for a while (see `forget_open`): a
+        // database blip does not unfreeze, and releases cannot be recorded
+        // meanwhile anyway.
+        Err(error) => {
+            tracing::debug!(error = %error, "the freeze state could not be read");
+            false
+        }
     }
 }

@@ -397,6 +397,48 @@ async fn an_unfreeze_planted_with_the_largest_id_does_not_outrank_a_later_freeze
 }
 
 #[tokio::test]
+async fn a_replica_that_cannot_read_the_freeze_state_for_a_while_stops_releasing() {
+    let app = spawn_app_with(with(&[("GATEWAY_FREEZE_POLL_INTERVAL_MS", "100")])).await;
+    releasable(&app, "disk-unread");
+    app.release(request("disk-recycled-data")).await.unwrap();
+    // The freeze state can no longer be read, though the audit trail can
+    // still be written: a freeze recorded now would go unseen.
+    let superuser = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+    sqlx::query("REVOKE EXECUTE ON FUNCTION audit.freeze_in_force() FROM zenlayer_gateway")
+        .execute(&superuser)
+        .await
+        .unwrap();
+    // Probed with a disk Zenlayer does not list, so that a probe answered
+    // before the state goes stale releases nothing.
+    eventually(Duration::from_secs(5), "releases to be refused", || async {
+        let status = app.release(request("disk-nobody-has")).await.err()?;
+        (status.code() == Code::Unavailable).then_some(())
+    })
+    .await;
+    let refused = app.release(request("disk-unread")).await.unwrap_err();
+    assert_error(&refused, Code::Unavailable, "FREEZE_STATE_UNKNOWN");
+    assert_eq!(
+        app.simulator.release_disk_requests(),
+        1,
+        "nothing more sent"
+    );
+    assert!(
+        refusals(&app, "FREEZE_STATE_UNKNOWN").await >= 1,
+        "recorded"
+    );
+    // Readable again: releases resume.
+    sqlx::query("GRANT EXECUTE ON FUNCTION audit.freeze_in_force() TO zenlayer_gateway")
+        .execute(&superuser)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "releases to resume", || async {
+        app.release(request("disk-unread")).await.ok()
+    })
+    .await;
+    assert_eq!(app.simulator.release_disk_requests(), 2);
+}
+
+#[tokio::test]
 async fn a_freeze_needs_a_reason() {
     let app = spawn_app().await;
     let operator = operator_login(&app).await;
