@@ -180,7 +180,7 @@ impl Metrics {
         let shadow_disagreements = Family::<ShadowLabels, Counter>::default();
         registry.register(
             "policy_shadow_disagreements",
-            "Releases the shadow policies decided otherwise than the enforced ones, by both decisions (permit, deny, error)",
+            "Releases that one of the enforced and shadow policy sets permitted and the other did not, by both decisions (permit, deny, error)",
             shadow_disagreements.clone(),
         );
         Self(Arc::new(Inner {
