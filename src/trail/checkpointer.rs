@@ -99,7 +99,13 @@ impl Checkpointer {
         {
             previous = Some(stored);
         }
-        if previous.as_ref().is_some_and(|p| p.size == size) {
+        if let Some(previous) = previous.as_ref().filter(|p| p.size == size) {
+            // Nothing new to sign; but the tree of that size must still be
+            // the one signed (a log rewritten at the same length would
+            // otherwise read as current until it grew).
+            self.root_extending(&mut db, size, Some(previous))
+                .await
+                .inspect_err(|failure| self.count_refusal(failure))?;
             self.metrics.checkpoint_current();
             return Ok(None);
         }

@@ -44,8 +44,15 @@ impl Frontier {
     }
 
     pub fn push(&mut self, leaf_hash: Hash) {
+        self.push_noting(leaf_hash, |_, _| {});
+    }
+
+    /// Pushes a leaf, telling `made` each interior subtree it completes:
+    /// its (level, index) and hash.
+    pub fn push_noting(&mut self, leaf_hash: Hash, mut made: impl FnMut((u32, u64), Hash)) {
         let mut hash = leaf_hash;
         let mut level = 0;
+        let size = self.size + 1;
         while let Some(&(top, left)) = self.edge.last() {
             if top != level {
                 break;
@@ -53,9 +60,10 @@ impl Frontier {
             self.edge.pop();
             hash = node_hash(&left, &hash);
             level += 1;
+            made((level, (size >> level) - 1), hash);
         }
         self.edge.push((level, hash));
-        self.size += 1;
+        self.size = size;
     }
 
     pub fn root(&self) -> Hash {

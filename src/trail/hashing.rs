@@ -27,12 +27,20 @@ pub enum HashFailure {
     Broken(String),
 }
 
+/// The SQLSTATE (`unique_violation`) of a leaf or subtree stored twice:
+/// hashing only ever adds what lies past the tree's head, so one is already
+/// there only if the head was moved back.
+const STORED_TWICE: &str = "23505";
+
 impl From<sqlx::Error> for HashFailure {
     fn from(error: sqlx::Error) -> Self {
         match error.as_database_error() {
             Some(db) if db.code().as_deref() == Some(BROKEN) => {
                 Self::Broken(db.message().to_owned())
             }
+            Some(db) if db.code().as_deref() == Some(STORED_TWICE) => Self::Broken(
+                "audit log: leaf hashes are stored past the tree's head (audit.tree_head was moved back), so nothing more is hashed: run `zenlayer-gateway audit verify`".to_owned(),
+            ),
             _ => Self::Database(error),
         }
     }

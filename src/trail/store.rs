@@ -16,6 +16,23 @@ pub async fn hashed_size(db: &mut PgConnection) -> Result<u64, sqlx::Error> {
     Ok(size.map_or(0, |s| s as u64))
 }
 
+/// How many events the stored tree covers, and whether any leaf hash is
+/// stored past that (read together, so a hashing that commits meanwhile
+/// cannot make one look wrong against the other).
+pub async fn hashed_size_and_leaves_past(
+    db: &mut PgConnection,
+) -> Result<(u64, bool), sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT h.size AS "size?",
+                  EXISTS (SELECT 1 FROM audit.log_nodes n
+                          WHERE n.level = 0 AND n.node_index >= coalesce(h.size, 0)) AS "past!"
+           FROM (SELECT 1) one LEFT JOIN audit.tree_head h ON true"#
+    )
+    .fetch_one(db)
+    .await?;
+    Ok((row.size.map_or(0, |s| s as u64), row.past))
+}
+
 /// How many events the log's counter has numbered (`audit.log_head`).
 pub async fn numbered_size(db: &mut PgConnection) -> Result<u64, sqlx::Error> {
     let size = sqlx::query_scalar!("SELECT size FROM audit.log_head")

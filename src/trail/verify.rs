@@ -73,6 +73,11 @@ pub enum Break {
     /// The stored subtrees (from which proofs are served) disagree with the
     /// leaves.
     SubtreesDiffer { size: u64 },
+    /// One stored subtree is missing or does not hash its leaves.
+    SubtreeDiffers { level: u32, index: u64 },
+    /// Leaf hashes are stored past the stored tree's head: the head was
+    /// moved back (the gateway can hash nothing more until it is mended).
+    HeadBehindTree { hashed: u64 },
 }
 
 impl fmt::Display for Break {
@@ -84,7 +89,7 @@ impl fmt::Display for Break {
             ),
             Self::RowMissing { index, kind, id } => write!(
                 f,
-                "leaf {index}: its {kind} row {id} is missing (the row was deleted)"
+                "leaf {index}: its {kind} row {id} is missing (the row was deleted, or the entry changed to name another)"
             ),
             Self::LeafDiffers { index, kind, id } => write!(
                 f,
@@ -122,6 +127,16 @@ impl fmt::Display for Break {
             Self::RootDiffers { size, source } => write!(
                 f,
                 "the first {size} leaves do not have the root that checkpoint {source} signed (the history it covers was rewritten)"
+            ),
+            Self::SubtreeDiffers { level, index } => write!(
+                f,
+                "the stored subtree at level {level}, index {index} (leaves {first} to {last}) is missing or does not match its leaves (proofs served through it would fail)",
+                first = index << level,
+                last = ((index + 1) << level) - 1
+            ),
+            Self::HeadBehindTree { hashed } => write!(
+                f,
+                "leaf {hashed}: the stored tree's head says it covers {hashed} leaves, but leaf hashes are stored past it (audit.tree_head was moved back)"
             ),
             Self::SubtreesDiffer { size } => write!(
                 f,
@@ -185,7 +200,11 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
     };
     // Events from here on are numbered but may not be hashed yet: no leaf
     // hash stored for them is no break.
-    let hashed = store::hashed_size(db).await?;
+    let (hashed, stored_past_head) = store::hashed_size_and_leaves_past(db).await?;
+    if stored_past_head {
+        let frontier = Frontier::default();
+        return Ok(report(&frontier, Some(Break::HeadBehindTree { hashed })));
+    }
     // Every event read below was numbered by the time it committed; those
     // numbered now will all be read, however many arrive meanwhile.
     let numbered = store::numbered_size(db).await?;
@@ -203,6 +222,9 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
             Err(super::prove::ProveError::RowMissing(_)) => rows_one_by_one(db, &events).await?,
             Err(error) => return Err(error.into()),
         };
+        // The interior subtrees the page's leaves complete, as recomputed,
+        // for those the stored tree covers.
+        let mut made: Vec<((u32, u64), Hash)> = Vec::new();
         for (event, leaf) in events.iter().zip(leaves) {
             let index = frontier.size();
             if event.log_index as u64 != index {
@@ -248,7 +270,12 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
                 }
                 Some(_) => {}
             }
-            frontier.push(hash);
+            frontier.push_noting(hash, |node, hash| {
+                let (level, index) = node;
+                if (index + 1) << level <= hashed {
+                    made.push((node, hash));
+                }
+            });
             if frontier.size() == hashed {
                 hashed_root = Some(frontier.root());
             }
@@ -261,6 +288,9 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
                     return Ok(report(&frontier, Some(broken)));
                 }
             }
+        }
+        if let Some(broken) = stored_subtrees_differ(db, &made).await? {
+            return Ok(report(&frontier, Some(broken)));
         }
     }
     if let Some(anchor) = pending.next() {
@@ -308,6 +338,24 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
         }
     }
     Ok(report(&frontier, None))
+}
+
+/// The first of `made` (interior subtrees recomputed from the leaves) that
+/// the database stores otherwise, or not at all.
+async fn stored_subtrees_differ(
+    db: &mut PgConnection,
+    made: &[((u32, u64), Hash)],
+) -> Result<Option<Break>, VerifyError> {
+    if made.is_empty() {
+        return Ok(None);
+    }
+    let wanted: Vec<_> = made.iter().map(|(node, _)| *node).collect();
+    let stored = store::subtrees(db, &wanted).await?;
+    let differs = made
+        .iter()
+        .find(|(node, hash)| stored.get(node) != Some(hash))
+        .map(|&((level, index), _)| Break::SubtreeDiffers { level, index });
+    Ok(differs)
 }
 
 /// The leaves of a page in which some row is missing: each on its own, so

@@ -682,7 +682,26 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
             "subtrees",
             "UPDATE audit.log_nodes SET hash = sha256('\\x00'::bytea) WHERE level = 3 AND node_index = 0"
                 .to_owned(),
-            "stored subtrees",
+            "the stored subtree at level 3, index 0 (leaves 0 to 7)",
+        ),
+        (
+            // A subtree no root uses but proofs do: the inclusion proofs of
+            // leaves 2 and 3 go through it.
+            "interior_subtree",
+            "UPDATE audit.log_nodes SET hash = sha256('\\x00'::bytea) WHERE level = 1 AND node_index = 0"
+                .to_owned(),
+            "the stored subtree at level 1, index 0 (leaves 0 to 1)",
+        ),
+        (
+            "interior_subtree_deleted",
+            "DELETE FROM audit.log_nodes WHERE level = 2 AND node_index = 1".to_owned(),
+            "the stored subtree at level 2, index 1 (leaves 4 to 7) is missing",
+        ),
+        (
+            // The tree's head moved back over leaves it had hashed.
+            "head_moved_back",
+            "UPDATE audit.tree_head SET size = 10".to_owned(),
+            "leaf 10: the stored tree's head says it covers 10 leaves, but leaf hashes are stored past it",
         ),
         (
             // A leaf's stored hash removed, the subtrees above it kept.
@@ -793,13 +812,7 @@ struct SignedRelease {
 /// covers it is kept outside the database as `name`, and the gateway shut
 /// down.
 async fn one_release_signed_and_kept(keys: &LogKeys, name: &str) -> SignedRelease {
-    let app = signing_app(keys).await;
-    let call = app
-        .release(request("disk-recycled-data"))
-        .await
-        .unwrap()
-        .into_inner();
-    let proof = proof_once_checkpointed(&app, &call.audit_id).await;
+    let (app, call, proof) = signing_app_with_one_release(keys).await;
     let kept = keys.keep(name, &proof.checkpoint);
     let database_url = app.database_url.clone();
     app.shut_down().await.unwrap();
@@ -829,6 +842,33 @@ async fn until_a_refusal_to_sign(app: &TestApp) {
                 .await;
         (refused >= 1).then_some(())
     })
+    .await;
+}
+
+/// A gateway signing with `keys`, once it has released one disk and
+/// signed a checkpoint that covers it: the gateway, the call, its proof.
+async fn signing_app_with_one_release(
+    keys: &LogKeys,
+) -> (TestApp, ReleaseDiskResponse, ReleaseProof) {
+    let app = signing_app(keys).await;
+    let call = app
+        .release(request("disk-recycled-data"))
+        .await
+        .unwrap()
+        .into_inner();
+    let proof = proof_once_checkpointed(&app, &call.audit_id).await;
+    (app, call, proof)
+}
+
+/// Changes call `audit_id`'s attempt and rebuilds the tree over it, as a
+/// forger who controls the database would.
+async fn rewrite_history(database_url: &str, audit_id: &str) {
+    tamper(
+        database_url,
+        &format!(
+            "UPDATE audit.release_attempts SET reason = 'rewritten' WHERE call_id = '{audit_id}'; {REBUILD_TREE}"
+        ),
+    )
     .await;
 }
 
@@ -951,13 +991,7 @@ fn audit_keygen_writes_a_key_only_its_owner_reads_and_never_overwrites_one() {
 #[tokio::test]
 async fn a_stored_subtree_removed_is_a_refusal_to_sign_not_a_database_failure() {
     let keys = LogKeys::new();
-    let app = signing_app(&keys).await;
-    let first = app
-        .release(request("disk-recycled-data"))
-        .await
-        .unwrap()
-        .into_inner();
-    let signed = proof_once_checkpointed(&app, &first.audit_id).await;
+    let (app, _, signed) = signing_app_with_one_release(&keys).await;
     assert_eq!(signed.tree_size, 2, "the attempt and the outcome");
     // The subtree over events 0 and 1: the next leaves are hashed onto it.
     tamper(
@@ -972,11 +1006,37 @@ async fn a_stored_subtree_removed_is_a_refusal_to_sign_not_a_database_failure() 
         2,
         "nothing signed over it"
     );
+    // Caught by whichever comes first: the check of the tree already
+    // signed, or hashing the new leaves onto the missing subtree.
+    let logs = crate::helpers::captured_logs();
     assert!(
-        crate::helpers::captured_logs().contains(
-            "the audit log cannot be hashed: audit log: stored subtree (level 1, index 0) is missing"
-        ),
-        "operators are told which subtree"
+        logs.contains("stored subtrees are incomplete for a tree of 2 events")
+            || logs.contains("stored subtree (level 1, index 0) is missing"),
+        "operators are told"
+    );
+}
+
+#[tokio::test]
+async fn hashing_onto_a_missing_stored_subtree_is_refused_as_data_corruption() {
+    let app = quiet_app().await;
+    app.release(request("disk-recycled-data")).await.unwrap();
+    assert_eq!(hash_the_log(&app.database_url).await.unwrap(), 2);
+    // The subtree over events 0 and 1: the next leaves are hashed onto it.
+    tamper(
+        &app.database_url,
+        "DELETE FROM audit.log_nodes WHERE level = 1 AND node_index = 0",
+    )
+    .await;
+    release_a_new_disk(&app, "disk-after").await;
+    let error = hash_the_log(&app.database_url).await.unwrap_err();
+    let error = error.as_database_error().expect("refused by the database");
+    assert_eq!(error.code().as_deref(), Some("XX001"), "data_corrupted");
+    assert!(
+        error
+            .message()
+            .contains("stored subtree (level 1, index 0) is missing"),
+        "{}",
+        error.message()
     );
 }
 
@@ -1044,15 +1104,35 @@ async fn checkpoint_rows_claiming_a_larger_tree_than_they_sign_hide_nothing() {
 }
 
 #[tokio::test]
+async fn a_log_rewritten_at_the_same_length_is_caught_before_it_grows() {
+    let keys = LogKeys::new();
+    let (app, call, signed) = signing_app_with_one_release(&keys).await;
+    rewrite_history(&app.database_url, &call.audit_id).await;
+    // No new event: only the tree of the size already signed is checked.
+    until_a_refusal_to_sign(&app).await;
+    assert_eq!(newest_checkpoint_size(&app).await, signed.tree_size);
+    assert!(crate::helpers::captured_logs().contains("history was rewritten"));
+}
+
+#[tokio::test]
+async fn a_tree_head_moved_back_is_a_refusal_to_sign_not_a_database_failure() {
+    let keys = LogKeys::new();
+    let (app, _, _) = signing_app_with_one_release(&keys).await;
+    tamper(&app.database_url, "UPDATE audit.tree_head SET size = 1").await;
+    release_a_new_disk(&app, "disk-after").await;
+    until_a_refusal_to_sign(&app).await;
+    assert!(
+        crate::helpers::captured_logs().contains(
+            "leaf hashes are stored past the tree's head (audit.tree_head was moved back)"
+        ),
+        "operators are told what is wrong"
+    );
+}
+
+#[tokio::test]
 async fn a_rewritten_history_is_never_signed() {
     let keys = LogKeys::new();
-    let app = signing_app(&keys).await;
-    let first = app
-        .release(request("disk-recycled-data"))
-        .await
-        .unwrap()
-        .into_inner();
-    let signed = proof_once_checkpointed(&app, &first.audit_id).await;
+    let (app, first, signed) = signing_app_with_one_release(&keys).await;
     tamper(
         &app.database_url,
         &format!(
@@ -1491,13 +1571,7 @@ async fn a_gateway_remembers_what_it_signed_when_newer_checkpoints_are_deleted()
 #[tokio::test]
 async fn a_gateway_that_never_signed_checks_the_stored_checkpoint_before_it_signs() {
     let keys = LogKeys::new();
-    let app = signing_app(&keys).await;
-    let first = app
-        .release(request("disk-recycled-data"))
-        .await
-        .unwrap()
-        .into_inner();
-    let signed = proof_once_checkpointed(&app, &first.audit_id).await;
+    let (app, first, signed) = signing_app_with_one_release(&keys).await;
     tamper(
         &app.database_url,
         &format!(
@@ -1587,14 +1661,7 @@ async fn a_signing_gateway_reports_when_it_last_found_the_log_covered_by_a_check
     })
     .await;
     // A log that stopped being signed: the gauge stays where it was.
-    tamper(
-        &app.database_url,
-        &format!(
-            "UPDATE audit.release_attempts SET reason = 'rewritten' WHERE call_id = '{}'; {REBUILD_TREE}",
-            call.audit_id
-        ),
-    )
-    .await;
+    rewrite_history(&app.database_url, &call.audit_id).await;
     release_a_new_disk(&app, "disk-after").await;
     until_a_refusal_to_sign(&app).await;
     let stalled = checkpoint_current_at(&app).await;
