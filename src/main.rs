@@ -104,6 +104,11 @@ enum AuditCommand {
     Prove {
         /// The call's audit id.
         audit_id: String,
+        /// A verifier key of the log (repeatable): the proof is against the
+        /// newest checkpoint one of them verifies. Without one, against the
+        /// newest stored, unverified.
+        #[arg(long = "public-key")]
+        public_keys: Vec<PathBuf>,
     },
     /// Write a new checkpoint signing key to FILE and print its verifier key.
     Keygen {
@@ -251,9 +256,12 @@ async fn audit_command(source: &dyn Source, command: AuditCommand) -> anyhow::Re
             let pool = audit_pool(source).await?;
             commands::verify_log(&pool, &checkpoints, &public_keys).await
         }
-        AuditCommand::Prove { audit_id } => {
+        AuditCommand::Prove {
+            audit_id,
+            public_keys,
+        } => {
             let pool = audit_pool(source).await?;
-            commands::prove_call(&pool, &audit_id).await
+            commands::prove_call(&pool, &audit_id, &public_keys).await
         }
     }
 }

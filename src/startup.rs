@@ -97,7 +97,13 @@ impl Application {
             Some(path) => Some(LogKey::from_file(path)?),
             None => None,
         };
-        let trail = Trail::new(pool.clone(), log_key.as_ref().map(LogKey::verifier_key));
+        let trail = Trail::new(
+            pool.clone(),
+            log_key
+                .iter()
+                .map(|key| key.verifier_key().to_owned())
+                .collect(),
+        );
         let reader = ReleaseReader::new(
             authenticator.clone(),
             audit.clone(),

@@ -88,7 +88,7 @@ impl Checkpointer {
         // hashed, so the tree read next covers it, unless events were
         // removed. (Read the other way round, another replica's checkpoint
         // signed in between would look like a log that shrank.)
-        let newest_stored = newest_checkpoint(&mut db, Some(self.key.verifier_key())).await?;
+        let newest_stored = newest_checkpoint(&mut db, &[self.key.verifier_key()]).await?;
         let size = hashing::catch_up(&mut db)
             .await
             .map_err(CheckpointFailure::from)

@@ -21,12 +21,7 @@ pub async fn verify_log(
     checkpoint_files: &[PathBuf],
     public_keys: &[PathBuf],
 ) -> anyhow::Result<()> {
-    let mut keys = Vec::with_capacity(public_keys.len());
-    for path in public_keys {
-        let key = std::fs::read_to_string(path)
-            .with_context(|| format!("read the verifier key {}", path.display()))?;
-        keys.push(key.trim().to_owned());
-    }
+    let keys = read_keys(public_keys)?;
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     if !checkpoint_files.is_empty() && keys.is_empty() {
         anyhow::bail!(
@@ -69,14 +64,37 @@ pub async fn verify_log(
     }
 }
 
-/// Prints, as JSON, the proof that call `audit_id`'s events are in the log.
-pub async fn prove_call(pool: &PgPool, audit_id: &str) -> anyhow::Result<()> {
+/// The verifier keys in `paths`, one per file.
+fn read_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    paths
+        .iter()
+        .map(|path| {
+            let key = std::fs::read_to_string(path)
+                .with_context(|| format!("read the verifier key {}", path.display()))?;
+            Ok(key.trim().to_owned())
+        })
+        .collect()
+}
+
+/// Prints, as JSON, the proof that call `audit_id`'s events are in the log:
+/// against the newest checkpoint one of `public_keys` verifies, or, with
+/// none, the newest stored one, unverified (and it says so).
+pub async fn prove_call(
+    pool: &PgPool,
+    audit_id: &str,
+    public_keys: &[PathBuf],
+) -> anyhow::Result<()> {
     let call_id = Uuid::parse_str(audit_id.trim()).context("AUDIT_ID is a UUID")?;
-    let proof = Trail::new(pool.clone(), None).prove_call(call_id).await?;
+    let trail = Trail::new(pool.clone(), read_keys(public_keys)?);
+    let signature_checked = trail.checks_signatures();
+    let proof = trail.prove_call(call_id).await?;
     if proof.events.is_empty() {
         anyhow::bail!("no call with audit id {call_id} is in the audit log");
     }
     let Checkpoint { size, root, .. } = proof.checkpoint;
+    let included = |e: &super::LoggedEvent| {
+        e.in_checkpoint && verify_inclusion(&e.leaf, e.log_index, size, &e.inclusion_path, &root)
+    };
     let events: Vec<_> = proof
         .events
         .iter()
@@ -88,7 +106,8 @@ pub async fn prove_call(pool: &PgPool, audit_id: &str) -> anyhow::Result<()> {
                 "leaf_hash": hex::encode(e.leaf_hash),
                 "in_checkpoint": e.in_checkpoint,
                 "inclusion_path": e.inclusion_path.iter().map(hex::encode).collect::<Vec<_>>(),
-                "verified": e.in_checkpoint && verify_inclusion(&e.leaf, e.log_index, size, &e.inclusion_path, &root),
+                "included": included(e),
+                "verified": signature_checked && included(e),
             })
         })
         .collect();
@@ -97,6 +116,7 @@ pub async fn prove_call(pool: &PgPool, audit_id: &str) -> anyhow::Result<()> {
         "checkpoint": proof.checkpoint_note,
         "tree_size": size,
         "root_hash": hex::encode(root),
+        "checkpoint_signature_checked": signature_checked,
         "events": events,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);

@@ -4,9 +4,10 @@
 //! newest, would hide the real one from the checkpointer's consistency
 //! check and from every proof served. The newest checkpoint is the largest
 //! whose note holds: signed by the log's key (when the reader has it) and
-//! stating the size its row claims.
+//! stating the size its row claims (a reader without the key checks the
+//! size only, and whoever it serves checks the signature).
 
-use super::checkpoint::{Checkpoint, open, read_unverified};
+use super::checkpoint::{Checkpoint, open_with_any, read_unverified};
 use super::store::{self, StoredCheckpoint};
 use sqlx::PgConnection;
 
@@ -16,16 +17,16 @@ const PAGE: i64 = 32;
 /// The largest stored checkpoint that holds, as stored and as read.
 pub(super) async fn newest_checkpoint(
     db: &mut PgConnection,
-    verifier_key: Option<&str>,
+    verifier_keys: &[&str],
 ) -> Result<Option<(StoredCheckpoint, Checkpoint)>, sqlx::Error> {
     let mut skipped = 0;
     let mut offset = 0;
     loop {
         let page = store::checkpoints_largest_first(db, offset, PAGE).await?;
         for stored in &page {
-            let read = match verifier_key {
-                Some(key) => open(&stored.note, key),
-                None => read_unverified(&stored.note),
+            let read = match verifier_keys {
+                [] => read_unverified(&stored.note),
+                keys => open_with_any(&stored.note, keys),
             };
             match read {
                 Ok(checkpoint) if checkpoint.size as i64 == stored.tree_size => {

@@ -16,9 +16,10 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub struct Trail {
     pool: PgPool,
-    /// The log's verifier key, when this reader has it (a gateway that
-    /// signs): only checkpoints it verifies are served.
-    verifier_key: Option<Arc<str>>,
+    /// The log's verifier keys, when this reader has them (a gateway that
+    /// signs; `audit prove --public-key`): only checkpoints one of them
+    /// verifies are served.
+    verifier_keys: Arc<[String]>,
 }
 
 /// One event of a call, as the log holds it.
@@ -71,23 +72,37 @@ impl From<HashFailure> for ProveError {
 }
 
 impl Trail {
-    pub fn new(pool: PgPool, verifier_key: Option<&str>) -> Self {
+    pub fn new(pool: PgPool, verifier_keys: Vec<String>) -> Self {
         Self {
             pool,
-            verifier_key: verifier_key.map(Arc::from),
+            verifier_keys: verifier_keys.into(),
         }
+    }
+
+    /// Whether the checkpoints served were verified with the log's key.
+    pub fn checks_signatures(&self) -> bool {
+        !self.verifier_keys.is_empty()
+    }
+
+    async fn newest(
+        &self,
+        db: &mut sqlx::PgConnection,
+    ) -> Result<Option<(store::StoredCheckpoint, Checkpoint)>, sqlx::Error> {
+        let keys: Vec<&str> = self.verifier_keys.iter().map(String::as_str).collect();
+        newest_checkpoint(db, &keys).await
     }
 
     /// The newest stored checkpoint note that holds.
     pub async fn latest_note(&self) -> Result<Option<String>, sqlx::Error> {
         let mut db = self.pool.acquire().await?;
-        let newest = newest_checkpoint(&mut db, self.verifier_key.as_deref()).await?;
+        let newest = self.newest(&mut db).await?;
         Ok(newest.map(|(stored, _)| stored.note))
     }
 
     pub async fn prove_call(&self, call_id: Uuid) -> Result<CallProof, ProveError> {
         let mut db = self.pool.acquire().await?;
-        let (stored, checkpoint) = newest_checkpoint(&mut db, self.verifier_key.as_deref())
+        let (stored, checkpoint) = self
+            .newest(&mut db)
             .await?
             .ok_or(ProveError::NoCheckpoint)?;
         let size = checkpoint.size;

@@ -377,24 +377,23 @@ async fn a_release_has_a_receipt_whose_inclusion_proof_verifies_against_the_sign
         let reached = root_from_inclusion(event.log_index, size, &forged, &event.inclusion_path);
         assert_ne!(reached, Some(root.clone()));
     }
-    // `audit prove` says the same, as JSON, each proof checked.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"))
-        .args(["audit", "prove", &response.audit_id])
-        .env_clear()
-        .env("DATABASE_URL", reader_login(&app.database_url).await)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let proved: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // `audit prove` says the same, as JSON, each proof checked, against a
+    // checkpoint whose signature it checked with the key given.
+    let proved = audit_prove(&app, &response.audit_id, Some(&keys.public())).await;
     assert_eq!(proved["events"][0]["log_index"], attempt.log_index);
     assert!(proved["tree_size"].as_u64().unwrap() >= size);
+    assert_eq!(proved["checkpoint_signature_checked"], true);
     for event in proved["events"].as_array().unwrap() {
+        assert_eq!(event["included"], true, "{event}");
         assert_eq!(event["verified"], true, "{event}");
+    }
+    // Without the key, the paths still lead to the root, but nothing is
+    // called verified: the checkpoint's signature was not checked.
+    let unchecked = audit_prove(&app, &response.audit_id, None).await;
+    assert_eq!(unchecked["checkpoint_signature_checked"], false);
+    for event in unchecked["events"].as_array().unwrap() {
+        assert_eq!(event["included"], true, "{event}");
+        assert_eq!(event["verified"], false, "{event}");
     }
     // The admin listener serves the same newest checkpoint.
     let served = served_checkpoint(&app).await;
@@ -822,6 +821,30 @@ async fn one_release_signed_and_kept(keys: &LogKeys, name: &str) -> SignedReleas
         kept,
         proof,
     }
+}
+
+/// `audit prove AUDIT_ID` as an `audit_reader` login, with the verifier
+/// key `public_key` if there is one: its JSON.
+async fn audit_prove(
+    app: &TestApp,
+    audit_id: &str,
+    public_key: Option<&Path>,
+) -> serde_json::Value {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"));
+    command
+        .args(["audit", "prove", audit_id])
+        .env_clear()
+        .env("DATABASE_URL", reader_login(&app.database_url).await);
+    if let Some(key) = public_key {
+        command.arg("--public-key").arg(key);
+    }
+    let out = command.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The checkpoint the admin listener serves.
