@@ -131,6 +131,41 @@ fn a_disk_tagged_protected_is_never_released() {
         deny("never-release-protected")
     );
     assert_eq!(decide(&examples, &call(&unprotected)), permit());
+    // Tags are free text: any value but `false` protects.
+    for value in ["True", "TRUE", "yes", "1", ""] {
+        let protected = disk("HKG-A", json!({"team": "billing", "protected": value}));
+        let call = Call {
+            principal: &caller,
+            disk: Some(&protected),
+            at: tuesday_morning(),
+            reason: "cleanup",
+        };
+        assert_eq!(
+            decide(&examples, &call),
+            deny("never-release-protected"),
+            "protected={value:?}"
+        );
+    }
+}
+
+#[test]
+fn a_disk_listed_without_a_zone_counts_as_production() {
+    let caller = billing();
+    let zoneless = DiskSnapshot::from_entry(json!({
+        "diskId": "disk-1", "diskType": "DATA", "diskStatus": "RECYCLED",
+        "tags": {"tags": [{"key": "team", "value": "billing"}]}
+    }));
+    let call = |reason| Call {
+        principal: &caller,
+        disk: Some(&zoneless),
+        at: tuesday_morning(),
+        reason,
+    };
+    assert_eq!(
+        decide(&examples(), &call("cleanup")),
+        deny("production-needs-ticket-and-window")
+    );
+    assert_eq!(decide(&examples(), &call("CHG-77 cleanup")), permit());
 }
 
 #[test]
@@ -156,6 +191,8 @@ fn a_production_disk_needs_a_ticket_and_the_weekday_window() {
             "remove leftover volume",
             deny(rule),
         ),
+        // A ticket is CHG- and a number, not the word alone.
+        (&prod, tuesday_morning(), "no CHG- needed", deny(rule)),
         (
             &prod,
             saturday,
