@@ -5,7 +5,7 @@
 //! message alone.
 
 use super::schema::schema;
-use cedar_policy::{PolicyId, PolicySet, ValidationMode, Validator};
+use cedar_policy::{Effect, PolicyId, PolicySet, ValidationMode, Validator};
 use miette::Diagnostic;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -71,6 +71,14 @@ impl LoadedSet {
             anyhow::bail!(
                 "{origin} does not validate against the gateway's policy schema:\n  {}",
                 problems.join("\n  ")
+            );
+        }
+        // An empty file (one being rewritten, caught between truncation and
+        // write) validates, and would deny every call until the next change:
+        // a set must permit something. Stopping releases is a freeze's job.
+        if !set.policies().any(|p| p.effect() == Effect::Permit) {
+            anyhow::bail!(
+                "{origin} holds no permit policy, so it would deny every call: not loaded (to stop releases, use `zenlayer-gateway freeze`)"
             );
         }
         Ok(Self {
@@ -220,10 +228,22 @@ mod tests {
 
     #[test]
     fn the_hash_is_the_texts_sha256() {
-        let set = LoadedSet::from_text("", "F").unwrap();
+        let set = LoadedSet::from_text("permit (principal, action, resource);", "F").unwrap();
         assert_eq!(
             &*set.hash,
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            "70dc852b2e8a27d8bbc7dea7c75fb0f79f634420db4b4ccc0c1c8b6e8a432baa"
         );
+    }
+
+    #[test]
+    fn a_set_that_permits_nothing_is_refused() {
+        for text in [
+            "",
+            "  \n",
+            "@id(\"no\") forbid (principal, action, resource);",
+        ] {
+            let message = LoadedSet::from_text(text, "F").unwrap_err().to_string();
+            assert!(message.contains("F holds no permit policy"), "{message}");
+        }
     }
 }
