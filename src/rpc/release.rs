@@ -99,9 +99,27 @@ impl ReleasePath {
         let principal = authentication.principal.as_ref().map(|p| p.subject.clone());
         let freeze = self.freeze.current();
         let concluded = match decide(received.bytes, parsed, authentication.result, &freeze) {
-            Ok((request, caller)) => {
+            Ok(Decided {
+                request,
+                caller,
+                frozen: None,
+            }) => {
                 self.forward(&call, attempt, &caller, &request, received.peer)
                     .await
+            }
+            Ok(Decided {
+                request,
+                caller,
+                frozen: Some(refusal),
+            }) => {
+                // A freeze stops releases, not the answer to one made
+                // before it: a keyed retry of a call made is answered from
+                // that call (its success, or that it is in flight).
+                let claim = claim_of(&caller, &request);
+                match self.held(&call, attempt, claim.as_ref(), &request).await {
+                    Ok(answered) => answered,
+                    Err(attempt) => Concluded::answered(self.refuse(attempt, &refusal).await),
+                }
             }
             Err(refusal) => Concluded::answered(self.refuse(attempt, &refusal).await),
         };
@@ -176,12 +194,7 @@ impl ReleasePath {
         request: &ReleaseRequest,
         peer: Option<SocketAddr>,
     ) -> Concluded {
-        let claim = request.idempotency_key.as_ref().map(|key| Claim {
-            issuer: caller.principal().issuer.clone(),
-            principal: caller.principal().subject.clone(),
-            key: key.as_str().to_owned(),
-            disk_id: request.disk_id.as_str().to_owned(),
-        });
+        let claim = claim_of(caller, request);
         let described = if self.zenlayer.preflight() {
             match self.look(call, &mut attempt, request).await {
                 Ok(request_id) => Some(request_id),
@@ -215,6 +228,10 @@ impl ReleasePath {
         // The look can take seconds; a freeze recorded meanwhile stops the
         // release before anything is sent.
         if let Some(refusal) = freeze_refusal(&self.freeze.current()) {
+            let attempt = match self.held(call, attempt, claim.as_ref(), request).await {
+                Ok(answered) => return answered,
+                Err(attempt) => attempt,
+            };
             return Concluded::answered(self.refuse(attempt, &refusal).await);
         }
         let log_index = match self.audit.record_attempt(&attempt, claim.as_ref()).await {
@@ -411,6 +428,25 @@ impl ReleasePath {
 /// so that they are refused here, with their record, rather than unseen.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
+/// The key a call claims, if it sent one: scoped to its caller.
+fn claim_of(caller: &Authorized, request: &ReleaseRequest) -> Option<Claim> {
+    request.idempotency_key.as_ref().map(|key| Claim {
+        issuer: caller.principal().issuer.clone(),
+        principal: caller.principal().subject.clone(),
+        key: key.as_str().to_owned(),
+        disk_id: request.disk_id.as_str().to_owned(),
+    })
+}
+
+/// A call that may go on: a valid request from a caller who may release,
+/// and the refusal of a freeze in force, which a keyed retry of a call
+/// already made is answered before (from that call).
+struct Decided {
+    request: ReleaseRequest,
+    caller: Authorized,
+    frozen: Option<Refusal>,
+}
+
 /// The decision, made once: an oversized or invalid request is refused
 /// before the caller is judged (so callers learn of their own mistakes
 /// first), then the caller's token and role, then a freeze (which only a
@@ -420,7 +456,7 @@ fn decide(
     parsed: Result<ReleaseRequest, Vec<crate::domain::FieldViolation>>,
     authorized: Result<Authorized, AuthError>,
     freeze: &FreezeState,
-) -> Result<(ReleaseRequest, Authorized), Refusal> {
+) -> Result<Decided, Refusal> {
     if bytes > MAX_REQUEST_BYTES {
         return Err(Refusal::TooLarge {
             bytes,
@@ -429,10 +465,11 @@ fn decide(
     }
     let request = parsed.map_err(Refusal::Invalid)?;
     let caller = authorized.map_err(Refusal::Denied)?;
-    match freeze_refusal(freeze) {
-        None => Ok((request, caller)),
-        Some(refusal) => Err(refusal),
-    }
+    Ok(Decided {
+        request,
+        caller,
+        frozen: freeze_refusal(freeze),
+    })
 }
 
 /// The refusal a freeze state makes, if any: asked when a call is decided

@@ -439,6 +439,53 @@ async fn a_replica_that_cannot_read_the_freeze_state_for_a_while_stops_releasing
 }
 
 #[tokio::test]
+async fn a_keyed_retry_during_a_freeze_is_answered_from_the_release_made_before_it() {
+    let app = spawn_app().await;
+    let operator = operator_login(&app).await;
+    releasable(&app, "disk-before-freeze");
+    let keyed = |disk: &str, key: &str| {
+        let mut call = request(disk);
+        call.get_mut().idempotency_key = key.to_owned();
+        call
+    };
+    let first = app
+        .release(keyed("disk-before-freeze", "freeze-retry-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    command(&operator, &["freeze", "--reason", "incident 4715"]).await;
+    let addr = app.addr;
+    eventually(
+        Duration::from_secs(1),
+        "the freeze to take effect",
+        || async move {
+            let status = client(addr)
+                .await
+                .release_disk(request("disk-nobody-has"))
+                .await
+                .err()?;
+            (status.code() == Code::FailedPrecondition).then_some(())
+        },
+    )
+    .await;
+    // The retry learns the disk was released (not "nothing was released").
+    let retry = app
+        .release(keyed("disk-before-freeze", "freeze-retry-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((retry.request_id, retry.replayed), (first.request_id, true));
+    // A new key is a new release: the freeze stops it.
+    releasable(&app, "disk-during-freeze");
+    let status = app
+        .release(keyed("disk-during-freeze", "freeze-retry-2"))
+        .await
+        .unwrap_err();
+    assert_error(&status, Code::FailedPrecondition, "RELEASES_FROZEN");
+    assert_eq!(app.simulator.release_disk_requests(), 1);
+}
+
+#[tokio::test]
 async fn a_freeze_needs_a_reason() {
     let app = spawn_app().await;
     let operator = operator_login(&app).await;
