@@ -208,21 +208,7 @@ async fn a_freeze_stops_releases_on_every_replica_within_a_second_and_an_unfreez
         "{said}"
     );
     for (i, addr) in [app.addr, other.addr].into_iter().enumerate() {
-        // Probed with a disk Zenlayer does not list, so that a probe sent
-        // before the freeze reaches this replica releases nothing.
-        eventually(
-            Duration::from_secs(1),
-            "the freeze to take effect",
-            || async move {
-                let status = client(addr)
-                    .await
-                    .release_disk(request("disk-nobody-has"))
-                    .await
-                    .err()?;
-                (status.code() == Code::FailedPrecondition).then_some(())
-            },
-        )
-        .await;
+        until_frozen(addr).await;
         let disk = format!("disk-freeze-{i}");
         let status = client(addr)
             .await
@@ -352,6 +338,25 @@ async fn a_freeze_recorded_while_a_call_looks_at_the_disk_stops_that_release() {
     assert_eq!(refusals(&app, "RELEASES_FROZEN").await, 1, "recorded");
 }
 
+/// Waits (a second at most) until the replica at `addr` refuses releases
+/// for a freeze; probed with a disk Zenlayer does not list, so that a probe
+/// answered before the freeze releases nothing.
+async fn until_frozen(addr: std::net::SocketAddr) {
+    eventually(
+        Duration::from_secs(1),
+        "the freeze to take effect",
+        || async move {
+            let status = client(addr)
+                .await
+                .release_disk(request("disk-nobody-has"))
+                .await
+                .err()?;
+            (status.code() == Code::FailedPrecondition).then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn an_unfreeze_planted_with_the_largest_id_does_not_outrank_a_later_freeze() {
     let app = spawn_app().await;
@@ -372,20 +377,7 @@ async fn an_unfreeze_planted_with_the_largest_id_does_not_outrank_a_later_freeze
     let status = command(&operator, &["freeze", "status"]).await;
     assert!(status.contains("frozen"), "{status}");
     assert!(status.contains("incident 4714"), "{status}");
-    let addr = app.addr;
-    eventually(
-        Duration::from_secs(1),
-        "the freeze to take effect",
-        || async move {
-            let status = client(addr)
-                .await
-                .release_disk(request("disk-nobody-has"))
-                .await
-                .err()?;
-            (status.code() == Code::FailedPrecondition).then_some(())
-        },
-    )
-    .await;
+    until_frozen(app.addr).await;
     let status = app.release(request("disk-planted")).await.unwrap_err();
     assert_error(&status, Code::FailedPrecondition, "RELEASES_FROZEN");
     assert!(
@@ -454,20 +446,7 @@ async fn a_keyed_retry_during_a_freeze_is_answered_from_the_release_made_before_
         .unwrap()
         .into_inner();
     command(&operator, &["freeze", "--reason", "incident 4715"]).await;
-    let addr = app.addr;
-    eventually(
-        Duration::from_secs(1),
-        "the freeze to take effect",
-        || async move {
-            let status = client(addr)
-                .await
-                .release_disk(request("disk-nobody-has"))
-                .await
-                .err()?;
-            (status.code() == Code::FailedPrecondition).then_some(())
-        },
-    )
-    .await;
+    until_frozen(app.addr).await;
     // The retry learns the disk was released (not "nothing was released").
     let retry = app
         .release(keyed("disk-before-freeze", "freeze-retry-1"))
