@@ -271,6 +271,14 @@ async fn flip(
     action: zenlayer_gateway::freeze::FreezeAction,
     reason: &str,
 ) -> anyhow::Result<()> {
+    // As the table's check says, before asking it: a blank or overlong
+    // reason is the operator's to mend, not a missing role.
+    let length = reason.chars().count();
+    if reason.trim().is_empty() || length > 1024 {
+        anyhow::bail!(
+            "--reason must say why, in 1 to 1024 characters (it is recorded, and every refused caller sees it); this one has {length}"
+        );
+    }
     let mut db = pool.acquire().await?;
     let record = zenlayer_gateway::freeze::record_freeze(&mut db, action, reason)
         .await

@@ -477,6 +477,27 @@ async fn a_freeze_needs_a_reason() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--reason"));
+    // A blank or overlong one is told as such, and nothing is recorded.
+    for reason in ["   ".to_owned(), "x".repeat(1025)] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"))
+            .args(["freeze", "--reason", &reason])
+            .env_clear()
+            .env("DATABASE_URL", &operator)
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("--reason must say why, in 1 to 1024 characters"),
+            "{said}"
+        );
+    }
+    let freezes: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.release_freezes")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(freezes, 0);
 }
 
 /// The backend of the gateway's LISTEN connection, once it listens.
