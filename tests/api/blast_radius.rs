@@ -468,26 +468,25 @@ async fn a_keyed_retry_during_a_freeze_is_answered_from_the_release_made_before_
 async fn a_freeze_needs_a_reason() {
     let app = spawn_app().await;
     let operator = operator_login(&app).await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"))
-        .args(["freeze"])
-        .env_clear()
-        .env("DATABASE_URL", &operator)
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--reason"));
+    // A command that fails, and what it said on stderr.
+    let refused = |args: Vec<String>| {
+        let operator = operator.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"))
+                .args(args)
+                .env_clear()
+                .env("DATABASE_URL", &operator)
+                .output()
+                .await
+                .unwrap();
+            assert!(!out.status.success());
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        }
+    };
+    assert!(refused(vec!["freeze".into()]).await.contains("--reason"));
     // A blank or overlong one is told as such, and nothing is recorded.
     for reason in ["   ".to_owned(), "x".repeat(1025)] {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zenlayer-gateway"))
-            .args(["freeze", "--reason", &reason])
-            .env_clear()
-            .env("DATABASE_URL", &operator)
-            .output()
-            .await
-            .unwrap();
-        assert!(!out.status.success());
-        let said = String::from_utf8_lossy(&out.stderr);
+        let said = refused(vec!["freeze".into(), "--reason".into(), reason]).await;
         assert!(
             said.contains("--reason must say why, in 1 to 1024 characters"),
             "{said}"
