@@ -75,6 +75,7 @@ pub async fn subtrees(db: &mut PgConnection, wanted: &[Subtree]) -> Result<Subtr
 /// A signed checkpoint as stored.
 #[derive(Debug, Clone)]
 pub struct StoredCheckpoint {
+    pub checkpoint_id: i64,
     pub tree_size: i64,
     pub note: String,
 }
@@ -87,7 +88,7 @@ pub async fn checkpoints_largest_first(
 ) -> Result<Vec<StoredCheckpoint>, sqlx::Error> {
     sqlx::query_as!(
         StoredCheckpoint,
-        "SELECT tree_size, note FROM audit.checkpoints
+        "SELECT checkpoint_id, tree_size, note FROM audit.checkpoints
          ORDER BY tree_size DESC, checkpoint_id DESC OFFSET $1 LIMIT $2",
         offset,
         limit,
@@ -100,7 +101,7 @@ pub async fn checkpoints_largest_first(
 pub async fn checkpoints(db: &mut PgConnection) -> Result<Vec<StoredCheckpoint>, sqlx::Error> {
     sqlx::query_as!(
         StoredCheckpoint,
-        "SELECT tree_size, note FROM audit.checkpoints ORDER BY checkpoint_id"
+        "SELECT checkpoint_id, tree_size, note FROM audit.checkpoints ORDER BY checkpoint_id"
     )
     .fetch_all(db)
     .await

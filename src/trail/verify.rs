@@ -73,6 +73,9 @@ pub enum Break {
     /// The stored subtrees (from which proofs are served) disagree with the
     /// leaves.
     SubtreesDiffer { size: u64 },
+    /// A stored checkpoint that does not hold: not signed by a key given,
+    /// unreadable, or its row claiming another size than it signs.
+    CheckpointUnheld { checkpoint_id: i64, why: String },
     /// One stored subtree is missing or does not hash its leaves.
     SubtreeDiffers { level: u32, index: u64 },
     /// Leaf hashes are stored past the stored tree's head: the head was
@@ -134,6 +137,10 @@ impl fmt::Display for Break {
                 first = index << level,
                 last = ((index + 1) << level) - 1
             ),
+            Self::CheckpointUnheld { checkpoint_id, why } => write!(
+                f,
+                "stored checkpoint (audit.checkpoints.checkpoint_id {checkpoint_id}) does not hold: {why} (a row added or changed in the table, or signed by a key not given with --public-key)"
+            ),
             Self::HeadBehindTree { hashed } => write!(
                 f,
                 "leaf {hashed}: the stored tree's head says it covers {hashed} leaves, but leaf hashes are stored past it (audit.tree_head was moved back)"
@@ -155,33 +162,52 @@ pub struct Report {
     pub broken: Option<Break>,
 }
 
-/// Reads the stored checkpoints; with `verifier_keys`, only those whose
-/// signature verifies with one of them (a stored one that does not is
-/// itself a break).
+/// The stored checkpoints: those that hold (with `verifier_keys`, whose
+/// signature verifies with one of them), to check the tree against, and
+/// the first that does not, a break of its own.
 pub async fn stored_anchors(
     db: &mut PgConnection,
     verifier_keys: &[&str],
-) -> Result<Vec<Anchor>, VerifyError> {
+) -> Result<(Vec<Anchor>, Option<Break>), VerifyError> {
     let mut anchors = Vec::new();
+    let mut unheld = None;
     for stored in store::checkpoints(db).await? {
-        let source = format!("stored #{} (size {})", anchors.len() + 1, stored.tree_size);
-        let checkpoint = match verifier_keys {
-            [_, ..] => open_with_any(&stored.note, verifier_keys)
-                .map_err(|e| VerifyError::Checkpoint(source.clone(), e.to_string()))?,
-            [] => read_unverified(&stored.note)
-                .map_err(|e| VerifyError::Checkpoint(source.clone(), e.to_string()))?,
+        let read = match verifier_keys {
+            [_, ..] => open_with_any(&stored.note, verifier_keys),
+            [] => read_unverified(&stored.note),
         };
-        anchors.push(Anchor { checkpoint, source });
+        match read {
+            Ok(checkpoint) if checkpoint.size as i64 == stored.tree_size => {
+                let source = format!(
+                    "stored checkpoint_id {} (size {})",
+                    stored.checkpoint_id, stored.tree_size
+                );
+                anchors.push(Anchor { checkpoint, source });
+            }
+            Ok(checkpoint) => {
+                unheld.get_or_insert(Break::CheckpointUnheld {
+                    checkpoint_id: stored.checkpoint_id,
+                    why: format!(
+                        "its row says size {}, but its note signs size {}",
+                        stored.tree_size, checkpoint.size
+                    ),
+                });
+            }
+            Err(error) => {
+                unheld.get_or_insert(Break::CheckpointUnheld {
+                    checkpoint_id: stored.checkpoint_id,
+                    why: error.to_string(),
+                });
+            }
+        }
     }
-    Ok(anchors)
+    Ok((anchors, unheld))
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error("the audit database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("checkpoint {0}: {1}")]
-    Checkpoint(String, String),
     #[error("{0}")]
     Rows(#[from] super::prove::ProveError),
 }

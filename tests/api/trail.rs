@@ -739,6 +739,21 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
             &attempt_changed,
         ),
         (
+            // A junk checkpoint row does not hide what was done to a row.
+            "junk_checkpoint_and_changed_row",
+            format!(
+                "INSERT INTO audit.checkpoints (tree_size, root_hash, note) VALUES (5, sha256('x'), 'junk');
+                 UPDATE audit.release_attempts SET reason = 'nothing to see' WHERE call_id = '{third}'"
+            ),
+            "row was changed",
+        ),
+        (
+            "junk_checkpoint",
+            "INSERT INTO audit.checkpoints (tree_size, root_hash, note) VALUES (5, sha256('x'), 'junk')"
+                .to_owned(),
+            "does not hold: ",
+        ),
+        (
             // The next event would take an index the log already holds.
             "counter_moved_back",
             "UPDATE audit.log_head SET size = 12".to_owned(),
@@ -977,7 +992,10 @@ async fn across_a_rotation_of_the_signing_key_audit_verify_takes_every_key_the_l
     // evidence: verify says so instead of passing them over.
     let (ok, said) = verify_with_keys(&database_url, &[new_keys.public()], &[&kept_after]).await;
     assert!(!ok, "{said}");
-    assert!(said.contains("checkpoint stored #1"), "{said}");
+    assert!(
+        said.contains("stored checkpoint (audit.checkpoints.checkpoint_id 1) does not hold"),
+        "{said}"
+    );
 }
 
 #[test]
