@@ -201,6 +201,8 @@ pub(super) async fn counted_releases(
 
 /// Which of `claims` are held already: a release whose claim will be lost
 /// is answered with the call holding its key, and takes no budget slot.
+/// The rows read stay locked until the transaction ends, so a key cannot
+/// be freed (or purged) between this read and the batch's claims.
 pub(super) async fn held_claims(
     db: &mut PgConnection,
     claims: &[&Claim],
@@ -211,7 +213,8 @@ pub(super) async fn held_claims(
     let rows = sqlx::query!(
         r#"SELECT k.issuer, k.principal, k.idempotency_key
            FROM UNNEST($1::text[], $2::text[], $3::text[]) AS w(issuer, principal, idempotency_key)
-           JOIN idempotency.keys k USING (issuer, principal, idempotency_key)"#,
+           JOIN idempotency.keys k USING (issuer, principal, idempotency_key)
+           FOR KEY SHARE OF k"#,
         &issuers as &[&str],
         &principals as &[&str],
         &keys as &[&str],

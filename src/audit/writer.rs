@@ -223,20 +223,7 @@ async fn write(
         (stored, over)
     } else {
         let batch = batch_of(jobs, &HashMap::new(), rules.refusal);
-        let stored = if rules.budgets.any() && !batch.freed.is_empty() {
-            // A key freed while a budget check reads which keys are held
-            // would let a release it counted as losing its claim win it,
-            // unallotted: frees wait for the budget lock too (they are
-            // rare: Zenlayer certainly did not act).
-            let mut tx = sqlx::Connection::begin(&mut *db).await?;
-            store::lock_budgets(&mut tx).await?;
-            let stored = store::write_batch(&mut tx, &batch).await?;
-            tx.commit().await?;
-            stored
-        } else {
-            store::write_batch(db, &batch).await?
-        };
-        (stored, HashMap::new())
+        (store::write_batch(db, &batch).await?, HashMap::new())
     };
     // Committed: the stored attempts, each with its log index.
     let indexes: HashMap<Uuid, u64> = stored.into_iter().map(|(id, i)| (id, i as u64)).collect();

@@ -93,14 +93,23 @@ async fn notification(listener: Option<&mut PgListener>) -> Woke {
 }
 
 async fn listen(pool: &PgPool) -> Option<PgListener> {
-    let mut listener = PgListener::connect_with(pool).await.ok()?;
-    listener.listen(CHANNEL).await.ok()?;
-    Some(listener)
+    let listen = async {
+        let mut listener = PgListener::connect_with(pool).await.ok()?;
+        listener.listen(CHANNEL).await.ok()?;
+        Some(listener)
+    };
+    tokio::time::timeout(READ_TAKES_AT_MOST, listen)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// "Not frozen" read this many poll intervals ago, and not since, is no
 /// longer believed: a freeze recorded meanwhile may not have been seen.
 const STALE_AFTER_POLLS: u32 = 5;
+
+/// How long one read of the state, or one attempt to listen, may take.
+const READ_TAKES_AT_MOST: Duration = Duration::from_secs(2);
 
 /// An open state that could not be read again for `unread`: releases are
 /// refused (`FREEZE_STATE_UNKNOWN`) until it is, rather than sent through a
@@ -119,13 +128,19 @@ fn forget_open(sender: &watch::Sender<FreezeState>, unread: Duration) {
     });
 }
 
-/// Reads the state; whether it could be read.
+/// Reads the state; whether it could be read within `READ_TAKES_AT_MOST`
+/// (a read that hangs, on a connection gone half-open, must not hold the
+/// state it would have replaced).
 async fn refresh(pool: &PgPool, sender: &watch::Sender<FreezeState>) -> bool {
     let read = async {
         let mut db = pool.acquire().await?;
         store::current(&mut db).await
     };
-    match read.await {
+    let Ok(read) = tokio::time::timeout(READ_TAKES_AT_MOST, read).await else {
+        tracing::debug!("the freeze state could not be read in time");
+        return false;
+    };
+    match read {
         Ok(newest) => {
             let state = FreezeState::of(newest);
             sender.send_if_modified(|held| {

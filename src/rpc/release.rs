@@ -112,14 +112,8 @@ impl ReleasePath {
                 caller,
                 frozen: Some(refusal),
             }) => {
-                // A freeze stops releases, not the answer to one made
-                // before it: a keyed retry of a call made is answered from
-                // that call (its success, or that it is in flight).
-                let claim = claim_of(&caller, &request);
-                match self.held(&call, attempt, claim.as_ref(), &request).await {
-                    Ok(answered) => answered,
-                    Err(attempt) => Concluded::answered(self.refuse(attempt, &refusal).await),
-                }
+                self.frozen(&call, attempt, &caller, &request, &refusal)
+                    .await
             }
             Err(refusal) => Concluded::answered(self.refuse(attempt, &refusal).await),
         };
@@ -228,11 +222,7 @@ impl ReleasePath {
         // The look can take seconds; a freeze recorded meanwhile stops the
         // release before anything is sent.
         if let Some(refusal) = freeze_refusal(&self.freeze.current()) {
-            let attempt = match self.held(call, attempt, claim.as_ref(), request).await {
-                Ok(answered) => return answered,
-                Err(attempt) => attempt,
-            };
-            return Concluded::answered(self.refuse(attempt, &refusal).await);
+            return self.frozen(call, attempt, caller, request, &refusal).await;
         }
         let log_index = match self.audit.record_attempt(&attempt, claim.as_ref()).await {
             Ok(Recorded::Stored { log_index }) => log_index,
@@ -306,6 +296,29 @@ impl ReleasePath {
                 )))
             }
         }
+    }
+
+    /// A call a freeze refuses. A freeze stops releases, not the answer to
+    /// one made before it: a keyed retry of a call made is answered from
+    /// that call (its success, or that it is in flight). Only for a freeze
+    /// known to be in force: with the state unknown the database is likely
+    /// unreachable too, and the caller is better told to retry.
+    async fn frozen(
+        &self,
+        call: &CallContext,
+        mut attempt: Attempt,
+        caller: &Authorized,
+        request: &ReleaseRequest,
+        refusal: &Refusal,
+    ) -> Concluded {
+        if matches!(refusal, Refusal::Frozen(_)) {
+            let claim = claim_of(caller, request);
+            attempt = match self.held(call, attempt, claim.as_ref(), request).await {
+                Ok(answered) => return answered,
+                Err(attempt) => attempt,
+            };
+        }
+        Concluded::answered(self.refuse(attempt, refusal).await)
     }
 
     /// Looks at the disk before releasing it: keeps what Zenlayer listed in

@@ -251,51 +251,15 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
         // The interior subtrees the page's leaves complete, as recomputed,
         // for those the stored tree covers.
         let mut made: Vec<((u32, u64), Hash)> = Vec::new();
+        let mut broken = None;
         for (event, leaf) in events.iter().zip(leaves) {
-            let index = frontier.size();
-            if event.log_index as u64 != index {
-                return Ok(report(&frontier, Some(Break::Gap { index })));
-            }
-            let id = match event.kind.as_str() {
-                "attempt" => event.call_id.map(|c| c.to_string()).unwrap_or_default(),
-                _ => event.row_id.map(|r| r.to_string()).unwrap_or_default(),
-            };
-            let Some(leaf) = leaf else {
-                return Ok(report(
-                    &frontier,
-                    Some(Break::RowMissing {
-                        index,
-                        kind: event.kind.clone(),
-                        id,
-                    }),
-                ));
-            };
-            if !leaf.matches(event) {
-                let broken = Break::EntryDiffers {
-                    index,
-                    kind: event.kind.clone(),
-                    id,
-                };
-                return Ok(report(&frontier, Some(broken)));
-            }
-            let hash = leaf_hash(&leaf.bytes);
-            match &event.leaf_hash {
-                None if index < hashed => {
-                    return Ok(report(&frontier, Some(Break::LeafMissing { index })));
+            let hash = match checked_leaf(event, leaf, frontier.size(), hashed) {
+                Ok(hash) => hash,
+                Err(at_leaf) => {
+                    broken = Some(at_leaf);
+                    break;
                 }
-                None => {}
-                Some(stored) if stored.as_slice() != hash => {
-                    return Ok(report(
-                        &frontier,
-                        Some(Break::LeafDiffers {
-                            index,
-                            kind: event.kind.clone(),
-                            id,
-                        }),
-                    ));
-                }
-                Some(_) => {}
-            }
+            };
             frontier.push_noting(hash, |node, hash| {
                 let (level, index) = node;
                 if (index + 1) << level <= hashed {
@@ -307,15 +271,23 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
             }
             while let Some(anchor) = pending.next_if(|a| a.checkpoint.size == frontier.size()) {
                 if anchor.checkpoint.root != frontier.root() {
-                    let broken = Break::RootDiffers {
+                    broken = Some(Break::RootDiffers {
                         size: frontier.size(),
                         source: anchor.source.clone(),
-                    };
-                    return Ok(report(&frontier, Some(broken)));
+                    });
+                    break;
                 }
             }
+            if broken.is_some() {
+                break;
+            }
         }
-        if let Some(broken) = stored_subtrees_differ(db, &made).await? {
+        // A subtree completed by the leaves before a break is the earlier
+        // break of the two.
+        if let Some(subtree) = stored_subtrees_differ(db, &made).await? {
+            return Ok(report(&frontier, Some(subtree)));
+        }
+        if let Some(broken) = broken {
             return Ok(report(&frontier, Some(broken)));
         }
     }
@@ -364,6 +336,37 @@ pub async fn verify(db: &mut PgConnection, anchors: &[Anchor]) -> Result<Report,
         }
     }
     Ok(report(&frontier, None))
+}
+
+/// The hash of the leaf at `index`, once its entry and row hold: the
+/// entry's place, its row present and as the entry copies it, and the
+/// leaf as stored (when the stored tree, of `hashed` leaves, covers it).
+fn checked_leaf(
+    event: &store::EventRow,
+    leaf: Option<RowLeaf>,
+    index: u64,
+    hashed: u64,
+) -> Result<Hash, Break> {
+    if event.log_index as u64 != index {
+        return Err(Break::Gap { index });
+    }
+    let id = match event.kind.as_str() {
+        "attempt" => event.call_id.map(|c| c.to_string()).unwrap_or_default(),
+        _ => event.row_id.map(|r| r.to_string()).unwrap_or_default(),
+    };
+    let kind = event.kind.clone();
+    let Some(leaf) = leaf else {
+        return Err(Break::RowMissing { index, kind, id });
+    };
+    if !leaf.matches(event) {
+        return Err(Break::EntryDiffers { index, kind, id });
+    }
+    let hash = leaf_hash(&leaf.bytes);
+    match &event.leaf_hash {
+        None if index < hashed => Err(Break::LeafMissing { index }),
+        Some(stored) if stored.as_slice() != hash => Err(Break::LeafDiffers { index, kind, id }),
+        None | Some(_) => Ok(hash),
+    }
 }
 
 /// The first of `made` (interior subtrees recomputed from the leaves) that

@@ -813,11 +813,10 @@ async fn audit_verify_names_each_kind_of_tampering_and_passes_an_untouched_trail
     );
 }
 
-/// One release, signed and kept: its database, its audit id, the kept
-/// checkpoint that covers it and its proof.
+/// One release, signed and kept: its database, the kept checkpoint that
+/// covers it and its proof.
 struct SignedRelease {
     database_url: String,
-    audit_id: String,
     kept: PathBuf,
     proof: ReleaseProof,
 }
@@ -826,13 +825,12 @@ struct SignedRelease {
 /// covers it is kept outside the database as `name`, and the gateway shut
 /// down.
 async fn one_release_signed_and_kept(keys: &LogKeys, name: &str) -> SignedRelease {
-    let (app, call, proof) = signing_app_with_one_release(keys).await;
+    let (app, _, proof) = signing_app_with_one_release(keys).await;
     let kept = keys.keep(name, &proof.checkpoint);
     let database_url = app.database_url.clone();
     app.shut_down().await.unwrap();
     SignedRelease {
         database_url,
-        audit_id: call.audit_id,
         kept,
         proof,
     }
@@ -1086,58 +1084,53 @@ async fn checkpoint_rows_claiming_a_larger_tree_than_they_sign_hide_nothing() {
     let keys = LogKeys::new();
     let SignedRelease {
         database_url,
-        audit_id,
-        proof,
+        proof: older,
         ..
     } = one_release_signed_and_kept(&keys, "kept.checkpoint").await;
-    let real = proof.checkpoint.clone();
+    let restart = || async {
+        spawn_app_with(AppOptions {
+            settings: signing(&keys),
+            database_url: Some(database_url.clone()),
+            ..Default::default()
+        })
+        .await
+    };
+    // A second release, and a newer checkpoint over it.
+    let app = restart().await;
+    let second = release_a_new_disk(&app, "disk-second").await;
+    let newer = proof_once_checkpointed(&app, &second.audit_id).await;
+    assert!(newer.tree_size > older.tree_size);
     // Added by someone with the database: a note of a far larger tree,
-    // signed by another key of the same name, and the real note under a
-    // size it does not sign.
+    // signed by another key of the same name; and the older real note
+    // under a size it does not sign, to pass for the newest.
     let (other, _) = LogKey::generate("audit.test/zenlayer-gateway");
     let forged = LogKey::from_text(&other).unwrap().sign(1_000_000, [9; 32]);
     tamper(
         &database_url,
         &format!(
             "INSERT INTO audit.checkpoints (tree_size, root_hash, note) VALUES
-                 (1000000, sha256('x'), '{forged}'), (900000, sha256('x'), '{real}');"
+                 (1000000, sha256('x'), '{forged}'), (900000, sha256('x'), '{}');",
+            older.checkpoint
         ),
     )
     .await;
-    let app = spawn_app_with(AppOptions {
-        settings: signing(&keys),
-        database_url: Some(database_url.clone()),
-        ..Default::default()
-    })
-    .await;
-    // What is served is a checkpoint the log's key signed, of the real log.
-    let served = proof_once_checkpointed(&app, &audit_id).await;
-    let (size, _) = note_root(&served.checkpoint);
-    assert!(size < 1_000_000, "{}", served.checkpoint);
+    // What is served is the newest checkpoint the log's key signed.
+    let served = proof_once_checkpointed(&app, &second.audit_id).await;
+    assert_eq!(note_root(&served.checkpoint).0, newer.tree_size);
     let note = served_checkpoint(&app).await;
-    assert!(note_root(&note).0 < 1_000_000, "{note}");
-    // The stored checkpoint the forged rows would have hidden is still
-    // what a restarted gateway checks a rewritten history against.
-    tamper(
-        &database_url,
-        &format!(
-            "UPDATE audit.release_attempts SET reason = 'rewritten' WHERE call_id = '{audit_id}'; {REBUILD_TREE}"
-        ),
-    )
-    .await;
+    assert_eq!(note_root(&note).0, newer.tree_size, "{note}");
+    // History after the older checkpoint rewritten: it still extends the
+    // older one, not the newer. A restarted gateway must check it against
+    // the newer, which the planted rows would have hidden.
+    rewrite_history(&database_url, &second.audit_id).await;
     app.shut_down().await.unwrap();
-    let app = spawn_app_with(AppOptions {
-        settings: signing(&keys),
-        database_url: Some(database_url.clone()),
-        ..Default::default()
-    })
-    .await;
+    let app = restart().await;
     release_a_new_disk(&app, "disk-after-forgery").await;
     until_a_refusal_to_sign(&app).await;
     let signed: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit.checkpoints WHERE tree_size > $1 AND tree_size < 900000",
     )
-    .bind(size as i64)
+    .bind(newer.tree_size as i64)
     .fetch_one(&app.db)
     .await
     .unwrap();
