@@ -199,6 +199,9 @@ pub(super) async fn counted_releases(
     Ok(Window { now, releases })
 }
 
+/// An idempotency key, as the keys table holds it: issuer, subject, key.
+pub(super) type HeldKey = (String, String, String);
+
 /// Which of `claims` are held already: a release whose claim will be lost
 /// is answered with the call holding its key, and takes no budget slot.
 /// The rows read stay locked until the transaction ends, so a key cannot
@@ -206,7 +209,7 @@ pub(super) async fn counted_releases(
 pub(super) async fn held_claims(
     db: &mut PgConnection,
     claims: &[&Claim],
-) -> Result<HashSet<(String, String, String)>, sqlx::Error> {
+) -> Result<HashSet<HeldKey>, sqlx::Error> {
     let issuers: Vec<&str> = claims.iter().map(|c| c.issuer.as_str()).collect();
     let principals: Vec<&str> = claims.iter().map(|c| c.principal.as_str()).collect();
     let keys: Vec<&str> = claims.iter().map(|c| c.key.as_str()).collect();

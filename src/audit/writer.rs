@@ -40,7 +40,7 @@ use super::batch::Batch;
 use super::error::AuditError;
 use super::kept::Kept;
 use super::record::{Attempt, Claim, OutcomeRecord, PriorCall, Recorded, RefusalRecord};
-use super::store;
+use super::store::{self, HeldKey};
 use crate::budget::{Budget, BudgetScope, Budgets, OverBudget};
 use crate::metrics::Metrics;
 use chrono::{DateTime, Utc};
@@ -287,9 +287,6 @@ fn batch_of(jobs: &[Job], over: &HashMap<usize, OverBudget>, refusal: BudgetRefu
 
 /// A caller, as budgets count it: token issuer and subject.
 type Principal = (Option<String>, Option<String>);
-
-/// An idempotency key, as the keys table holds it: issuer, subject, key.
-type HeldKey = (String, String, String);
 
 fn claim_of(job: &Job) -> Option<&Claim> {
     match &job.event {

@@ -45,10 +45,9 @@ pub async fn spawn_freeze_watch(
     stop: CancellationToken,
 ) -> FreezeWatch {
     let (sender, receiver) = watch::channel(FreezeState::Unknown);
+    // Unread at start is Unknown already; staleness counts from here.
+    refresh(&pool, &sender).await;
     let mut last_read = Instant::now();
-    if refresh(&pool, &sender).await {
-        last_read = Instant::now();
-    }
     let stale_after = poll * STALE_AFTER_POLLS;
     tokio::spawn(async move {
         let mut listener: Option<PgListener> = None;

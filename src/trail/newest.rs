@@ -24,12 +24,8 @@ pub(super) async fn newest_checkpoint(
     loop {
         let page = store::checkpoints_largest_first(db, offset, PAGE).await?;
         for stored in &page {
-            let read = match verifier_keys {
-                [] => read_unverified(&stored.note),
-                keys => open_with_any(&stored.note, keys),
-            };
-            match read {
-                Ok(checkpoint) if checkpoint.size as i64 == stored.tree_size => {
+            match holding(stored, verifier_keys) {
+                Ok(checkpoint) => {
                     if skipped > 0 {
                         tracing::error!(
                             skipped,
@@ -39,7 +35,7 @@ pub(super) async fn newest_checkpoint(
                     }
                     return Ok(Some((stored.clone(), checkpoint)));
                 }
-                Ok(_) | Err(_) => skipped += 1,
+                Err(_) => skipped += 1,
             }
         }
         if (page.len() as i64) < PAGE {
@@ -53,4 +49,25 @@ pub(super) async fn newest_checkpoint(
         }
         offset += PAGE;
     }
+}
+
+/// The checkpoint `stored` holds, if it does: its note signed by one of
+/// `verifier_keys` (read unverified when there are none) and stating the
+/// size its row claims; otherwise why not.
+pub(super) fn holding(
+    stored: &StoredCheckpoint,
+    verifier_keys: &[&str],
+) -> Result<Checkpoint, String> {
+    let read = match verifier_keys {
+        [] => read_unverified(&stored.note),
+        keys => open_with_any(&stored.note, keys),
+    };
+    let checkpoint = read.map_err(|error| error.to_string())?;
+    if checkpoint.size as i64 != stored.tree_size {
+        return Err(format!(
+            "its row says size {}, but its note signs size {}",
+            stored.tree_size, checkpoint.size
+        ));
+    }
+    Ok(checkpoint)
 }

@@ -4,8 +4,9 @@
 //! checkpoint given (kept outside the database, which is what makes them
 //! evidence). It names the first break it finds and what kind it is.
 
-use super::checkpoint::{Checkpoint, open_with_any, read_unverified};
+use super::checkpoint::Checkpoint;
 use super::hash::{Frontier, Hash, leaf_hash};
+use super::newest::holding;
 use super::proof::Plan;
 use super::prove::{RowLeaf, leaves_of};
 use super::store;
@@ -172,31 +173,18 @@ pub async fn stored_anchors(
     let mut anchors = Vec::new();
     let mut unheld = None;
     for stored in store::checkpoints(db).await? {
-        let read = match verifier_keys {
-            [_, ..] => open_with_any(&stored.note, verifier_keys),
-            [] => read_unverified(&stored.note),
-        };
-        match read {
-            Ok(checkpoint) if checkpoint.size as i64 == stored.tree_size => {
+        match holding(&stored, verifier_keys) {
+            Ok(checkpoint) => {
                 let source = format!(
                     "stored checkpoint_id {} (size {})",
                     stored.checkpoint_id, stored.tree_size
                 );
                 anchors.push(Anchor { checkpoint, source });
             }
-            Ok(checkpoint) => {
+            Err(why) => {
                 unheld.get_or_insert(Break::CheckpointUnheld {
                     checkpoint_id: stored.checkpoint_id,
-                    why: format!(
-                        "its row says size {}, but its note signs size {}",
-                        stored.tree_size, checkpoint.size
-                    ),
-                });
-            }
-            Err(error) => {
-                unheld.get_or_insert(Break::CheckpointUnheld {
-                    checkpoint_id: stored.checkpoint_id,
-                    why: error.to_string(),
+                    why,
                 });
             }
         }
